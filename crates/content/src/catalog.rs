@@ -83,7 +83,12 @@ impl Catalog {
         if let Some(w) = entries.windows(2).find(|w| w[0].lesson == w[1].lesson) {
             return Err(DuplicateLesson(w[0].lesson.clone()));
         }
-        Ok(Self { version, issued_at, expires_at, entries })
+        Ok(Self {
+            version,
+            issued_at,
+            expires_at,
+            entries,
+        })
     }
 
     /// The entries, sorted by lesson id.
@@ -93,7 +98,10 @@ impl Catalog {
 
     /// The entry for `lesson`, if it is published.
     pub fn entry(&self, lesson: &LessonId) -> Option<&CatalogEntry> {
-        self.entries.binary_search_by(|e| e.lesson.cmp(lesson)).ok().map(|i| &self.entries[i])
+        self.entries
+            .binary_search_by(|e| e.lesson.cmp(lesson))
+            .ok()
+            .map(|i| &self.entries[i])
     }
 
     /// Total bytes of every published lesson.
@@ -126,6 +134,11 @@ impl Decode for Catalog {
                 reason: "entries must be sorted by lesson id without duplicates",
             });
         }
-        Ok(Self { version, issued_at, expires_at, entries })
+        Ok(Self {
+            version,
+            issued_at,
+            expires_at,
+            entries,
+        })
     }
 }

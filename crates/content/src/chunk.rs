@@ -37,7 +37,10 @@ impl ChunkId {
         if actual == *self {
             Ok(())
         } else {
-            Err(HashMismatch { expected: *self, actual })
+            Err(HashMismatch {
+                expected: *self,
+                actual,
+            })
         }
     }
 
@@ -135,8 +138,15 @@ impl ChunkRef {
     /// # Panics
     /// If `bytes` is longer than [`MAX_CHUNK_SIZE`]; split with [`crate::chunking`] first.
     pub fn of(bytes: &[u8]) -> Self {
-        assert!(bytes.len() <= MAX_CHUNK_SIZE, "chunk of {} bytes exceeds 1 MiB", bytes.len());
-        Self { id: ChunkId::of(bytes), size: bytes.len() as u32 }
+        assert!(
+            bytes.len() <= MAX_CHUNK_SIZE,
+            "chunk of {} bytes exceeds 1 MiB",
+            bytes.len()
+        );
+        Self {
+            id: ChunkId::of(bytes),
+            size: bytes.len() as u32,
+        }
     }
 }
 
@@ -153,7 +163,11 @@ impl Decode for ChunkRef {
         let id = ChunkId::decode(d)?;
         let size = d.u32("chunk size")?;
         if size as usize > MAX_CHUNK_SIZE {
-            return Err(DecodeError::TooLong { field: "chunk size", len: size as usize, max: MAX_CHUNK_SIZE });
+            return Err(DecodeError::TooLong {
+                field: "chunk size",
+                len: size as usize,
+                max: MAX_CHUNK_SIZE,
+            });
         }
         Ok(Self { id, size })
     }
@@ -178,10 +192,22 @@ mod tests {
         assert_eq!("abc".parse::<ChunkId>(), Err(ParseChunkIdError::WrongLength { len: 3 }));
         let mut s = "0".repeat(64);
         s.replace_range(10..11, "g");
-        assert_eq!(s.parse::<ChunkId>(), Err(ParseChunkIdError::NotHex { position: 10, found: 'g' }));
+        assert_eq!(
+            s.parse::<ChunkId>(),
+            Err(ParseChunkIdError::NotHex {
+                position: 10,
+                found: 'g'
+            })
+        );
         // Multi-byte characters are reported by character count, never split.
         let s = "é".repeat(32);
-        assert_eq!(s.parse::<ChunkId>(), Err(ParseChunkIdError::NotHex { position: 0, found: 'é' }));
+        assert_eq!(
+            s.parse::<ChunkId>(),
+            Err(ParseChunkIdError::NotHex {
+                position: 0,
+                found: 'é'
+            })
+        );
     }
 
     #[test]

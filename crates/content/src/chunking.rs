@@ -90,12 +90,19 @@ mod tests {
         let middle = edited.len() / 2;
         edited.splice(middle..middle, std::iter::repeat_n(7u8, 100));
 
-        let before: std::collections::HashSet<_> =
-            refs_for(&original, &attachment_ranges(&original)).into_iter().map(|r| r.id).collect();
+        let before: std::collections::HashSet<_> = refs_for(&original, &attachment_ranges(&original))
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         let after = refs_for(&edited, &attachment_ranges(&edited));
         let reused = after.iter().filter(|r| before.contains(&r.id)).count();
         // Only the chunk (or two) around the edit may change.
-        assert!(after.len() - reused <= 2, "{} of {} chunks changed", after.len() - reused, after.len());
+        assert!(
+            after.len() - reused <= 2,
+            "{} of {} chunks changed",
+            after.len() - reused,
+            after.len()
+        );
         assert!(after.len() >= 8, "expected many chunks, got {}", after.len());
     }
 

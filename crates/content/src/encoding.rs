@@ -20,9 +20,17 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum DecodeError {
     #[error("input ended while reading {field}: needed {needed} more bytes, {remaining} left")]
-    UnexpectedEnd { field: &'static str, needed: usize, remaining: usize },
+    UnexpectedEnd {
+        field: &'static str,
+        needed: usize,
+        remaining: usize,
+    },
     #[error("{field} is {len} long, more than the limit of {max}")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{field} has unknown tag {tag}")]
     InvalidTag { field: &'static str, tag: u8 },
     #[error("{field} is not valid UTF-8")]
@@ -32,7 +40,11 @@ pub enum DecodeError {
     #[error("{count} unexpected bytes after the end of {what}")]
     TrailingBytes { what: &'static str, count: usize },
     #[error("{what} has format version {version}; this build understands version {supported}")]
-    UnsupportedVersion { what: &'static str, version: u8, supported: u8 },
+    UnsupportedVersion {
+        what: &'static str,
+        version: u8,
+        supported: u8,
+    },
     #[error("{field} is invalid: {reason}")]
     Invalid { field: &'static str, reason: &'static str },
 }
@@ -137,7 +149,11 @@ impl<'a> Decoder<'a> {
     /// Takes exactly `n` bytes.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::UnexpectedEnd { field, needed: n, remaining: self.remaining() });
+            return Err(DecodeError::UnexpectedEnd {
+                field,
+                needed: n,
+                remaining: self.remaining(),
+            });
         }
         let slice = &self.input[self.pos..self.pos + n];
         self.pos += n;
@@ -182,7 +198,11 @@ impl<'a> Decoder<'a> {
         if version == supported {
             Ok(())
         } else {
-            Err(DecodeError::UnsupportedVersion { what, version, supported })
+            Err(DecodeError::UnsupportedVersion {
+                what,
+                version,
+                supported,
+            })
         }
     }
 
@@ -279,14 +299,24 @@ mod tests {
         let mut bytes = Vec::new();
         put_u32(&mut bytes, 11);
         let err = Decoder::new(&bytes).seq::<String>("tags", 10).unwrap_err();
-        assert_eq!(err, DecodeError::TooLong { field: "tags", len: 11, max: 10 });
+        assert_eq!(
+            err,
+            DecodeError::TooLong {
+                field: "tags",
+                len: 11,
+                max: 10
+            }
+        );
     }
 
     #[test]
     fn bool_must_be_zero_or_one() {
         assert_eq!(
             Decoder::new(&[2]).bool("flag"),
-            Err(DecodeError::InvalidBool { field: "flag", value: 2 })
+            Err(DecodeError::InvalidBool {
+                field: "flag",
+                value: 2
+            })
         );
     }
 
@@ -296,7 +326,10 @@ mod tests {
         bytes.push(0);
         assert_eq!(
             String::from_bytes(&bytes),
-            Err(DecodeError::TrailingBytes { what: "string", count: 1 })
+            Err(DecodeError::TrailingBytes {
+                what: "string",
+                count: 1
+            })
         );
     }
 }

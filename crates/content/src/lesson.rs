@@ -38,7 +38,13 @@ pub enum Category {
 
 impl Encode for Category {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_u8(out, match self { Category::Required => 1, Category::Elective => 2 });
+        put_u8(
+            out,
+            match self {
+                Category::Required => 1,
+                Category::Elective => 2,
+            },
+        );
     }
 }
 
@@ -79,9 +85,15 @@ impl Decode for RenditionKind {
     const WHAT: &'static str = "rendition kind";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         match d.u8("rendition kind")? {
-            1 => Ok(RenditionKind::Video { width: d.u16("width")?, height: d.u16("height")? }),
+            1 => Ok(RenditionKind::Video {
+                width: d.u16("width")?,
+                height: d.u16("height")?,
+            }),
             2 => Ok(RenditionKind::Audio),
-            tag => Err(DecodeError::InvalidTag { field: "rendition kind", tag }),
+            tag => Err(DecodeError::InvalidTag {
+                field: "rendition kind",
+                tag,
+            }),
         }
     }
 }
@@ -113,7 +125,10 @@ impl Decode for Segment {
         let duration_ms = d.u32("segment duration")?;
         let chunks = d.seq("segment chunks", MAX_CHUNKS_PER_SEGMENT)?;
         if chunks.is_empty() {
-            return Err(DecodeError::Invalid { field: "segment chunks", reason: "a segment has at least one chunk" });
+            return Err(DecodeError::Invalid {
+                field: "segment chunks",
+                reason: "a segment has at least one chunk",
+            });
         }
         Ok(Self { duration_ms, chunks })
     }
@@ -265,7 +280,11 @@ impl Decode for LessonManifest {
     const WHAT: &'static str = "lesson manifest";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         if d.remaining() > MAX_MANIFEST_SIZE {
-            return Err(DecodeError::TooLong { field: "lesson manifest", len: d.remaining(), max: MAX_MANIFEST_SIZE });
+            return Err(DecodeError::TooLong {
+                field: "lesson manifest",
+                len: d.remaining(),
+                max: MAX_MANIFEST_SIZE,
+            });
         }
         d.version("lesson manifest", MANIFEST_FORMAT)?;
         let manifest = Self {
@@ -283,7 +302,10 @@ impl Decode for LessonManifest {
         let mut names: Vec<&str> = manifest.renditions.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
-            return Err(DecodeError::Invalid { field: "renditions", reason: "two renditions share a name" });
+            return Err(DecodeError::Invalid {
+                field: "renditions",
+                reason: "two renditions share a name",
+            });
         }
         Ok(manifest)
     }

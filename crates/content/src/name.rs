@@ -20,9 +20,17 @@ pub enum NameError {
     #[error("{kind} is empty; give a name such as \"village-0123\"")]
     Empty { kind: &'static str },
     #[error("{kind} {name:?} is {len} bytes long; the limit is {MAX_NAME_LEN}")]
-    TooLong { kind: &'static str, name: String, len: usize },
+    TooLong {
+        kind: &'static str,
+        name: String,
+        len: usize,
+    },
     #[error("{kind} {name:?} contains {found:?}; use only ASCII letters, digits, '.', '_', '-' and ':'")]
-    BadCharacter { kind: &'static str, name: String, found: char },
+    BadCharacter {
+        kind: &'static str,
+        name: String,
+        found: char,
+    },
 }
 
 fn validate(kind: &'static str, s: &str) -> Result<(), NameError> {
@@ -30,10 +38,21 @@ fn validate(kind: &'static str, s: &str) -> Result<(), NameError> {
         return Err(NameError::Empty { kind });
     }
     if s.len() > MAX_NAME_LEN {
-        return Err(NameError::TooLong { kind, name: s.chars().take(40).collect(), len: s.len() });
+        return Err(NameError::TooLong {
+            kind,
+            name: s.chars().take(40).collect(),
+            len: s.len(),
+        });
     }
-    if let Some(found) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))) {
-        return Err(NameError::BadCharacter { kind, name: s.to_owned(), found });
+    if let Some(found) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')))
+    {
+        return Err(NameError::BadCharacter {
+            kind,
+            name: s.to_owned(),
+            found,
+        });
     }
     Ok(())
 }
@@ -125,9 +144,18 @@ mod tests {
         assert!(LessonId::new("agri-2026-017").is_ok());
         assert!(NodeName::new("district:07_town.3").is_ok());
         assert_eq!(LessonId::new(""), Err(NameError::Empty { kind: "lesson id" }));
-        assert!(matches!(LessonId::new("课程"), Err(NameError::BadCharacter { found: '课', .. })));
-        assert!(matches!(LessonId::new("a/b"), Err(NameError::BadCharacter { found: '/', .. })));
-        assert!(matches!(LessonId::new("a".repeat(129)), Err(NameError::TooLong { len: 129, .. })));
+        assert!(matches!(
+            LessonId::new("课程"),
+            Err(NameError::BadCharacter { found: '课', .. })
+        ));
+        assert!(matches!(
+            LessonId::new("a/b"),
+            Err(NameError::BadCharacter { found: '/', .. })
+        ));
+        assert!(matches!(
+            LessonId::new("a".repeat(129)),
+            Err(NameError::TooLong { len: 129, .. })
+        ));
     }
 
     #[test]

@@ -57,7 +57,10 @@ impl Decode for Target {
             3 => AreaName::decode(d).map(Target::Town),
             4 => NodeName::decode(d).map(Target::Station),
             5 => AreaName::decode(d).map(Target::Group),
-            tag => Err(DecodeError::InvalidTag { field: "schedule target", tag }),
+            tag => Err(DecodeError::InvalidTag {
+                field: "schedule target",
+                tag,
+            }),
         }
     }
 }
@@ -81,7 +84,11 @@ impl Encode for ScheduleEntry {
 impl Decode for ScheduleEntry {
     const WHAT: &'static str = "schedule entry";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { lesson: LessonId::decode(d)?, show_at: UnixTime::decode(d)?, target: Target::decode(d)? })
+        Ok(Self {
+            lesson: LessonId::decode(d)?,
+            show_at: UnixTime::decode(d)?,
+            target: Target::decode(d)?,
+        })
     }
 }
 

@@ -35,11 +35,16 @@ impl PublicKey {
     /// A short, stable fingerprint for logs and error messages: the first 8 bytes of the
     /// BLAKE3 hash of the key, in hex.
     pub fn fingerprint(&self) -> String {
-        blake3::hash(&self.0).as_bytes()[..8].iter().map(|b| format!("{b:02x}")).collect()
+        blake3::hash(&self.0).as_bytes()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn verify(&self, domain: &str, body: &[u8], signature: &[u8; 64]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(&self.0) else { return false };
+        let Ok(key) = VerifyingKey::from_bytes(&self.0) else {
+            return false;
+        };
         let sig = ed25519_dalek::Signature::from_bytes(signature);
         key.verify_strict(&signed_message(domain, body), &sig).is_ok()
     }
@@ -108,7 +113,10 @@ impl RootKey {
             not_after,
             signature: [0; 64],
         };
-        delegation.signature = self.0.sign(&signed_message(Delegation::DOMAIN, &delegation.body_bytes())).to_bytes();
+        delegation.signature = self
+            .0
+            .sign(&signed_message(Delegation::DOMAIN, &delegation.body_bytes()))
+            .to_bytes();
         delegation
     }
 }
@@ -225,7 +233,11 @@ impl OnlineKey {
     /// Signs `body`.
     pub fn sign<T: Signable>(&self, body: T) -> Signed<T> {
         let signature = self.key.sign(&signed_message(T::DOMAIN, &body.to_bytes())).to_bytes();
-        Signed { body, delegation: self.delegation.clone(), signature }
+        Signed {
+            body,
+            delegation: self.delegation.clone(),
+            signature,
+        }
     }
 }
 
@@ -247,7 +259,9 @@ impl<T: Signable> Signed<T> {
     /// Whether the online key's signature over the body is valid. Does not check the
     /// delegation; [`crate::trust::TrustState`] checks the whole chain.
     pub fn body_signature_is_valid(&self) -> bool {
-        self.delegation.key.verify(T::DOMAIN, &self.body.to_bytes(), &self.signature)
+        self.delegation
+            .key
+            .verify(T::DOMAIN, &self.body.to_bytes(), &self.signature)
     }
 }
 
@@ -262,6 +276,10 @@ impl<T: Signable> Encode for Signed<T> {
 impl<T: Signable> Decode for Signed<T> {
     const WHAT: &'static str = T::WHAT;
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { delegation: Delegation::decode(d)?, body: T::decode(d)?, signature: d.array("signature")? })
+        Ok(Self {
+            delegation: Delegation::decode(d)?,
+            body: T::decode(d)?,
+            signature: d.array("signature")?,
+        })
     }
 }

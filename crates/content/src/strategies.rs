@@ -60,18 +60,36 @@ fn rendition_kind() -> impl Strategy<Value = RenditionKind> {
 
 pub fn manifest() -> impl Strategy<Value = LessonManifest> {
     let renditions = vec(
-        ("[a-z0-9]{1,8}", rendition_kind(), any::<u32>(), "[a-z0-9.,]{0,30}", vec(segment(), 0..5)),
+        (
+            "[a-z0-9]{1,8}",
+            rendition_kind(),
+            any::<u32>(),
+            "[a-z0-9.,]{0,30}",
+            vec(segment(), 0..5),
+        ),
         0..4,
     )
     .prop_map(|rs| {
         let mut seen = std::collections::HashSet::new();
         rs.into_iter()
             .filter(|r| seen.insert(r.0.clone()))
-            .map(|(name, kind, bandwidth, codecs, segments)| Rendition { name, kind, bandwidth, codecs, segments })
+            .map(|(name, kind, bandwidth, codecs, segments)| Rendition {
+                name,
+                kind,
+                bandwidth,
+                codecs,
+                segments,
+            })
             .collect::<Vec<_>>()
     });
     let attachments = vec((text(), "[a-z/.-]{1,30}", vec(chunk_ref(), 0..4)), 0..3).prop_map(|atts| {
-        atts.into_iter().map(|(name, media_type, chunks)| Attachment { name, media_type, chunks }).collect()
+        atts.into_iter()
+            .map(|(name, media_type, chunks)| Attachment {
+                name,
+                media_type,
+                chunks,
+            })
+            .collect()
     });
     (
         lesson_id(),
@@ -103,9 +121,18 @@ pub fn manifest() -> impl Strategy<Value = LessonManifest> {
 }
 
 pub fn catalog() -> impl Strategy<Value = Catalog> {
-    let entry = (lesson_id(), chunk_id(), 0..=crate::lesson::MAX_MANIFEST_SIZE as u32, any::<u64>()).prop_map(
-        |(lesson, manifest, manifest_size, content_size)| CatalogEntry { lesson, manifest, manifest_size, content_size },
-    );
+    let entry = (
+        lesson_id(),
+        chunk_id(),
+        0..=crate::lesson::MAX_MANIFEST_SIZE as u32,
+        any::<u64>(),
+    )
+        .prop_map(|(lesson, manifest, manifest_size, content_size)| CatalogEntry {
+            lesson,
+            manifest,
+            manifest_size,
+            content_size,
+        });
     (any::<u64>(), unix_time(), unix_time(), vec(entry, 0..8)).prop_map(|(version, issued, expires, entries)| {
         let mut seen = std::collections::HashSet::new();
         let entries = entries.into_iter().filter(|e| seen.insert(e.lesson.clone())).collect();
@@ -137,23 +164,36 @@ pub fn schedule() -> impl Strategy<Value = Schedule> {
 }
 
 pub fn live_segment() -> impl Strategy<Value = LiveSegment> {
-    (channel_id(), "[a-z0-9]{1,8}", any::<u64>(), any::<u32>(), any::<u64>(), vec(chunk_ref(), 0..4)).prop_map(
-        |(channel, rendition, sequence, duration_ms, cut_at_ms, chunks)| LiveSegment {
-            channel,
-            rendition,
-            sequence,
-            duration_ms,
-            cut_at_ms,
-            chunks,
-        },
+    (
+        channel_id(),
+        "[a-z0-9]{1,8}",
+        any::<u64>(),
+        any::<u32>(),
+        any::<u64>(),
+        vec(chunk_ref(), 0..4),
     )
+        .prop_map(
+            |(channel, rendition, sequence, duration_ms, cut_at_ms, chunks)| LiveSegment {
+                channel,
+                rendition,
+                sequence,
+                duration_ms,
+                cut_at_ms,
+                chunks,
+            },
+        )
 }
 
 /// A fixed online key delegated by a fixed root, for signing arbitrary values in tests.
 pub fn test_signer() -> OnlineKey {
     let root = RootKey::from_seed([1; 32]);
     let seed = [2; 32];
-    let delegation = root.delegate(OnlineKey::public_for_seed(seed), "test", UnixTime(0), UnixTime(u64::MAX));
+    let delegation = root.delegate(
+        OnlineKey::public_for_seed(seed),
+        "test",
+        UnixTime(0),
+        UnixTime(u64::MAX),
+    );
     OnlineKey::new(seed, delegation).expect("delegation is for this key")
 }
 

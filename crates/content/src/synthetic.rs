@@ -36,8 +36,22 @@ impl SyntheticLesson {
             segments,
             segment_duration_ms: 4_000,
             renditions: vec![
-                ("720p".into(), RenditionKind::Video { width: 1280, height: 720 }, 1_500_000),
-                ("360p".into(), RenditionKind::Video { width: 640, height: 360 }, 500_000),
+                (
+                    "720p".into(),
+                    RenditionKind::Video {
+                        width: 1280,
+                        height: 720,
+                    },
+                    1_500_000,
+                ),
+                (
+                    "360p".into(),
+                    RenditionKind::Video {
+                        width: 640,
+                        height: 360,
+                    },
+                    500_000,
+                ),
                 ("audio".into(), RenditionKind::Audio, 64_000),
             ],
             attachment_size: 300_000,
@@ -57,7 +71,10 @@ impl SyntheticLesson {
                 for (r, range) in refs.iter().zip(segment_ranges(&data)) {
                     chunks.insert(r.id, data[range].to_vec());
                 }
-                segments.push(Segment { duration_ms: self.segment_duration_ms, chunks: refs });
+                segments.push(Segment {
+                    duration_ms: self.segment_duration_ms,
+                    chunks: refs,
+                });
             }
             renditions.push(Rendition {
                 name: name.clone(),
@@ -78,7 +95,11 @@ impl SyntheticLesson {
             for (r, range) in refs.iter().zip(ranges) {
                 chunks.insert(r.id, data[range].to_vec());
             }
-            attachments.push(Attachment { name: "讲义.pdf".into(), media_type: "application/pdf".into(), chunks: refs });
+            attachments.push(Attachment {
+                name: "讲义.pdf".into(),
+                media_type: "application/pdf".into(),
+                chunks: refs,
+            });
         }
         let manifest = LessonManifest {
             id: self.id.clone(),

@@ -31,18 +31,34 @@ pub enum TrustError {
         "{what} is signed under root key {offered}, but this node was enrolled with root key {enrolled}; \
          it comes from another deployment (check the parent address and the node's enrolment)"
     )]
-    UnknownKey { what: &'static str, offered: PublicKey, enrolled: PublicKey },
+    UnknownKey {
+        what: &'static str,
+        offered: PublicKey,
+        enrolled: PublicKey,
+    },
     #[error("the signature on the {what} does not verify; the data was altered or forged and is refused")]
     BadSignature { what: &'static str },
     #[error(
         "the signing key {label:?} expired at {not_after} (now {now}); the origin must sign with a key the \
          root has delegated to again"
     )]
-    DelegationExpired { label: String, not_after: UnixTime, now: UnixTime },
+    DelegationExpired {
+        label: String,
+        not_after: UnixTime,
+        now: UnixTime,
+    },
     #[error("the signing key {label:?} is valid only from {not_before} (now {now}); check this node's clock")]
-    DelegationNotYetValid { label: String, not_before: UnixTime, now: UnixTime },
+    DelegationNotYetValid {
+        label: String,
+        not_before: UnixTime,
+        now: UnixTime,
+    },
     #[error("{what} version {offered} is not newer than the accepted version {accepted} (rollback refused)")]
-    Rollback { what: &'static str, offered: u64, accepted: u64 },
+    Rollback {
+        what: &'static str,
+        offered: u64,
+        accepted: u64,
+    },
     #[error("a different {what} with the same version {version} was offered; the one accepted first is kept")]
     Conflict { what: &'static str, version: u64 },
     #[error(
@@ -55,7 +71,11 @@ pub enum TrustError {
     #[error("lesson {lesson} is not in the accepted catalog")]
     NotInCatalog { lesson: LessonId },
     #[error("the manifest offered for lesson {lesson} hashes to {actual}, but the catalog lists {expected}; refused")]
-    ManifestMismatch { lesson: LessonId, expected: ChunkId, actual: ChunkId },
+    ManifestMismatch {
+        lesson: LessonId,
+        expected: ChunkId,
+        actual: ChunkId,
+    },
     #[error("the manifest for lesson {lesson} matches the catalog but cannot be decoded: {source}")]
     ManifestUndecodable { lesson: LessonId, source: DecodeError },
     #[error("the manifest listed for lesson {lesson} describes lesson {found}")]
@@ -82,7 +102,11 @@ pub struct TrustState {
 impl TrustState {
     /// A node enrolled with `root` that has accepted nothing yet.
     pub fn new(root: PublicKey) -> Self {
-        Self { root, catalog: None, schedule: None }
+        Self {
+            root,
+            catalog: None,
+            schedule: None,
+        }
     }
 
     /// The root key this node trusts.
@@ -109,14 +133,22 @@ impl TrustState {
         catalog: Option<Signed<Catalog>>,
         schedule: Option<Signed<Schedule>>,
     ) -> Result<Self, TrustError> {
-        let state = Self { root, catalog: None, schedule: None };
+        let state = Self {
+            root,
+            catalog: None,
+            schedule: None,
+        };
         if let Some(c) = &catalog {
             state.check_chain(c)?;
         }
         if let Some(s) = &schedule {
             state.check_chain(s)?;
         }
-        Ok(Self { root, catalog, schedule })
+        Ok(Self {
+            root,
+            catalog,
+            schedule,
+        })
     }
 
     /// Checks the signature chain of `signed` (root → delegation → object) and that the
@@ -125,10 +157,18 @@ impl TrustState {
         self.check_chain(signed)?;
         let d = &signed.delegation;
         if now < d.not_before {
-            return Err(TrustError::DelegationNotYetValid { label: d.label.clone(), not_before: d.not_before, now });
+            return Err(TrustError::DelegationNotYetValid {
+                label: d.label.clone(),
+                not_before: d.not_before,
+                now,
+            });
         }
         if now > d.not_after {
-            return Err(TrustError::DelegationExpired { label: d.label.clone(), not_after: d.not_after, now });
+            return Err(TrustError::DelegationExpired {
+                label: d.label.clone(),
+                not_after: d.not_after,
+                now,
+            });
         }
         Ok(())
     }
@@ -136,7 +176,11 @@ impl TrustState {
     fn check_chain<T: Signable>(&self, signed: &Signed<T>) -> Result<(), TrustError> {
         let d = &signed.delegation;
         if d.root != self.root {
-            return Err(TrustError::UnknownKey { what: T::WHAT, offered: d.root, enrolled: self.root });
+            return Err(TrustError::UnknownKey {
+                what: T::WHAT,
+                offered: d.root,
+                enrolled: self.root,
+            });
         }
         if !d.signature_is_valid() {
             return Err(TrustError::BadSignature { what: "key delegation" });
@@ -152,7 +196,10 @@ impl TrustState {
         self.verify_signed(candidate, now)?;
         let catalog = &candidate.body;
         if now > catalog.expires_at {
-            return Err(TrustError::CatalogExpired { expires_at: catalog.expires_at, now });
+            return Err(TrustError::CatalogExpired {
+                expires_at: catalog.expires_at,
+                now,
+            });
         }
         newer_than(self.catalog.as_ref(), candidate, "catalog", |c| c.version)
     }
@@ -185,15 +232,27 @@ impl TrustState {
     /// decodes them.
     pub fn verify_manifest(&self, lesson: &LessonId, bytes: &[u8]) -> Result<LessonManifest, TrustError> {
         let catalog = self.catalog.as_ref().ok_or(TrustError::NoCatalog)?;
-        let entry = catalog.body.entry(lesson).ok_or_else(|| TrustError::NotInCatalog { lesson: lesson.clone() })?;
+        let entry = catalog
+            .body
+            .entry(lesson)
+            .ok_or_else(|| TrustError::NotInCatalog { lesson: lesson.clone() })?;
         let actual = ChunkId::of(bytes);
         if actual != entry.manifest {
-            return Err(TrustError::ManifestMismatch { lesson: lesson.clone(), expected: entry.manifest, actual });
+            return Err(TrustError::ManifestMismatch {
+                lesson: lesson.clone(),
+                expected: entry.manifest,
+                actual,
+            });
         }
-        let manifest = LessonManifest::from_bytes(bytes)
-            .map_err(|source| TrustError::ManifestUndecodable { lesson: lesson.clone(), source })?;
+        let manifest = LessonManifest::from_bytes(bytes).map_err(|source| TrustError::ManifestUndecodable {
+            lesson: lesson.clone(),
+            source,
+        })?;
         if &manifest.id != lesson {
-            return Err(TrustError::ManifestForOtherLesson { lesson: lesson.clone(), found: manifest.id });
+            return Err(TrustError::ManifestForOtherLesson {
+                lesson: lesson.clone(),
+                found: manifest.id,
+            });
         }
         Ok(manifest)
     }
@@ -205,7 +264,9 @@ fn newer_than<T: Signable>(
     what: &'static str,
     version: impl Fn(&T) -> u64,
 ) -> Result<Acceptance, TrustError> {
-    let Some(accepted) = accepted else { return Ok(Acceptance::New) };
+    let Some(accepted) = accepted else {
+        return Ok(Acceptance::New);
+    };
     let (offered, current) = (version(&candidate.body), version(&accepted.body));
     if offered > current {
         Ok(Acceptance::New)
@@ -214,6 +275,10 @@ fn newer_than<T: Signable>(
     } else if offered == current {
         Err(TrustError::Conflict { what, version: offered })
     } else {
-        Err(TrustError::Rollback { what, offered, accepted: current })
+        Err(TrustError::Rollback {
+            what,
+            offered,
+            accepted: current,
+        })
     }
 }

@@ -18,8 +18,12 @@ impl Deployment {
     fn new(root_seed: u8) -> Self {
         let root = RootKey::from_seed([root_seed; 32]);
         let seed = [root_seed.wrapping_add(100); 32];
-        let delegation =
-            root.delegate(OnlineKey::public_for_seed(seed), "origin-key", UnixTime(NOW.0 - DAY), NOW.plus_secs(30 * DAY));
+        let delegation = root.delegate(
+            OnlineKey::public_for_seed(seed),
+            "origin-key",
+            UnixTime(NOW.0 - DAY),
+            NOW.plus_secs(30 * DAY),
+        );
         let online = OnlineKey::new(seed, delegation).unwrap();
         Self { root, online }
     }
@@ -29,12 +33,15 @@ impl Deployment {
     }
 
     fn catalog(&self, version: u64, entries: Vec<CatalogEntry>) -> Signed<Catalog> {
-        self.online.sign(Catalog::new(version, NOW, NOW.plus_secs(7 * DAY), entries).unwrap())
+        self.online
+            .sign(Catalog::new(version, NOW, NOW.plus_secs(7 * DAY), entries).unwrap())
     }
 }
 
 fn lesson(name: &str, seed: u64) -> LessonManifest {
-    SyntheticLesson::standard(LessonId::new(name).unwrap(), seed, 2).build().manifest
+    SyntheticLesson::standard(LessonId::new(name).unwrap(), seed, 2)
+        .build()
+        .manifest
 }
 
 fn entry_for(m: &LessonManifest) -> CatalogEntry {
@@ -51,7 +58,10 @@ fn accepts_a_valid_catalog_then_newer_ones() {
     let dep = Deployment::new(1);
     let mut trust = dep.trust();
     assert_eq!(trust.accept_catalog(dep.catalog(1, vec![]), NOW), Ok(Acceptance::New));
-    assert_eq!(trust.accept_catalog(dep.catalog(1, vec![]), NOW), Ok(Acceptance::Unchanged));
+    assert_eq!(
+        trust.accept_catalog(dep.catalog(1, vec![]), NOW),
+        Ok(Acceptance::Unchanged)
+    );
     assert_eq!(trust.accept_catalog(dep.catalog(5, vec![]), NOW), Ok(Acceptance::New));
     assert_eq!(trust.catalog().unwrap().body.version, 5);
 }
@@ -94,7 +104,9 @@ fn refuses_a_catalog_from_another_deployment() {
 fn refuses_an_expired_delegation() {
     let dep = Deployment::new(1);
     let later = NOW.plus_secs(31 * DAY);
-    let signed = dep.online.sign(Catalog::new(1, later, later.plus_secs(DAY), vec![]).unwrap());
+    let signed = dep
+        .online
+        .sign(Catalog::new(1, later, later.plus_secs(DAY), vec![]).unwrap());
     let err = dep.trust().accept_catalog(signed, later).unwrap_err();
     assert!(matches!(err, TrustError::DelegationExpired { .. }), "{err}");
 }
@@ -114,12 +126,19 @@ fn refuses_rollback_and_conflict() {
     trust.accept_catalog(dep.catalog(7, vec![]), NOW).unwrap();
     assert_eq!(
         trust.accept_catalog(dep.catalog(6, vec![]), NOW),
-        Err(TrustError::Rollback { what: "catalog", offered: 6, accepted: 7 })
+        Err(TrustError::Rollback {
+            what: "catalog",
+            offered: 6,
+            accepted: 7
+        })
     );
     let m = lesson("x", 3);
     assert_eq!(
         trust.accept_catalog(dep.catalog(7, vec![entry_for(&m)]), NOW),
-        Err(TrustError::Conflict { what: "catalog", version: 7 })
+        Err(TrustError::Conflict {
+            what: "catalog",
+            version: 7
+        })
     );
     assert_eq!(trust.catalog().unwrap().body.version, 7);
 }
@@ -127,7 +146,10 @@ fn refuses_rollback_and_conflict() {
 #[test]
 fn refuses_an_expired_catalog() {
     let dep = Deployment::new(1);
-    let err = dep.trust().accept_catalog(dep.catalog(1, vec![]), NOW.plus_secs(8 * DAY)).unwrap_err();
+    let err = dep
+        .trust()
+        .accept_catalog(dep.catalog(1, vec![]), NOW.plus_secs(8 * DAY))
+        .unwrap_err();
     assert!(matches!(err, TrustError::CatalogExpired { .. }), "{err}");
 }
 
@@ -148,7 +170,10 @@ fn checks_manifests_against_the_catalog() {
     let mut bytes = a.to_bytes();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    assert!(matches!(trust.verify_manifest(&a.id, &bytes), Err(TrustError::ManifestMismatch { .. })));
+    assert!(matches!(
+        trust.verify_manifest(&a.id, &bytes),
+        Err(TrustError::ManifestMismatch { .. })
+    ));
     assert_eq!(
         trust.verify_manifest(&b.id, &b.to_bytes()),
         Err(TrustError::NotInCatalog { lesson: b.id.clone() })
@@ -160,8 +185,15 @@ fn schedules_and_live_segments_are_checked_too() {
     let dep = Deployment::new(1);
     let other = Deployment::new(2);
     let mut trust = dep.trust();
-    let schedule = |v| Schedule { version: v, issued_at: NOW, entries: vec![] };
-    assert_eq!(trust.accept_schedule(dep.online.sign(schedule(2)), NOW), Ok(Acceptance::New));
+    let schedule = |v| Schedule {
+        version: v,
+        issued_at: NOW,
+        entries: vec![],
+    };
+    assert_eq!(
+        trust.accept_schedule(dep.online.sign(schedule(2)), NOW),
+        Ok(Acceptance::New)
+    );
     assert!(matches!(
         trust.accept_schedule(dep.online.sign(schedule(1)), NOW),
         Err(TrustError::Rollback { what: "schedule", .. })
@@ -193,8 +225,19 @@ fn a_signature_for_one_kind_does_not_verify_as_another() {
     let dep = Deployment::new(1);
     let catalog = Catalog::new(1, NOW, NOW.plus_secs(DAY), vec![]).unwrap();
     let signed = dep.online.sign(catalog.clone());
-    let schedule_sig = dep.online.sign(Schedule { version: 1, issued_at: NOW, entries: vec![] }).signature;
-    let replayed = Signed { body: catalog, delegation: signed.delegation, signature: schedule_sig };
+    let schedule_sig = dep
+        .online
+        .sign(Schedule {
+            version: 1,
+            issued_at: NOW,
+            entries: vec![],
+        })
+        .signature;
+    let replayed = Signed {
+        body: catalog,
+        delegation: signed.delegation,
+        signature: schedule_sig,
+    };
     assert!(!replayed.body_signature_is_valid());
 }
 
@@ -205,7 +248,10 @@ fn restore_rechecks_signatures_but_not_expiry() {
     let restored = TrustState::restore(dep.root.public(), Some(signed.clone()), None).unwrap();
     // Long after expiry the restored catalog is still the rollback floor.
     let mut trust = restored;
-    assert!(matches!(trust.accept_catalog(dep.catalog(3, vec![]), NOW), Err(TrustError::Rollback { .. })));
+    assert!(matches!(
+        trust.accept_catalog(dep.catalog(3, vec![]), NOW),
+        Err(TrustError::Rollback { .. })
+    ));
     let mut tampered = signed;
     tampered.body.version = 99;
     assert_eq!(

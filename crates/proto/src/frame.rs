@@ -121,7 +121,9 @@ impl std::fmt::Display for FrameKind {
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
-    #[error("frame has protocol version {version}, this node speaks version {PROTOCOL_VERSION}; upgrade the older node")]
+    #[error(
+        "frame has protocol version {version}, this node speaks version {PROTOCOL_VERSION}; upgrade the older node"
+    )]
     UnsupportedVersion { version: u8 },
     #[error("frame kind 0x{kind:02x} is unknown")]
     UnknownKind { kind: u8 },
@@ -163,7 +165,11 @@ impl FrameHeader {
         let kind = FrameKind::from_u8(bytes[1]).ok_or(FrameError::UnknownKind { kind: bytes[1] })?;
         let payload_len = u32::from_be_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
         if payload_len > kind.max_payload() {
-            return Err(FrameError::TooLarge { kind, len: u64::from(payload_len), max: kind.max_payload() });
+            return Err(FrameError::TooLarge {
+                kind,
+                len: u64::from(payload_len),
+                max: kind.max_payload(),
+            });
         }
         Ok(Self { kind, payload_len })
     }
@@ -182,9 +188,16 @@ fn write_frame(kind: FrameKind, payload: impl FnOnce(&mut Vec<u8>), out: &mut Ve
     let len = out.len() - start - HEADER_LEN;
     if len > kind.max_payload() as usize {
         out.truncate(start);
-        return Err(FrameError::TooLarge { kind, len: len as u64, max: kind.max_payload() });
+        return Err(FrameError::TooLarge {
+            kind,
+            len: len as u64,
+            max: kind.max_payload(),
+        });
     }
-    let header = FrameHeader { kind, payload_len: len as u32 };
+    let header = FrameHeader {
+        kind,
+        payload_len: len as u32,
+    };
     out[start..start + HEADER_LEN].copy_from_slice(&header.to_bytes());
     Ok(())
 }
@@ -219,7 +232,8 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) -> Result<(), Fra
 fn payload<T: Decode>(kind: FrameKind, bytes: &[u8]) -> Result<T, FrameError> {
     let mut d = Decoder::new(bytes);
     let value = T::decode(&mut d).map_err(|source| FrameError::Malformed { kind, source })?;
-    d.finish(kind.name()).map_err(|source| FrameError::Malformed { kind, source })?;
+    d.finish(kind.name())
+        .map_err(|source| FrameError::Malformed { kind, source })?;
     Ok(value)
 }
 
@@ -227,7 +241,10 @@ fn check_len(header: FrameHeader, payload_bytes: &[u8]) -> Result<(), FrameError
     if payload_bytes.len() != header.payload_len as usize {
         return Err(FrameError::Malformed {
             kind: header.kind,
-            source: DecodeError::Invalid { field: "payload", reason: "length differs from the header" },
+            source: DecodeError::Invalid {
+                field: "payload",
+                reason: "length differs from the header",
+            },
         });
     }
     Ok(())
@@ -244,7 +261,12 @@ pub fn decode_request(header: FrameHeader, bytes: &[u8]) -> Result<Request, Fram
         FrameKind::GetCatalog => Request::GetCatalog(payload(kind, bytes)?),
         FrameKind::Subscribe => Request::Subscribe(payload(kind, bytes)?),
         FrameKind::Report => Request::Report(Box::new(payload(kind, bytes)?)),
-        _ => return Err(FrameError::UnexpectedKind { kind, expected: "request" }),
+        _ => {
+            return Err(FrameError::UnexpectedKind {
+                kind,
+                expected: "request",
+            })
+        }
     })
 }
 
@@ -260,7 +282,12 @@ pub fn decode_response(header: FrameHeader, bytes: &[u8]) -> Result<Response, Fr
         FrameKind::Announce => Response::Announce(payload(kind, bytes)?),
         FrameKind::ReportAck => Response::ReportAck(payload(kind, bytes)?),
         FrameKind::Error => Response::Error(payload(kind, bytes)?),
-        _ => return Err(FrameError::UnexpectedKind { kind, expected: "response" }),
+        _ => {
+            return Err(FrameError::UnexpectedKind {
+                kind,
+                expected: "response",
+            })
+        }
     })
 }
 
@@ -268,10 +295,14 @@ fn try_decode<T>(
     buf: &[u8],
     decode: impl FnOnce(FrameHeader, &[u8]) -> Result<T, FrameError>,
 ) -> Result<Option<(T, usize)>, FrameError> {
-    let Some(header_bytes) = buf.get(..HEADER_LEN) else { return Ok(None) };
+    let Some(header_bytes) = buf.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
     let header = FrameHeader::parse(header_bytes.try_into().expect("slice of HEADER_LEN"))?;
     let end = HEADER_LEN + header.payload_len as usize;
-    let Some(payload_bytes) = buf.get(HEADER_LEN..end) else { return Ok(None) };
+    let Some(payload_bytes) = buf.get(HEADER_LEN..end) else {
+        return Ok(None);
+    };
     Ok(Some((decode(header, payload_bytes)?, end)))
 }
 

@@ -26,8 +26,8 @@ pub use frame::{
     FrameError, FrameHeader, FrameKind, HEADER_LEN, PROTOCOL_VERSION,
 };
 pub use messages::{
-    Announcement, CatalogReply, ChunkHeader, ErrorReply, GetCatalog, GetChunk, GetManifest, Health, Hello, ManifestReply,
-    Report, ReportAck, ReportId, Request, Response, Role, Subscribe, Topic, Viewing, Welcome,
+    Announcement, CatalogReply, ChunkHeader, ErrorReply, GetCatalog, GetChunk, GetManifest, Health, Hello,
+    ManifestReply, Report, ReportAck, ReportId, Request, Response, Role, Subscribe, Topic, Viewing, Welcome,
 };
 
 /// The QUIC ALPN token of this protocol version.

@@ -1,7 +1,9 @@
 //! The messages: requests a client sends and responses a server sends.
 
 use courseway_content::catalog::Catalog;
-use courseway_content::encoding::{put_bytes, put_seq, put_str, put_u16, put_u32, put_u64, put_u8, Decode, DecodeError, Decoder, Encode};
+use courseway_content::encoding::{
+    put_bytes, put_seq, put_str, put_u16, put_u32, put_u64, put_u8, Decode, DecodeError, Decoder, Encode,
+};
 use courseway_content::lesson::MAX_MANIFEST_SIZE;
 use courseway_content::live::LiveSegment;
 use courseway_content::schedule::Schedule;
@@ -114,7 +116,10 @@ impl Encode for GetChunk {
 impl Decode for GetChunk {
     const WHAT: &'static str = "chunk request";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { id: ChunkId::decode(d)?, offset: d.u32("offset")? })
+        Ok(Self {
+            id: ChunkId::decode(d)?,
+            offset: d.u32("offset")?,
+        })
     }
 }
 
@@ -146,7 +151,11 @@ impl Encode for ChunkHeader {
 impl Decode for ChunkHeader {
     const WHAT: &'static str = "chunk header";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        let header = Self { id: ChunkId::decode(d)?, size: d.u32("chunk size")?, offset: d.u32("offset")? };
+        let header = Self {
+            id: ChunkId::decode(d)?,
+            size: d.u32("chunk size")?,
+            offset: d.u32("offset")?,
+        };
         if header.size as usize > courseway_content::MAX_CHUNK_SIZE {
             return Err(DecodeError::TooLong {
                 field: "chunk size",
@@ -155,7 +164,10 @@ impl Decode for ChunkHeader {
             });
         }
         if header.offset > header.size {
-            return Err(DecodeError::Invalid { field: "offset", reason: "offset is beyond the end of the chunk" });
+            return Err(DecodeError::Invalid {
+                field: "offset",
+                reason: "offset is beyond the end of the chunk",
+            });
         }
         Ok(header)
     }
@@ -176,7 +188,9 @@ impl Encode for GetManifest {
 impl Decode for GetManifest {
     const WHAT: &'static str = "manifest request";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { hash: ChunkId::decode(d)? })
+        Ok(Self {
+            hash: ChunkId::decode(d)?,
+        })
     }
 }
 
@@ -195,7 +209,9 @@ impl Encode for ManifestReply {
 impl Decode for ManifestReply {
     const WHAT: &'static str = "manifest";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { bytes: d.bytes("manifest", MAX_MANIFEST_SIZE)?.to_vec() })
+        Ok(Self {
+            bytes: d.bytes("manifest", MAX_MANIFEST_SIZE)?.to_vec(),
+        })
     }
 }
 
@@ -247,8 +263,13 @@ impl Decode for CatalogReply {
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         match d.u8("catalog reply")? {
             1 => Ok(CatalogReply::Current(Box::new(Signed::decode(d)?))),
-            2 => Ok(CatalogReply::NotModified { version: d.u64("catalog version")? }),
-            tag => Err(DecodeError::InvalidTag { field: "catalog reply", tag }),
+            2 => Ok(CatalogReply::NotModified {
+                version: d.u64("catalog version")?,
+            }),
+            tag => Err(DecodeError::InvalidTag {
+                field: "catalog reply",
+                tag,
+            }),
         }
     }
 }
@@ -301,7 +322,9 @@ impl Encode for Subscribe {
 impl Decode for Subscribe {
     const WHAT: &'static str = "subscription";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { topics: d.seq("topics", MAX_TOPICS)? })
+        Ok(Self {
+            topics: d.seq("topics", MAX_TOPICS)?,
+        })
     }
 }
 
@@ -339,7 +362,10 @@ impl Decode for Announcement {
             1 => Ok(Announcement::Catalog(Box::new(Signed::decode(d)?))),
             2 => Ok(Announcement::Schedule(Box::new(Signed::decode(d)?))),
             3 => Ok(Announcement::Live(Box::new(Signed::decode(d)?))),
-            tag => Err(DecodeError::InvalidTag { field: "announcement", tag }),
+            tag => Err(DecodeError::InvalidTag {
+                field: "announcement",
+                tag,
+            }),
         }
     }
 }
@@ -403,7 +429,12 @@ impl Decode for Viewing {
             attendance: match d.u8("attendance")? {
                 0 => None,
                 1 => Some(d.u32("attendance")?),
-                tag => return Err(DecodeError::InvalidTag { field: "attendance", tag }),
+                tag => {
+                    return Err(DecodeError::InvalidTag {
+                        field: "attendance",
+                        tag,
+                    })
+                }
             },
         })
     }
@@ -493,7 +524,9 @@ impl Encode for ReportAck {
 impl Decode for ReportAck {
     const WHAT: &'static str = "report acknowledgement";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { id: ReportId::decode(d)? })
+        Ok(Self {
+            id: ReportId::decode(d)?,
+        })
     }
 }
 
@@ -529,7 +562,10 @@ impl Encode for ErrorReply {
 impl Decode for ErrorReply {
     const WHAT: &'static str = "error";
     fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Self { code: ErrorCode::from_u16(d.u16("error code")?), message: d.str("error message", MAX_ERROR_MESSAGE)? })
+        Ok(Self {
+            code: ErrorCode::from_u16(d.u16("error code")?),
+            message: d.str("error message", MAX_ERROR_MESSAGE)?,
+        })
     }
 }
 

@@ -11,7 +11,12 @@ fn hello() -> impl Strategy<Value = Hello> {
 }
 
 fn role() -> impl Strategy<Value = Role> {
-    prop_oneof![Just(Role::Origin), Just(Role::Relay), Just(Role::Station), Just(Role::Operator)]
+    prop_oneof![
+        Just(Role::Origin),
+        Just(Role::Relay),
+        Just(Role::Station),
+        Just(Role::Operator)
+    ]
 }
 
 fn report() -> impl Strategy<Value = Report> {
@@ -23,30 +28,55 @@ fn report() -> impl Strategy<Value = Report> {
         "\\PC{0,20}",
         proptest::option::of(any::<u32>()),
     )
-        .prop_map(|(lesson, rendition, started_at, seconds_watched, device, attendance)| Viewing {
-            lesson,
-            rendition,
-            started_at,
-            seconds_watched,
-            device,
-            attendance,
-        });
-    let health = (any::<u64>(), any::<u64>(), any::<u32>(), any::<u32>(), proptest::option::of(cs::unix_time()))
-        .prop_map(|(disk_free, disk_total, lessons_ready, lessons_at_risk, last_sync)| Health {
-            disk_free,
-            disk_total,
-            lessons_ready,
-            lessons_at_risk,
-            last_sync,
-            software: "courseway 0.1.0".into(),
-        });
-    (any::<[u8; 16]>(), cs::node_name(), cs::unix_time(), vec(viewing, 0..5), proptest::option::of(health)).prop_map(
-        |(id, station, created_at, viewings, health)| Report { id: ReportId(id), station, created_at, viewings, health },
+        .prop_map(
+            |(lesson, rendition, started_at, seconds_watched, device, attendance)| Viewing {
+                lesson,
+                rendition,
+                started_at,
+                seconds_watched,
+                device,
+                attendance,
+            },
+        );
+    let health = (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u32>(),
+        any::<u32>(),
+        proptest::option::of(cs::unix_time()),
     )
+        .prop_map(
+            |(disk_free, disk_total, lessons_ready, lessons_at_risk, last_sync)| Health {
+                disk_free,
+                disk_total,
+                lessons_ready,
+                lessons_at_risk,
+                last_sync,
+                software: "courseway 0.1.0".into(),
+            },
+        );
+    (
+        any::<[u8; 16]>(),
+        cs::node_name(),
+        cs::unix_time(),
+        vec(viewing, 0..5),
+        proptest::option::of(health),
+    )
+        .prop_map(|(id, station, created_at, viewings, health)| Report {
+            id: ReportId(id),
+            station,
+            created_at,
+            viewings,
+            health,
+        })
 }
 
 fn topic() -> impl Strategy<Value = Topic> {
-    prop_oneof![Just(Topic::Catalog), Just(Topic::Schedule), cs::channel_id().prop_map(Topic::Live)]
+    prop_oneof![
+        Just(Topic::Catalog),
+        Just(Topic::Schedule),
+        cs::channel_id().prop_map(Topic::Live)
+    ]
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -66,7 +96,11 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        hello().prop_map(|h| Response::Welcome(Welcome { node: h.node, role: h.role, software: h.software })),
+        hello().prop_map(|h| Response::Welcome(Welcome {
+            node: h.node,
+            role: h.role,
+            software: h.software
+        })),
         (cs::chunk_id(), 0u32..=1 << 20)
             .prop_flat_map(|(id, size)| (Just(id), Just(size), 0..=size))
             .prop_map(|(id, size, offset)| Response::Chunk(ChunkHeader { id, size, offset })),
@@ -158,7 +192,16 @@ fn oversized_length_is_refused_from_the_header_alone() {
     // A GetChunk frame claiming 4 GiB of payload: refused without waiting for or buffering it.
     let header = [PROTOCOL_VERSION, 0x02, 0xff, 0xff, 0xff, 0xff];
     let err = try_decode_request(&header).unwrap_err();
-    assert!(matches!(err, FrameError::TooLarge { kind: FrameKind::GetChunk, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FrameError::TooLarge {
+                kind: FrameKind::GetChunk,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(err.code(), ErrorCode::TooLarge);
 }
 
@@ -167,7 +210,10 @@ fn wrong_version_and_unknown_kind_are_refused() {
     let err = try_decode_request(&[2, 0x02, 0, 0, 0, 0]).unwrap_err();
     assert_eq!(err, FrameError::UnsupportedVersion { version: 2 });
     assert_eq!(err.code(), ErrorCode::UnsupportedVersion);
-    assert_eq!(try_decode_request(&[1, 0x7e, 0, 0, 0, 0]).unwrap_err(), FrameError::UnknownKind { kind: 0x7e });
+    assert_eq!(
+        try_decode_request(&[1, 0x7e, 0, 0, 0, 0]).unwrap_err(),
+        FrameError::UnknownKind { kind: 0x7e }
+    );
 }
 
 #[test]
@@ -181,7 +227,11 @@ fn a_response_kind_is_not_a_request() {
 #[test]
 fn chunk_header_offset_beyond_size_is_malformed() {
     let mut buf = Vec::new();
-    let bad = ChunkHeader { id: ChunkId::of(b"x"), size: 10, offset: 11 };
+    let bad = ChunkHeader {
+        id: ChunkId::of(b"x"),
+        size: 10,
+        offset: 11,
+    };
     encode_response(&Response::Chunk(bad), &mut buf).unwrap();
     assert!(matches!(try_decode_response(&buf), Err(FrameError::Malformed { .. })));
 }
@@ -210,14 +260,34 @@ fn a_report_over_the_record_limit_is_refused() {
     let mut buf = Vec::new();
     encode_request(&Request::Report(Box::new(report)), &mut buf).unwrap();
     let err = try_decode_request(&buf).unwrap_err();
-    assert!(matches!(err, FrameError::Malformed { kind: FrameKind::Report, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FrameError::Malformed {
+                kind: FrameKind::Report,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_encoder_refuses_a_payload_over_its_kind_limit() {
-    let reply = Response::Manifest(ManifestReply { bytes: vec![0; FrameKind::Manifest.max_payload() as usize] });
+    let reply = Response::Manifest(ManifestReply {
+        bytes: vec![0; FrameKind::Manifest.max_payload() as usize],
+    });
     let mut buf = vec![9, 9];
     let err = encode_response(&reply, &mut buf).unwrap_err();
-    assert!(matches!(err, FrameError::TooLarge { kind: FrameKind::Manifest, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            FrameError::TooLarge {
+                kind: FrameKind::Manifest,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(buf, vec![9, 9], "a refused frame leaves the buffer as it was");
 }

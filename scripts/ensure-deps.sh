@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Shared by scripts/demo and scripts/test: installs the Debian packages Courseway builds and
+# tests with, only the ones missing, and points cargo at a target directory outside the clone
+# so a fresh clone reuses an earlier build (RocksDB alone takes ~16 minutes to compile).
+set -euo pipefail
+
+COURSEWAY_PACKAGES=(
+  build-essential pkg-config
+  libclang-dev                       # bindgen for RocksDB
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav
+  ffmpeg                             # ffprobe, for tests that check produced media
+)
+
+missing=()
+for pkg in "${COURSEWAY_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "courseway: installing missing packages: ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "courseway: cargo not found; install Rust (https://rustup.rs) and run this again" >&2
+  exit 1
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/courseway/target}"
+mkdir -p "$CARGO_TARGET_DIR"

@@ -1,0 +1,22 @@
+//! Helpers shared by the end-to-end tests and their helper processes.
+
+use courseway_content::synthetic::pseudo_random;
+use courseway_content::ChunkId;
+
+/// The bytes of crash-test chunk `n` of a run seeded with `seed`: sizes vary from 1 byte to
+/// 1 MiB so small (inline) and large (blob file) values are both exercised.
+pub fn crash_chunk(seed: u64, n: u64) -> (ChunkId, Vec<u8>) {
+    let size_selector = u64::from_le_bytes(pseudo_random(seed, &[n, 0], 8).try_into().expect("8 bytes"));
+    let size = match size_selector % 4 {
+        0 => 1 + (size_selector >> 8) as usize % 4096,
+        1 => 4096 + (size_selector >> 8) as usize % 100_000,
+        _ => 100_000 + (size_selector >> 8) as usize % ((1 << 20) - 100_000),
+    };
+    let bytes = pseudo_random(seed, &[n, 1], size);
+    (ChunkId::of(&bytes), bytes)
+}
+
+/// Store budget used by the crash test: small, so eviction runs constantly.
+pub const CRASH_BUDGET: u64 = 12 << 20;
+/// Memtable size used by the crash test: small, so flushes to blob files happen often.
+pub const CRASH_MEMTABLE: usize = 2 << 20;
