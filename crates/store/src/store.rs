@@ -343,6 +343,10 @@ impl Store {
             .get_pinned_cf(self.cf(CF_CHUNKS), id.as_bytes())
             .map_err(io("chunk read"))?
         else {
+            // Evicted by another thread between the index check and the read: a plain miss.
+            if !self.has(id) {
+                return Ok(None);
+            }
             return Err(self.drop_corrupt(id, "its body is missing"));
         };
         if self.config.verify_on_read && id.verify(&body).is_err() {

@@ -1,0 +1,170 @@
+//! QUIC transport settings, sized for rural links.
+//!
+//! A village station sits on a telecom broadband line of a few Mbit/s, shared with other
+//! services, lossy, with round trips of 50 to 300 ms and frequent short cuts, often behind a
+//! carrier-grade NAT. The defaults follow from that:
+//!
+//! - **Keep-alive every 10 s.** NATs drop idle UDP mappings after as little as 30 s; a ping every
+//!   10 s keeps the mapping (so the parent can still push announcements) for a few bytes a
+//!   second.
+//! - **Idle timeout 60 s.** Several keep-alives in a row may be lost on a bad line before the
+//!   connection is declared dead, yet a dead parent is noticed within a minute so a station can
+//!   fail over. (QUIC uses the smaller of the two peers' values.)
+//! - **Stream window 1.25 MiB.** A whole chunk (≤ 1 MiB) and its header fit in one stream's
+//!   window, so a chunk is never stalled waiting for a flow-control update.
+//! - **Connection window 8 MiB, send window 8 MiB.** Room for several chunks in flight at once;
+//!   well above a rural link's bandwidth-delay product (4 Mbit/s × 300 ms ≈ 150 KB) and modest
+//!   on a relay serving hundreds of children.
+//! - **64 concurrent bidirectional streams per connection, no unidirectional ones.** Every
+//!   request is one bidirectional stream; the cap bounds what one peer can make a server hold.
+//! - **Congestion control: Cubic** (quinn's default). BBR copes better with random loss on
+//!   wireless or poor copper, NewReno is the conservative choice; both are one setting away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+use quinn::{IdleTimeout, VarInt};
+
+use crate::error::NetError;
+
+/// Which congestion controller a connection uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CongestionControl {
+    /// CUBIC (RFC 9438): the usual choice, fair to TCP sharing the line.
+    #[default]
+    Cubic,
+    /// BBR: models bandwidth and RTT instead of reacting to loss; better on lossy links.
+    Bbr,
+    /// NewReno (RFC 9002's reference): simple and conservative.
+    NewReno,
+}
+
+/// The QUIC transport settings of an endpoint. See the module doc for why the defaults are what
+/// they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    pub congestion: CongestionControl,
+    /// How often to send a keep-alive when nothing else is sent. Must be below `idle_timeout`.
+    pub keep_alive_interval: Duration,
+    /// How long a silent connection lives.
+    pub idle_timeout: Duration,
+    /// Bytes a peer may send on one stream ahead of what we have read.
+    pub stream_receive_window: u32,
+    /// Bytes a peer may send on all streams of a connection ahead of what we have read.
+    pub receive_window: u32,
+    /// Bytes we buffer for sending on all streams of a connection.
+    pub send_window: u64,
+    /// Most bidirectional streams (requests) a peer may have open at once.
+    pub max_concurrent_bidi_streams: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            congestion: CongestionControl::Cubic,
+            keep_alive_interval: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            stream_receive_window: 1280 * 1024,
+            receive_window: 8 << 20,
+            send_window: 8 << 20,
+            max_concurrent_bidi_streams: 64,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// Checks the values and builds quinn's transport configuration.
+    pub fn to_quinn(&self) -> Result<quinn::TransportConfig, NetError> {
+        if self.keep_alive_interval.is_zero() || self.keep_alive_interval >= self.idle_timeout {
+            return Err(NetError::config(
+                "transport keep-alive interval",
+                format!(
+                    "{:?} must be above zero and below the idle timeout ({:?}), or the connection times out between keep-alives",
+                    self.keep_alive_interval, self.idle_timeout
+                ),
+            ));
+        }
+        let idle = IdleTimeout::try_from(self.idle_timeout).map_err(|_| {
+            NetError::config(
+                "transport idle timeout",
+                format!("{:?} is too long for QUIC; use minutes, not years", self.idle_timeout),
+            )
+        })?;
+        if self.stream_receive_window < 64 * 1024 || self.receive_window < self.stream_receive_window {
+            return Err(NetError::config(
+                "transport windows",
+                "the stream window must be at least 64 KiB and the connection window at least the stream window",
+            ));
+        }
+        if self.max_concurrent_bidi_streams == 0 {
+            return Err(NetError::config(
+                "transport stream limit",
+                "at least one concurrent stream is needed to make any request",
+            ));
+        }
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(self.keep_alive_interval))
+            .max_idle_timeout(Some(idle))
+            .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
+            .receive_window(VarInt::from_u32(self.receive_window))
+            .send_window(self.send_window)
+            .max_concurrent_bidi_streams(VarInt::from_u32(self.max_concurrent_bidi_streams))
+            .max_concurrent_uni_streams(VarInt::from_u32(0));
+        match self.congestion {
+            CongestionControl::Cubic => t.congestion_controller_factory(Arc::new(CubicConfig::default())),
+            CongestionControl::Bbr => t.congestion_controller_factory(Arc::new(BbrConfig::default())),
+            CongestionControl::NewReno => t.congestion_controller_factory(Arc::new(NewRenoConfig::default())),
+        };
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_every_controller_build() {
+        for congestion in [
+            CongestionControl::Cubic,
+            CongestionControl::Bbr,
+            CongestionControl::NewReno,
+        ] {
+            let c = TransportConfig {
+                congestion,
+                ..TransportConfig::default()
+            };
+            assert!(c.to_quinn().is_ok());
+        }
+    }
+
+    #[test]
+    fn nonsense_is_refused() {
+        let bad = [
+            TransportConfig {
+                keep_alive_interval: Duration::from_secs(60),
+                ..Default::default()
+            },
+            TransportConfig {
+                keep_alive_interval: Duration::ZERO,
+                ..Default::default()
+            },
+            TransportConfig {
+                idle_timeout: Duration::from_secs(u64::MAX / 4),
+                ..Default::default()
+            },
+            TransportConfig {
+                receive_window: 1024,
+                ..Default::default()
+            },
+            TransportConfig {
+                max_concurrent_bidi_streams: 0,
+                ..Default::default()
+            },
+        ];
+        for c in bad {
+            assert!(c.to_quinn().is_err(), "{c:?}");
+        }
+    }
+}
