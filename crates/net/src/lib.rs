@@ -50,7 +50,10 @@ pub mod transport;
 pub use ca::{CaCertificate, DeploymentCa, Enrollment, NodeCredentials, Validity};
 pub use endpoint::{peer_identity, serve_requests, Client, IncomingRequest, PeerConnection, ServeConfig, Server};
 pub use error::NetError;
-pub use framing::{read_chunk_body, read_request, read_response, reply_error, send_chunk, send_request, send_response};
+pub use framing::{
+    read_chunk_body, read_request, read_response, reply_error, send_chunk, send_request, send_response,
+    stream_error_code,
+};
 pub use identity::{parse_role, role_label, PeerIdentity};
 pub use limiter::{RateLimit, TokenBucket};
 pub use pacing::{write_limited, SharedLimiter};

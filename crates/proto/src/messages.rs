@@ -552,6 +552,12 @@ impl ErrorReply {
     }
 }
 
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
 impl Encode for ErrorReply {
     fn encode(&self, out: &mut Vec<u8>) {
         put_u16(out, self.code.to_u16());

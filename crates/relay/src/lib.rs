@@ -1,4 +1,16 @@
-//! The relay node (tiered cache, coalescing, prefetch, failover, live fan-out).
+//! The relay node: serves children from a bounded cache and fetches each miss from its parent
+//! once, however many children wait for it.
 //!
-//! Empty by design until the delivery issue (#3) lands; its cache is `courseway-store`. See
-//! docs/ARCHITECTURE.md, "What is deliberately absent".
+//! - [`fetch`]: in-flight fetches. The first child to miss a chunk starts one; later children
+//!   join it (coalescing). Bytes go down to every waiting child as they arrive from the parent
+//!   (read-while-write), except the chunk's last byte, which is released only once the whole
+//!   chunk has been checked against its hash: a child can never receive a complete chunk that
+//!   failed verification here. A chunk is stored only after its hash checks.
+//! - [`service`]: the relay's answers to its children (catalog, manifests, chunks,
+//!   subscriptions), and its sync loop towards its parents: one subscription upstream, new
+//!   catalogs verified and pushed down, published lessons prefetched by policy.
+
+mod fetch;
+mod service;
+
+pub use service::{PrefetchPolicy, Relay, RelayConfig, RelayError, RelayStats};

@@ -1,4 +1,340 @@
-//! The station node (planner, fetcher, LAN HLS and web page, report outbox).
+//! The station node's fetcher: follows the signed catalog from its parents and downloads the
+//! lessons it should hold, verifying every chunk, within its rate cap.
 //!
-//! Empty by design until the delivery (#3) and station (#5) issues land. See
-//! docs/ARCHITECTURE.md, "What is deliberately absent".
+//! - One subscription upstream (re-made on another parent when one fails) delivers catalogs;
+//!   each is checked by the station's [`TrustState`] (signature chain to the root it was
+//!   enrolled with, expiry, rollback) and saved before anything is fetched.
+//! - For each published lesson the [`LessonFilter`] wants, the manifest is fetched and checked
+//!   against the catalog's hash, its chunks are pinned, and the missing ones are fetched with
+//!   [`courseway_node::Upstream::fetch_chunk`]: resumed from the last byte after a cut, refused
+//!   and fetched elsewhere when the bytes do not match, paced by the station's rate cap.
+//! - A sync pass that could not finish (parents down) is retried; a newer catalog replaces the
+//!   pass in progress.
+//!
+//! The schedule-driven planner, bandwidth windows, LAN HLS page and viewing reports come with
+//! the station issue (#5).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use courseway_content::{
+    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Signed, TrustState,
+};
+use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
+use courseway_node::{clock, persist, Upstream, UpstreamConfig};
+use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
+use courseway_store::{PinReason, Store, StoreConfig, StoreError};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Which published lessons a station holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LessonFilter {
+    /// Only these categories (empty: every category).
+    pub categories: Vec<Category>,
+    /// Only lessons with at least one of these tags (empty: any tags).
+    pub tags: Vec<String>,
+}
+
+impl LessonFilter {
+    /// Whether the station should hold `manifest`.
+    pub fn wants(&self, manifest: &LessonManifest) -> bool {
+        (self.categories.is_empty() || self.categories.contains(&manifest.category))
+            && (self.tags.is_empty() || manifest.tags.iter().any(|t| self.tags.contains(t)))
+    }
+}
+
+/// How a station runs.
+#[derive(Debug, Clone)]
+pub struct StationConfig {
+    pub name: NodeName,
+    /// Local UDP address for the connections to parents (port 0: any).
+    pub bind: SocketAddr,
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub upstream: UpstreamConfig,
+    pub filter: LessonFilter,
+    /// Download cap, shared by all of the station's transfers.
+    pub rate_cap: Option<RateLimit>,
+    /// Chunks fetched at once.
+    pub concurrency: usize,
+    /// Wait before retrying a sync pass that could not finish.
+    pub retry_after: Duration,
+}
+
+impl StationConfig {
+    /// A station holding every lesson, with no rate cap.
+    pub fn new(name: NodeName, bind: SocketAddr, store: StoreConfig, upstream: UpstreamConfig) -> Self {
+        Self {
+            name,
+            bind,
+            store,
+            transport: TransportConfig::default(),
+            upstream,
+            filter: LessonFilter::default(),
+            rate_cap: None,
+            concurrency: 2,
+            retry_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What went wrong starting a station.
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
+}
+
+/// Where a station's sync stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// Version of the accepted catalog (0: none yet).
+    pub catalog_version: u64,
+    pub lessons_wanted: u32,
+    pub lessons_ready: u32,
+    pub bytes_wanted: u64,
+    pub bytes_ready: u64,
+    /// Chunks refused because their bytes did not match their id.
+    pub bad_chunks: u64,
+    /// Every wanted lesson of the accepted catalog is held.
+    pub synced: bool,
+}
+
+struct State {
+    name: NodeName,
+    store: Store,
+    upstream: Upstream,
+    trust: Mutex<TrustState>,
+    status: watch::Sender<SyncStatus>,
+    limiter: Option<SharedLimiter>,
+    filter: LessonFilter,
+    concurrency: usize,
+    retry_after: Duration,
+}
+
+/// A running station.
+pub struct Station {
+    state: Arc<State>,
+    client: Client,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Station {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Station")
+            .field("name", &self.state.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Station {
+    /// Opens the store, restores the accepted catalog, and starts following the parents.
+    pub async fn start(config: StationConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, StationError> {
+        let store = Store::open(config.store)?;
+        let trust = persist::load_trust(&store, root)?;
+        let client = Client::bind(enrollment, &config.transport, config.bind)?;
+        let status = watch::Sender::new(SyncStatus {
+            catalog_version: trust.catalog().map(|c| c.body.version).unwrap_or(0),
+            ..SyncStatus::default()
+        });
+        let state = Arc::new(State {
+            name: config.name,
+            store,
+            upstream: Upstream::new(client.clone(), config.upstream),
+            trust: Mutex::new(trust),
+            status,
+            limiter: config.rate_cap.map(SharedLimiter::new),
+            filter: config.filter,
+            concurrency: config.concurrency.max(1),
+            retry_after: config.retry_after,
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(follow(state.clone()));
+        Ok(Self { state, client, tasks })
+    }
+
+    /// The station's name.
+    pub fn name(&self) -> &NodeName {
+        &self.state.name
+    }
+
+    /// Watches the sync status.
+    pub fn status(&self) -> watch::Receiver<SyncStatus> {
+        self.state.status.subscribe()
+    }
+
+    /// The station's store (for inspection).
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// What fetching has cost: bytes received (including any thrown away), bad chunks
+    /// refused, transfers resumed from an offset, parent switches.
+    pub fn fetch_stats(&self) -> &courseway_node::FetchStats {
+        self.state.upstream.stats()
+    }
+
+    /// Stops syncing and closes the connections.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.client.shutdown().await;
+    }
+}
+
+/// Follows the parents' catalog announcements; each new catalog starts a sync pass.
+async fn follow(state: Arc<State>) {
+    let mut pass: Option<tokio::task::JoinHandle<()>> = None;
+    if let Some(c) = state.trust.lock().catalog().cloned() {
+        pass = Some(tokio::spawn(sync(state.clone(), c)));
+    }
+    let mut attempt = 0u32;
+    loop {
+        let subscribe = Request::Subscribe(Subscribe {
+            topics: vec![Topic::Catalog, Topic::Schedule],
+        });
+        let (_, first, mut recv) = match state.upstream.request(&subscribe).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(station = %state.name, error = %e, "cannot reach a parent; will retry");
+                tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                continue;
+            }
+        };
+        attempt = 0;
+        let mut next = Some(first);
+        while let Some(response) = next.take() {
+            if let Response::Announce(Announcement::Catalog(c)) = response {
+                let accepted = state.trust.lock().accept_catalog((*c).clone(), clock::now());
+                match accepted {
+                    Ok(courseway_content::Acceptance::New) => {
+                        if let Err(e) = persist::save_catalog(&state.store, &c) {
+                            tracing::error!(error = %e, "could not save the accepted catalog");
+                        }
+                        state.status.send_modify(|s| {
+                            s.catalog_version = c.body.version;
+                            s.synced = false;
+                        });
+                        if let Some(old) = pass.take() {
+                            old.abort();
+                        }
+                        pass = Some(tokio::spawn(sync(state.clone(), *c)));
+                    }
+                    Ok(courseway_content::Acceptance::Unchanged) => {}
+                    Err(e) => tracing::warn!(station = %state.name, error = %e, "refused a catalog"),
+                }
+            }
+            match read_response(&mut recv).await {
+                Ok(r) => next = Some(r),
+                Err(e) => tracing::debug!(station = %state.name, error = %e, "subscription ended; subscribing again"),
+            }
+        }
+        // Do not hammer a parent whose subscriptions end at once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Brings the store in line with `catalog`, retrying until every wanted lesson is held.
+async fn sync(state: Arc<State>, catalog: Signed<Catalog>) {
+    loop {
+        match sync_pass(&state, &catalog).await {
+            Ok(()) => {
+                state.status.send_modify(|s| s.synced = true);
+                tracing::info!(station = %state.name, version = catalog.body.version, "synced");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(station = %state.name, error = %e, "sync pass incomplete; retrying");
+                tokio::time::sleep(state.retry_after).await;
+            }
+        }
+    }
+}
+
+async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), String> {
+    let mut lessons: Vec<(LessonId, Vec<ChunkRef>)> = Vec::new();
+    for entry in catalog.body.entries() {
+        let bytes = state
+            .upstream
+            .fetch_manifest(entry.manifest)
+            .await
+            .map_err(|e| e.to_string())?;
+        let manifest = state
+            .trust
+            .lock()
+            .verify_manifest(&entry.lesson, &bytes)
+            .map_err(|e| e.to_string())?;
+        if state.filter.wants(&manifest) {
+            lessons.push((manifest.id.clone(), manifest.chunk_refs()));
+        }
+    }
+    let bytes_wanted: u64 = lessons
+        .iter()
+        .flat_map(|(_, c)| c.iter())
+        .map(|c| u64::from(c.size))
+        .sum();
+    let ready_now = |refs: &[ChunkRef]| refs.iter().all(|c| state.store.has(&c.id));
+    let update = |state: &State| {
+        let ready = lessons.iter().filter(|(_, refs)| ready_now(refs)).count() as u32;
+        let bytes_ready: u64 = lessons
+            .iter()
+            .flat_map(|(_, c)| c.iter())
+            .filter(|c| state.store.has(&c.id))
+            .map(|c| u64::from(c.size))
+            .sum();
+        let bad = state.upstream.stats().bad_chunks.load(Ordering::Relaxed);
+        state.status.send_modify(|s| {
+            s.lessons_wanted = lessons.len() as u32;
+            s.lessons_ready = ready;
+            s.bytes_wanted = bytes_wanted;
+            s.bytes_ready = bytes_ready;
+            s.bad_chunks = bad;
+        });
+    };
+    update(state);
+    for (lesson, refs) in &lessons {
+        let ids: Vec<_> = refs.iter().map(|c| c.id).collect();
+        state
+            .store
+            .pin(&ids, PinReason::Scheduled, lesson.as_str())
+            .map_err(|e| e.to_string())?;
+        let mut running = JoinSet::new();
+        let mut failure = None;
+        for chunk in refs.iter().copied().filter(|c| !state.store.has(&c.id)) {
+            while running.len() >= state.concurrency {
+                if let Some(Ok(Err(e))) = running.join_next().await {
+                    failure = Some(e);
+                }
+            }
+            let state = state.clone();
+            running.spawn(async move {
+                let bytes = state
+                    .upstream
+                    .fetch_chunk(chunk, state.limiter.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                state.store.put(chunk.id, &bytes).map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            if let Ok(Err(e)) = done {
+                failure = Some(e);
+            }
+        }
+        update(state);
+        if let Some(e) = failure {
+            return Err(format!("lesson {lesson}: {e}"));
+        }
+    }
+    Ok(())
+}

@@ -99,7 +99,8 @@ pub struct PolicyConfig {
 impl S3Fifo {
     /// An empty cache.
     pub fn new(config: PolicyConfig) -> Self {
-        let small_target = config.budget * u64::from(config.small_percent.clamp(1, 90)) / 100;
+        // u128: a budget near u64::MAX (a store opened only to be read) must not overflow.
+        let small_target = (u128::from(config.budget) * u128::from(config.small_percent.clamp(1, 90)) / 100) as u64;
         Self {
             budget: config.budget,
             small_target,
@@ -132,17 +133,7 @@ impl S3Fifo {
         entries.sort_by_key(|(_, e)| e.seq);
         for (id, e) in entries {
             s.next_seq = s.next_seq.max(e.seq + 1);
-            match e.queue {
-                Queue::Small => {
-                    s.small.push_back(id);
-                    s.small_bytes += u64::from(e.size);
-                }
-                Queue::Main => {
-                    s.main.push_back(id);
-                    s.main_bytes += u64::from(e.size);
-                }
-            }
-            s.entries.insert(id, e);
+            s.push(id, e);
         }
         let mut ghosts: Vec<_> = ghosts
             .into_iter()
@@ -443,7 +434,8 @@ mod tests {
     fn a_chunk_back_from_ghost_goes_to_main() {
         let mut c = cache(100);
         insert(&mut c, 1, 10).unwrap();
-        for n in 2..30 {
+        // Ten more fill the budget and push chunk 1 (never hit) out of the small queue.
+        for n in 2..12 {
             insert(&mut c, n, 10).unwrap();
         }
         assert!(!c.contains(&id(1)));

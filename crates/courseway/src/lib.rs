@@ -1,0 +1,3 @@
+//! The library side of the `courseway` binary: what the demo and the end-to-end tests share.
+
+pub mod topology;

@@ -1,0 +1,20 @@
+//! What every node role shares.
+//!
+//! - [`service`]: answering the requests of children (`Hello`, `GetChunk`, `GetManifest`,
+//!   `GetCatalog`, `Subscribe`, `Report`) for any role that implements [`NodeService`].
+//! - [`upstream`]: the client side towards parents: several parents in priority order with
+//!   failover, and chunk fetches that resume from the last byte received and verify every chunk.
+//! - [`persist`]: the accepted catalog kept in the node's store, so rollback protection and the
+//!   last verified catalog survive a restart.
+//! - [`clock`]: the one place a node reads the wall clock.
+//!
+//! This crate is IO: it sits between the pure core (content, proto) and the role crates
+//! (origin, relay, station), which keep only what is particular to their role.
+
+pub mod clock;
+pub mod persist;
+pub mod service;
+pub mod upstream;
+
+pub use service::{reply_error, send_stored_chunk, serve_connection, NodeService};
+pub use upstream::{FetchStats, Parent, Upstream, UpstreamConfig, UpstreamError};

@@ -1,0 +1,32 @@
+//! The accepted catalog, kept in the node's store (synced: it is the rollback floor).
+
+use courseway_content::encoding::{Decode, Encode};
+use courseway_content::{Catalog, PublicKey, Signed, TrustError, TrustState};
+use courseway_store::{Durability, Store, StoreError};
+
+const CATALOG_KEY: &[u8] = b"trust/catalog";
+
+/// Why the persisted trust state could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the catalog saved in this node's store no longer verifies ({0}); the store was tampered with or belongs to another deployment: move it aside and let the node sync again")]
+    Untrusted(#[from] TrustError),
+    #[error("the catalog saved in this node's store cannot be decoded: {0}; move the store aside and let the node sync again")]
+    Undecodable(#[from] courseway_content::DecodeError),
+}
+
+/// Loads the trust state: the root key plus the last accepted catalog, if any.
+pub fn load_trust(store: &Store, root: PublicKey) -> Result<TrustState, PersistError> {
+    let catalog = match store.get_meta(CATALOG_KEY)? {
+        Some(bytes) => Some(Signed::<Catalog>::from_bytes(&bytes)?),
+        None => None,
+    };
+    Ok(TrustState::restore(root, catalog, None)?)
+}
+
+/// Saves a newly accepted catalog (synced).
+pub fn save_catalog(store: &Store, catalog: &Signed<Catalog>) -> Result<(), StoreError> {
+    store.put_meta(CATALOG_KEY, &catalog.to_bytes(), Durability::Synced)
+}

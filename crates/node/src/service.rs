@@ -1,0 +1,207 @@
+//! Answering children's requests, for any role.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use courseway_content::{Catalog, ChunkId, Signed};
+use courseway_net::{
+    send_chunk, send_response, serve_requests, IncomingRequest, NetError, PeerConnection, PeerIdentity, ServeConfig,
+    SharedLimiter,
+};
+use courseway_proto::{
+    Announcement, CatalogReply, ChunkHeader, ErrorCode, ErrorReply, GetChunk, ManifestReply, Report, ReportAck,
+    Request, Response, Topic, Welcome,
+};
+use courseway_store::{Store, StoreError};
+use tokio::sync::broadcast;
+
+/// What a role provides so that [`serve_connection`] can answer its children.
+pub trait NodeService: Send + Sync + 'static {
+    /// Who this node is, for `Hello`.
+    fn welcome(&self) -> Welcome;
+
+    /// Whether `peer` may make `request` (e.g. only stations send reports, only enrolled
+    /// children fetch). Default: every authenticated peer may ask anything.
+    fn authorize(&self, _peer: &PeerIdentity, _request: &Request) -> Result<(), ErrorReply> {
+        Ok(())
+    }
+
+    /// Answers a `GetChunk` on `req.send`: a chunk header then the body, or an error frame.
+    fn serve_chunk(
+        &self,
+        req: &mut IncomingRequest,
+        get: GetChunk,
+    ) -> impl Future<Output = Result<(), NetError>> + Send;
+
+    /// The canonical bytes of the manifest named `hash`.
+    fn manifest(&self, hash: ChunkId) -> impl Future<Output = Result<Vec<u8>, ErrorReply>> + Send;
+
+    /// The last verified catalog.
+    fn catalog(&self) -> Option<Arc<Signed<Catalog>>>;
+
+    /// Announcements to push down subscriptions.
+    fn announcements(&self) -> broadcast::Receiver<Announcement>;
+
+    /// Takes a station report; returns once it is durably written.
+    fn report(&self, _peer: &PeerIdentity, _report: Report) -> impl Future<Output = Result<(), ErrorReply>> + Send {
+        async {
+            Err(ErrorReply::new(
+                ErrorCode::Unauthorized,
+                "this node does not take reports",
+            ))
+        }
+    }
+}
+
+/// Serves one child connection until it closes.
+pub async fn serve_connection<S: NodeService>(service: Arc<S>, conn: PeerConnection) {
+    serve_requests(conn, ServeConfig::default(), move |req| {
+        let service = service.clone();
+        async move { handle(service, req).await }
+    })
+    .await;
+}
+
+async fn reply(req: &mut IncomingRequest, response: Response) -> Result<(), NetError> {
+    send_response(&mut req.send, &response).await?;
+    req.send.finish().map_err(|_| NetError::StreamClosed {
+        action: "finish the reply",
+    })
+}
+
+async fn handle<S: NodeService>(service: Arc<S>, mut req: IncomingRequest) -> Result<(), NetError> {
+    if let Err(refusal) = service.authorize(&req.peer, &req.request) {
+        return reply(&mut req, Response::Error(refusal)).await;
+    }
+    match req.request.clone() {
+        Request::Hello(_) => reply(&mut req, Response::Welcome(service.welcome())).await,
+        Request::GetChunk(get) => service.serve_chunk(&mut req, get).await,
+        Request::GetManifest(get) => match service.manifest(get.hash).await {
+            Ok(bytes) => reply(&mut req, Response::Manifest(ManifestReply { bytes })).await,
+            Err(e) => reply(&mut req, Response::Error(e)).await,
+        },
+        Request::GetCatalog(get) => {
+            let response = match service.catalog() {
+                None => Response::Error(ErrorReply::new(
+                    ErrorCode::NotFound,
+                    "this node has no verified catalog yet",
+                )),
+                Some(c) if c.body.version <= get.since => Response::Catalog(CatalogReply::NotModified {
+                    version: c.body.version,
+                }),
+                Some(c) => Response::Catalog(CatalogReply::Current(Box::new((*c).clone()))),
+            };
+            reply(&mut req, response).await
+        }
+        Request::Subscribe(sub) => subscription(service, req, sub.topics).await,
+        Request::Report(report) => {
+            let id = report.id;
+            let peer = req.peer.clone();
+            match service.report(&peer, *report).await {
+                Ok(()) => reply(&mut req, Response::ReportAck(ReportAck { id })).await,
+                Err(e) => reply(&mut req, Response::Error(e)).await,
+            }
+        }
+    }
+}
+
+fn wanted(topics: &[Topic], a: &Announcement) -> bool {
+    match a {
+        Announcement::Catalog(_) => topics.contains(&Topic::Catalog),
+        Announcement::Schedule(_) => topics.contains(&Topic::Schedule),
+        Announcement::Live(seg) => topics.contains(&Topic::Live(seg.body.channel.clone())),
+    }
+}
+
+/// A long-lived stream: the current catalog first (if wanted), then every announcement, until
+/// the child closes its side or the connection drops.
+async fn subscription<S: NodeService>(
+    service: Arc<S>,
+    mut req: IncomingRequest,
+    topics: Vec<Topic>,
+) -> Result<(), NetError> {
+    let mut rx = service.announcements();
+    if topics.contains(&Topic::Catalog) {
+        if let Some(c) = service.catalog() {
+            send_response(
+                &mut req.send,
+                &Response::Announce(Announcement::Catalog(Box::new((*c).clone()))),
+            )
+            .await?;
+        }
+    }
+    let mut probe = [0u8; 1];
+    // The child finishes its send side right after the request; only a reset (or a failed
+    // send below, once the connection is gone) ends the subscription.
+    let mut watch_recv = true;
+    loop {
+        tokio::select! {
+            r = req.recv.read(&mut probe), if watch_recv => match r {
+                Ok(Some(_)) => {}
+                Ok(None) => watch_recv = false,
+                Err(_) => return Ok(()),
+            },
+            a = rx.recv() => match a {
+                Ok(a) if wanted(&topics, &a) => send_response(&mut req.send, &Response::Announce(a)).await?,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    // Catalogs are cumulative: the newest one replaces whatever was missed.
+                    tracing::warn!(missed, peer = %req.peer, "subscriber lagged; resending the current catalog");
+                    if let (true, Some(c)) = (topics.contains(&Topic::Catalog), service.catalog()) {
+                        send_response(&mut req.send, &Response::Announce(Announcement::Catalog(Box::new((*c).clone())))).await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Answers a `GetChunk` from `store`: `Ok(false)` if the chunk is not stored (nothing was sent).
+pub async fn send_stored_chunk(
+    store: &Store,
+    req: &mut IncomingRequest,
+    get: GetChunk,
+    limiters: &[&SharedLimiter],
+) -> Result<bool, NetError> {
+    let size = match store.size_of(&get.id) {
+        Some(size) => size,
+        None => return Ok(false),
+    };
+    match store.get(&get.id, get.offset) {
+        Ok(Some(body)) => {
+            let header = ChunkHeader {
+                id: get.id,
+                size,
+                offset: get.offset,
+            };
+            send_chunk(&mut req.send, &header, &body, limiters).await?;
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(StoreError::OffsetBeyondEnd { offset, size, .. }) => {
+            let message = format!("offset {offset} is beyond the end of the chunk ({size} bytes)");
+            reply(req, Response::Error(ErrorReply::new(ErrorCode::BadOffset, message))).await?;
+            Ok(true)
+        }
+        // Damaged on disk: the store dropped it; answer as a miss so the caller fetches it again.
+        Err(StoreError::Corrupt { .. }) => Ok(false),
+        Err(e) => {
+            reply(
+                req,
+                Response::Error(ErrorReply::new(ErrorCode::Internal, e.to_string())),
+            )
+            .await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Sends an error frame as the whole answer.
+pub async fn reply_error(
+    req: &mut IncomingRequest,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> Result<(), NetError> {
+    reply(req, Response::Error(ErrorReply::new(code, message))).await
+}

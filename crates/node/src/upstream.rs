@@ -1,0 +1,405 @@
+//! The client side towards parents: priority-ordered parents with failover, and chunk fetches
+//! that resume after a cut and verify every chunk.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use courseway_content::{Catalog, ChunkId, ChunkRef, NodeName, Signed};
+use courseway_net::{Client, NetError, PeerConnection, SharedLimiter};
+use courseway_proto::{
+    CatalogReply, ChunkHeader, ErrorCode, ErrorReply, GetCatalog, GetChunk, GetManifest, Request, Response,
+};
+use parking_lot::Mutex;
+use quinn::RecvStream;
+
+/// One parent: where it listens and the node name its certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    pub name: NodeName,
+    pub addr: SocketAddr,
+}
+
+/// How a node talks to its parents.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Parents in priority order: the first healthy one is used.
+    pub parents: Vec<Parent>,
+    /// How long a parent that failed is skipped.
+    pub retry_after: Duration,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// While on a backup parent, how often to try the preferred ones again.
+    pub primary_recheck: Duration,
+    /// A fetch gives up after this many failed attempts in a row (the caller retries later).
+    pub max_attempts: u32,
+}
+
+impl UpstreamConfig {
+    /// Defaults sized for rural links: parents skipped for 5 s after a failure, 10 s to
+    /// connect, preferred parents retried every 30 s.
+    pub fn new(parents: Vec<Parent>) -> Self {
+        Self {
+            parents,
+            retry_after: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            primary_recheck: Duration::from_secs(30),
+            max_attempts: 12,
+        }
+    }
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no parent is configured; give at least one parent address in the node's config")]
+    NoParents,
+    #[error("no parent could be reached (last error: {last}); check the parent addresses and the network")]
+    Unreachable { last: String },
+    #[error("every parent refused: {0}")]
+    Refused(ErrorReply),
+    #[error("chunk {id} could not be fetched after {attempts} attempts (last problem: {last})")]
+    GaveUp { id: ChunkId, attempts: u32, last: String },
+    #[error("a parent answered {request} with an unexpected {got} frame")]
+    Unexpected { request: &'static str, got: String },
+    #[error("a parent sent a catalog that cannot be decoded: {0}")]
+    Undecodable(#[from] courseway_content::DecodeError),
+}
+
+/// Counters of what fetching cost.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    /// Chunk body bytes received, including bytes later thrown away.
+    pub bytes_received: AtomicU64,
+    /// Chunks whose bytes did not match their id (refused, fetched again elsewhere).
+    pub bad_chunks: AtomicU64,
+    /// Chunk requests that resumed from a non-zero offset.
+    pub resumed: AtomicU64,
+    /// Times the node switched to another parent.
+    pub failovers: AtomicU64,
+}
+
+struct Current {
+    index: usize,
+    conn: PeerConnection,
+    since: Instant,
+}
+
+/// A node's link to its parents.
+pub struct Upstream {
+    client: Client,
+    config: UpstreamConfig,
+    current: Mutex<Option<Current>>,
+    connecting: tokio::sync::Mutex<()>,
+    down_until: Mutex<Vec<Option<Instant>>>,
+    stats: FetchStats,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("parents", &self.config.parents)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// An upstream that connects through `client`.
+    pub fn new(client: Client, config: UpstreamConfig) -> Self {
+        let n = config.parents.len();
+        Self {
+            client,
+            config,
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            down_until: Mutex::new(vec![None; n]),
+            stats: FetchStats::default(),
+        }
+    }
+
+    /// What fetching has cost so far.
+    pub fn stats(&self) -> &FetchStats {
+        &self.stats
+    }
+
+    /// The parents, in priority order.
+    pub fn parents(&self) -> &[Parent] {
+        &self.config.parents
+    }
+
+    /// The parent in use, if connected.
+    pub fn current_parent(&self) -> Option<&Parent> {
+        let index = self
+            .current
+            .lock()
+            .as_ref()
+            .filter(|c| c.conn.connection.close_reason().is_none())?
+            .index;
+        self.config.parents.get(index)
+    }
+
+    /// Marks a parent as failed: it is skipped for `retry_after`, and its connection dropped.
+    pub fn mark_failed(&self, index: usize) {
+        if let Some(slot) = self.down_until.lock().get_mut(index) {
+            *slot = Some(Instant::now() + self.config.retry_after);
+        }
+        let mut current = self.current.lock();
+        if current.as_ref().is_some_and(|c| c.index == index) {
+            *current = None;
+        }
+    }
+
+    fn is_down(&self, index: usize) -> bool {
+        self.down_until
+            .lock()
+            .get(index)
+            .copied()
+            .flatten()
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    /// A connection to the best reachable parent not in `exclude`.
+    pub async fn connection(&self, exclude: &[usize]) -> Result<(usize, PeerConnection), UpstreamError> {
+        if self.config.parents.is_empty() {
+            return Err(UpstreamError::NoParents);
+        }
+        let keep = |c: &Current| {
+            c.conn.connection.close_reason().is_none()
+                && !exclude.contains(&c.index)
+                && (c.index == 0 || c.since.elapsed() < self.config.primary_recheck)
+        };
+        if let Some(c) = self.current.lock().as_ref().filter(|c| keep(c)) {
+            return Ok((c.index, c.conn.clone()));
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(c) = self.current.lock().as_ref().filter(|c| keep(c)) {
+            return Ok((c.index, c.conn.clone()));
+        }
+        let mut last = String::from("every parent is marked down");
+        // Healthy parents first in priority order, then those marked down (better a parent that
+        // failed recently than none at all).
+        let candidates: Vec<usize> = (0..self.config.parents.len())
+            .filter(|i| !exclude.contains(i) && !self.is_down(*i))
+            .chain((0..self.config.parents.len()).filter(|i| !exclude.contains(i) && self.is_down(*i)))
+            .collect();
+        for index in candidates {
+            // Still connected to a backup and trying the preferred parents again: stop at the backup.
+            if let Some(c) = self.current.lock().as_mut() {
+                if c.index == index && c.conn.connection.close_reason().is_none() && !exclude.contains(&index) {
+                    c.since = Instant::now();
+                    return Ok((c.index, c.conn.clone()));
+                }
+            }
+            let parent = &self.config.parents[index];
+            match tokio::time::timeout(
+                self.config.connect_timeout,
+                self.client.connect(parent.addr, &parent.name),
+            )
+            .await
+            {
+                Ok(Ok(conn)) => {
+                    let mut current = self.current.lock();
+                    let previous = current.as_ref().map(|c| c.index);
+                    if previous.is_some_and(|p| p != index) {
+                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(parent = %parent.name, "switched parent");
+                    }
+                    if exclude.is_empty() {
+                        *current = Some(Current {
+                            index,
+                            conn: conn.clone(),
+                            since: Instant::now(),
+                        });
+                    }
+                    return Ok((index, conn));
+                }
+                Ok(Err(e)) => {
+                    last = format!("{}: {e}", parent.name);
+                    self.mark_failed(index);
+                }
+                Err(_) => {
+                    last = format!("{}: no answer within {:?}", parent.name, self.config.connect_timeout);
+                    self.mark_failed(index);
+                }
+            }
+        }
+        Err(UpstreamError::Unreachable { last })
+    }
+
+    /// Sends `request` to the best parent, failing over to the others when one is unreachable
+    /// or cannot answer (not found, overloaded, its own upstream down).
+    pub async fn request(&self, request: &Request) -> Result<(usize, Response, RecvStream), UpstreamError> {
+        let mut exclude = Vec::new();
+        let mut last_refusal = None;
+        loop {
+            let (index, conn) = match self.connection(&exclude).await {
+                Ok(c) => c,
+                Err(e) => return Err(last_refusal.map(UpstreamError::Refused).unwrap_or(e)),
+            };
+            match conn.request(request).await {
+                Ok((response, recv)) => return Ok((index, response, recv)),
+                Err(NetError::Refused(reply)) if retry_elsewhere(&reply) => {
+                    exclude.push(index);
+                    last_refusal = Some(reply);
+                }
+                Err(NetError::Refused(reply)) => return Err(UpstreamError::Refused(reply)),
+                Err(e) => {
+                    tracing::debug!(parent = %self.config.parents[index].name, error = %e, "request failed");
+                    self.mark_failed(index);
+                    exclude.push(index);
+                }
+            }
+        }
+    }
+
+    /// The parent's catalog if newer than `since`.
+    pub async fn fetch_catalog(&self, since: u64) -> Result<Option<Signed<Catalog>>, UpstreamError> {
+        match self.request(&Request::GetCatalog(GetCatalog { since })).await? {
+            (_, Response::Catalog(CatalogReply::Current(c)), _) => Ok(Some(*c)),
+            (_, Response::Catalog(CatalogReply::NotModified { .. }), _) => Ok(None),
+            (_, other, _) => Err(unexpected("catalog request", &other)),
+        }
+    }
+
+    /// A manifest's bytes (unverified: check them against the catalog).
+    pub async fn fetch_manifest(&self, hash: ChunkId) -> Result<Vec<u8>, UpstreamError> {
+        match self.request(&Request::GetManifest(GetManifest { hash })).await? {
+            (_, Response::Manifest(m), _) => Ok(m.bytes),
+            (_, other, _) => Err(unexpected("manifest request", &other)),
+        }
+    }
+
+    /// Opens a chunk transfer from `offset` on a parent not in `exclude`; the body follows on
+    /// the returned stream.
+    pub async fn open_chunk(
+        &self,
+        get: GetChunk,
+        exclude: &[usize],
+    ) -> Result<(usize, ChunkHeader, RecvStream), UpstreamError> {
+        let mut exclude = exclude.to_vec();
+        let mut last_refusal = None;
+        loop {
+            let (index, conn) = match self.connection(&exclude).await {
+                Ok(c) => c,
+                Err(e) => return Err(last_refusal.map(UpstreamError::Refused).unwrap_or(e)),
+            };
+            match conn.request(&Request::GetChunk(get)).await {
+                Ok((Response::Chunk(header), recv)) => return Ok((index, header, recv)),
+                Ok((other, _)) => return Err(unexpected("chunk request", &other)),
+                Err(NetError::Refused(reply)) if retry_elsewhere(&reply) => {
+                    exclude.push(index);
+                    last_refusal = Some(reply);
+                }
+                Err(NetError::Refused(reply)) => return Err(UpstreamError::Refused(reply)),
+                Err(e) => {
+                    tracing::debug!(parent = %self.config.parents[index].name, error = %e, "chunk request failed");
+                    self.mark_failed(index);
+                    exclude.push(index);
+                }
+            }
+        }
+    }
+
+    /// Fetches a whole chunk and verifies it. A transfer cut part-way resumes from the last byte
+    /// received; bytes that do not match the id are thrown away, counted, and fetched from
+    /// another parent. Reading is paced by `limiter` (QUIC flow control then slows the sender).
+    pub async fn fetch_chunk(
+        &self,
+        chunk: ChunkRef,
+        limiter: Option<&SharedLimiter>,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let size = chunk.size as usize;
+        let mut buf: Vec<u8> = Vec::with_capacity(size);
+        let mut exclude: Vec<usize> = Vec::new();
+        let mut last = String::new();
+        let mut piece = vec![0u8; 64 * 1024];
+        for attempt in 1..=self.config.max_attempts {
+            if exclude.len() >= self.config.parents.len() {
+                exclude.clear();
+            }
+            let offset = buf.len() as u32;
+            let (index, header, mut recv) = match self.open_chunk(GetChunk { id: chunk.id, offset }, &exclude).await {
+                Ok(opened) => opened,
+                Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => {
+                    return Err(UpstreamError::Refused(reply));
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(backoff(attempt)).await;
+                    continue;
+                }
+            };
+            if offset > 0 {
+                self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+            }
+            if header.id != chunk.id || header.size != chunk.size || header.offset != offset {
+                last = format!(
+                    "parent {} sent a header for another chunk or offset",
+                    self.config.parents[index].name
+                );
+                self.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
+                buf.clear();
+                exclude.push(index);
+                continue;
+            }
+            while buf.len() < size {
+                let want = piece.len().min(size - buf.len());
+                match recv.read(&mut piece[..want]).await {
+                    Ok(Some(n)) => {
+                        if let Some(l) = limiter {
+                            l.acquire(n as u64).await;
+                        }
+                        self.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                        buf.extend_from_slice(&piece[..n]);
+                    }
+                    Ok(None) => {
+                        last = "the parent ended the transfer early".into();
+                        break;
+                    }
+                    Err(e) => {
+                        last = format!("transfer from {} cut: {e}", self.config.parents[index].name);
+                        self.mark_failed(index);
+                        break;
+                    }
+                }
+            }
+            if buf.len() < size {
+                continue; // resume from buf.len() on the next attempt
+            }
+            if chunk.id.verify(&buf).is_ok() {
+                return Ok(buf);
+            }
+            self.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(chunk = %chunk.id, parent = %self.config.parents[index].name, "chunk failed verification; refused, fetching it elsewhere");
+            last = format!(
+                "bytes from {} did not match the chunk's hash",
+                self.config.parents[index].name
+            );
+            buf.clear();
+            exclude.push(index);
+        }
+        Err(UpstreamError::GaveUp {
+            id: chunk.id,
+            attempts: self.config.max_attempts,
+            last,
+        })
+    }
+}
+
+fn retry_elsewhere(reply: &ErrorReply) -> bool {
+    matches!(
+        reply.code,
+        ErrorCode::NotFound | ErrorCode::Overloaded | ErrorCode::UpstreamUnavailable | ErrorCode::Internal
+    )
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}
+
+fn unexpected(request: &'static str, got: &Response) -> UpstreamError {
+    UpstreamError::Unexpected {
+        request,
+        got: format!("{got:?}").chars().take(60).collect(),
+    }
+}

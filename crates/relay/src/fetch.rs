@@ -1,0 +1,247 @@
+//! In-flight chunk fetches shared by every child that waits for the same chunk.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use courseway_content::ChunkId;
+use courseway_net::{send_response, stream_error_code, IncomingRequest, NetError};
+use courseway_node::{reply_error, Upstream, UpstreamError};
+use courseway_proto::{ChunkHeader, ErrorCode, GetChunk, Response};
+use courseway_store::Store;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::service::Counters;
+
+/// How an in-flight fetch is going.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    /// The chunk's size, once the parent's header arrived.
+    pub size: Option<u32>,
+    /// Bytes received so far (the buffer only grows while the fetch lives).
+    pub received: usize,
+    /// Set when the fetch ends: verified, or failed with a reason.
+    pub outcome: Option<Result<(), String>>,
+}
+
+/// One chunk being fetched from upstream.
+#[derive(Debug)]
+pub struct InFlight {
+    id: ChunkId,
+    data: Mutex<Vec<u8>>,
+    progress: watch::Sender<Progress>,
+}
+
+/// The relay's table of in-flight fetches.
+#[derive(Debug, Default)]
+pub struct Fetches {
+    table: Mutex<HashMap<ChunkId, Arc<InFlight>>>,
+}
+
+impl Fetches {
+    /// Joins the fetch of `id`, starting it if none runs. Returns the fetch and whether this
+    /// call started it.
+    pub fn join_or_start(&self, id: ChunkId, start: impl FnOnce(Arc<InFlight>)) -> (Arc<InFlight>, bool) {
+        let mut table = self.table.lock();
+        if let Some(f) = table.get(&id) {
+            return (f.clone(), false);
+        }
+        let f = Arc::new(InFlight {
+            id,
+            data: Mutex::new(Vec::new()),
+            progress: watch::Sender::new(Progress::default()),
+        });
+        table.insert(id, f.clone());
+        drop(table);
+        start(f.clone());
+        (f, true)
+    }
+
+    fn finish(&self, id: &ChunkId) {
+        self.table.lock().remove(id);
+    }
+}
+
+impl InFlight {
+    /// Waits for the fetch to end and returns its outcome.
+    pub async fn outcome(&self) -> Result<(), String> {
+        let mut rx = self.progress.subscribe();
+        loop {
+            if let Some(outcome) = rx.borrow_and_update().outcome.clone() {
+                return outcome;
+            }
+            if rx.changed().await.is_err() {
+                return Err("the fetch was abandoned".into());
+            }
+        }
+    }
+}
+
+/// Runs one fetch to its end: from the parent, resuming after cuts, verifying, storing.
+pub async fn run_fetch(
+    fetches: Arc<Fetches>,
+    f: Arc<InFlight>,
+    upstream: Arc<Upstream>,
+    store: Arc<Store>,
+    counters: Arc<Counters>,
+    max_attempts: u32,
+) {
+    let outcome = fetch_into(&f, &upstream, &counters, max_attempts).await;
+    if outcome.is_ok() {
+        let data = f.data.lock();
+        // Kept only after its hash checked (fetch_into verified it; put checks again).
+        if let Err(e) = store.put(f.id, &data) {
+            tracing::warn!(chunk = %f.id, error = %e, "verified chunk not cached; children were still served");
+        }
+    }
+    fetches.finish(&f.id);
+    f.progress.send_modify(|p| p.outcome = Some(outcome));
+}
+
+async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_attempts: u32) -> Result<(), String> {
+    let mut exclude = Vec::new();
+    let mut last = String::new();
+    let mut piece = vec![0u8; 64 * 1024];
+    for attempt in 1..=max_attempts {
+        if exclude.len() >= upstream.parents().len() {
+            exclude.clear();
+        }
+        let offset = f.data.lock().len() as u32;
+        let (index, header, mut recv) = match upstream.open_chunk(GetChunk { id: f.id, offset }, &exclude).await {
+            Ok(opened) => opened,
+            Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => return Err(reply.message),
+            Err(e) => {
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+                continue;
+            }
+        };
+        let known = f.progress.borrow().size;
+        if header.id != f.id || header.offset != offset || known.is_some_and(|s| s != header.size) {
+            last = "a parent sent a header for another chunk, offset or size".into();
+            exclude.push(index);
+            continue;
+        }
+        f.progress.send_modify(|p| p.size = Some(header.size));
+        let size = header.size as usize;
+        loop {
+            let have = f.data.lock().len();
+            if have >= size {
+                break;
+            }
+            let want = piece.len().min(size - have);
+            match recv.read(&mut piece[..want]).await {
+                Ok(Some(n)) => {
+                    counters.bytes_fetched.fetch_add(n as u64, Ordering::Relaxed);
+                    let received = {
+                        let mut data = f.data.lock();
+                        data.extend_from_slice(&piece[..n]);
+                        data.len()
+                    };
+                    f.progress.send_modify(|p| p.received = received);
+                }
+                Ok(None) => {
+                    last = "the parent ended the transfer early".into();
+                    break;
+                }
+                Err(e) => {
+                    last = format!("transfer cut: {e}");
+                    upstream.mark_failed(index);
+                    break;
+                }
+            }
+        }
+        if f.data.lock().len() < size {
+            continue; // resume from where the bytes stopped
+        }
+        if f.id.verify(&f.data.lock()).is_ok() {
+            return Ok(());
+        }
+        counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(chunk = %f.id, parent = %upstream.parents()[index].name, "chunk from parent failed verification; refused");
+        // Children already streaming this fetch cannot be given different bytes: fail it, they
+        // ask again and get a fresh fetch from another parent.
+        upstream.mark_failed(index);
+        return Err(format!(
+            "the bytes from parent {} did not match the chunk's hash",
+            upstream.parents()[index].name
+        ));
+    }
+    Err(format!("gave up after {max_attempts} attempts: {last}"))
+}
+
+/// Streams an in-flight chunk to one child from `get.offset`, as bytes arrive.
+pub async fn serve_from_flight(
+    f: Arc<InFlight>,
+    req: &mut IncomingRequest,
+    get: GetChunk,
+    wait: Duration,
+    counters: &Counters,
+) -> Result<(), NetError> {
+    let mut rx = f.progress.subscribe();
+    let size = loop {
+        let p = rx.borrow_and_update().clone();
+        if let Some(Err(reason)) = p.outcome {
+            return reply_error(req, ErrorCode::UpstreamUnavailable, reason).await;
+        }
+        if let Some(size) = p.size {
+            break size;
+        }
+        match tokio::time::timeout(wait, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                let message = format!("the parent did not start sending chunk {} within {wait:?}", get.id);
+                return reply_error(req, ErrorCode::UpstreamUnavailable, message).await;
+            }
+        }
+    };
+    if get.offset > size {
+        let message = format!("offset {} is beyond the end of the chunk ({size} bytes)", get.offset);
+        return reply_error(req, ErrorCode::BadOffset, message).await;
+    }
+    send_response(
+        &mut req.send,
+        &Response::Chunk(ChunkHeader {
+            id: get.id,
+            size,
+            offset: get.offset,
+        }),
+    )
+    .await?;
+    let mut sent = get.offset as usize;
+    let size = size as usize;
+    loop {
+        let p = rx.borrow_and_update().clone();
+        let available = match &p.outcome {
+            Some(Ok(())) => size,
+            Some(Err(_)) => {
+                let _ = req.send.reset(stream_error_code(ErrorCode::UpstreamUnavailable));
+                return Ok(());
+            }
+            // Hold the last byte back until the chunk has been verified.
+            None => p.received.min(size.saturating_sub(1)),
+        };
+        if available > sent {
+            let bytes = f.data.lock()[sent..available].to_vec();
+            req.send.write_all(&bytes).await.map_err(|_| NetError::StreamClosed {
+                action: "stream a chunk",
+            })?;
+            counters.bytes_served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            sent = available;
+        }
+        if sent == size {
+            return req.send.finish().map_err(|_| NetError::StreamClosed {
+                action: "finish a chunk",
+            });
+        }
+        match tokio::time::timeout(wait, rx.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                let _ = req.send.reset(stream_error_code(ErrorCode::UpstreamUnavailable));
+                return Ok(());
+            }
+        }
+    }
+}

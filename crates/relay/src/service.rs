@@ -1,0 +1,414 @@
+//! The relay: its answers to children and its sync loop towards its parents.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courseway_content::{Catalog, ChunkId, NodeName, PublicKey, Signed, TrustState};
+use courseway_net::{
+    read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
+};
+use courseway_node::{clock, persist, send_stored_chunk, serve_connection, NodeService, Upstream, UpstreamConfig};
+use courseway_proto::{
+    Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
+};
+use courseway_store::{Durability, Store, StoreConfig, StoreError};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+use crate::fetch::{run_fetch, serve_from_flight, Fetches};
+
+/// Which published lessons a relay fetches before any child asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefetchPolicy {
+    /// Every lesson in the catalog.
+    All,
+    /// Nothing: chunks are fetched when a child first asks.
+    None,
+}
+
+/// How a relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub name: NodeName,
+    /// Where children connect.
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub upstream: UpstreamConfig,
+    pub prefetch: PrefetchPolicy,
+    /// How long a child waits on an in-flight fetch that makes no progress.
+    pub wait_timeout: Duration,
+    /// Chunks prefetched at once.
+    pub prefetch_concurrency: usize,
+}
+
+impl RelayConfig {
+    /// A relay with default timeouts and prefetch of everything.
+    pub fn new(name: NodeName, listen: SocketAddr, store: StoreConfig, upstream: UpstreamConfig) -> Self {
+        Self {
+            name,
+            listen,
+            store,
+            transport: TransportConfig::default(),
+            upstream,
+            prefetch: PrefetchPolicy::All,
+            wait_timeout: Duration::from_secs(30),
+            prefetch_concurrency: 4,
+        }
+    }
+}
+
+/// What went wrong starting a relay.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
+}
+
+/// Counters shared by the relay's tasks.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub coalesced: AtomicU64,
+    pub errors: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub bad_chunks: AtomicU64,
+}
+
+/// A snapshot of a relay's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Chunk requests answered from the cache.
+    pub hits: u64,
+    /// Chunk requests that started an upstream fetch.
+    pub misses: u64,
+    /// Chunk requests that joined a fetch already running.
+    pub coalesced: u64,
+    /// Chunk requests that failed.
+    pub errors: u64,
+    pub bytes_served: u64,
+    pub bytes_fetched: u64,
+    /// Chunks from a parent that failed verification.
+    pub bad_chunks: u64,
+    pub catalog_version: u64,
+}
+
+pub(crate) struct RelayService {
+    name: NodeName,
+    store: Arc<Store>,
+    upstream: Arc<Upstream>,
+    trust: Mutex<TrustState>,
+    catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
+    announce: broadcast::Sender<Announcement>,
+    fetches: Arc<Fetches>,
+    counters: Arc<Counters>,
+    wait_timeout: Duration,
+    max_attempts: u32,
+}
+
+/// A running relay.
+pub struct Relay {
+    service: Arc<RelayService>,
+    server: Arc<Server>,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("name", &self.service.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn manifest_key(hash: &ChunkId) -> Vec<u8> {
+    format!("manifest/{hash}").into_bytes()
+}
+
+impl Relay {
+    /// Opens the store, restores the last verified catalog, starts serving children and
+    /// syncing from the parents.
+    pub async fn start(config: RelayConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, RelayError> {
+        let store = Arc::new(Store::open(config.store)?);
+        let trust = persist::load_trust(&store, root)?;
+        let catalog = trust.catalog().cloned().map(Arc::new);
+        let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
+        let client: Client = server.client();
+        let max_attempts = config.upstream.max_attempts;
+        let upstream = Arc::new(Upstream::new(client, config.upstream));
+        let (announce, _) = broadcast::channel(64);
+        let service = Arc::new(RelayService {
+            name: config.name,
+            store,
+            upstream,
+            trust: Mutex::new(trust),
+            catalog: RwLock::new(catalog),
+            announce,
+            fetches: Arc::new(Fetches::default()),
+            counters: Arc::new(Counters::default()),
+            wait_timeout: config.wait_timeout,
+            max_attempts,
+        });
+        let mut tasks = JoinSet::new();
+        {
+            let (server, service) = (server.clone(), service.clone());
+            tasks.spawn(async move { server.serve(move |conn| serve_connection(service.clone(), conn)).await });
+        }
+        tasks.spawn(sync_loop(
+            service.clone(),
+            config.prefetch,
+            config.prefetch_concurrency.max(1),
+        ));
+        Ok(Self { service, server, tasks })
+    }
+
+    /// Where children connect.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
+        self.server.local_addr()
+    }
+
+    /// The relay's counters.
+    pub fn stats(&self) -> RelayStats {
+        let c = &self.service.counters;
+        RelayStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            bytes_served: c.bytes_served.load(Ordering::Relaxed),
+            bytes_fetched: c.bytes_fetched.load(Ordering::Relaxed),
+            bad_chunks: c.bad_chunks.load(Ordering::Relaxed),
+            catalog_version: self
+                .service
+                .catalog
+                .read()
+                .as_ref()
+                .map(|c| c.body.version)
+                .unwrap_or(0),
+        }
+    }
+
+    /// The relay's store (for inspection).
+    pub fn store(&self) -> &Store {
+        &self.service.store
+    }
+
+    /// Stops serving and syncing.
+    pub fn shutdown(&mut self) {
+        self.server.close();
+        self.tasks.abort_all();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl RelayService {
+    fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> bool {
+        let mut trust = self.trust.lock();
+        match trust.accept_catalog(catalog.clone(), clock::now()) {
+            Ok(courseway_content::Acceptance::New) => {
+                if let Err(e) = persist::save_catalog(&self.store, &catalog) {
+                    tracing::error!(error = %e, "could not save the accepted catalog");
+                }
+                let version = catalog.body.version;
+                *self.catalog.write() = Some(Arc::new(catalog.clone()));
+                let _ = self.announce.send(Announcement::Catalog(Box::new(catalog)));
+                tracing::info!(version, "accepted a new catalog");
+                true
+            }
+            Ok(courseway_content::Acceptance::Unchanged) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a catalog from upstream");
+                false
+            }
+        }
+    }
+
+    /// Ensures the chunk is cached, fetching it (once) if needed.
+    async fn ensure_chunk(self: &Arc<Self>, id: ChunkId) -> Result<(), String> {
+        if self.store.has(&id) {
+            return Ok(());
+        }
+        let (flight, _) = self.fetches.join_or_start(id, |f| self.spawn_fetch(f));
+        flight.outcome().await
+    }
+
+    fn spawn_fetch(&self, f: Arc<crate::fetch::InFlight>) {
+        tokio::spawn(run_fetch(
+            self.fetches.clone(),
+            f,
+            self.upstream.clone(),
+            self.store.clone(),
+            self.counters.clone(),
+            self.max_attempts,
+        ));
+    }
+
+    async fn fetch_manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
+        if let Ok(Some(bytes)) = self.store.get_meta(&manifest_key(&hash)) {
+            return Ok(bytes);
+        }
+        let bytes = self
+            .upstream
+            .fetch_manifest(hash)
+            .await
+            .map_err(|e| ErrorReply::new(ErrorCode::UpstreamUnavailable, e.to_string()))?;
+        if ChunkId::of(&bytes) != hash {
+            self.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+            return Err(ErrorReply::new(
+                ErrorCode::UpstreamUnavailable,
+                "the parent sent a manifest that does not match its hash",
+            ));
+        }
+        if let Err(e) = self.store.put_meta(&manifest_key(&hash), &bytes, Durability::Buffered) {
+            tracing::warn!(error = %e, "could not cache a manifest");
+        }
+        Ok(bytes)
+    }
+}
+
+impl NodeService for RelayService {
+    fn welcome(&self) -> Welcome {
+        Welcome {
+            node: self.name.clone(),
+            role: Role::Relay,
+            software: concat!("courseway ", env!("CARGO_PKG_VERSION")).into(),
+        }
+    }
+
+    fn authorize(&self, peer: &PeerIdentity, _request: &Request) -> Result<(), ErrorReply> {
+        match peer.role {
+            Role::Relay | Role::Station | Role::Operator => Ok(()),
+            Role::Origin => Err(ErrorReply::new(
+                ErrorCode::Unauthorized,
+                "an origin is not a child of a relay",
+            )),
+        }
+    }
+
+    async fn serve_chunk(&self, req: &mut IncomingRequest, get: GetChunk) -> Result<(), NetError> {
+        let c = &self.counters;
+        if send_stored_chunk(&self.store, req, get, &[]).await? {
+            c.hits.fetch_add(1, Ordering::Relaxed);
+            if let Some(size) = self.store.size_of(&get.id) {
+                c.bytes_served
+                    .fetch_add(u64::from(size.saturating_sub(get.offset)), Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        // A miss: join the fetch in flight or start one.
+        let (flight, started) = self.fetches.join_or_start(get.id, |f| self.spawn_fetch(f));
+        if started {
+            c.misses.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        let result = serve_from_flight(flight, req, get, self.wait_timeout, c).await;
+        if result.is_err() {
+            c.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
+        self.fetch_manifest(hash).await
+    }
+
+    fn catalog(&self) -> Option<Arc<Signed<Catalog>>> {
+        self.catalog.read().clone()
+    }
+
+    fn announcements(&self) -> broadcast::Receiver<Announcement> {
+        self.announce.subscribe()
+    }
+}
+
+/// One subscription upstream for the relay's lifetime (re-made on another parent when one
+/// fails); every new verified catalog is pushed down and, by policy, prefetched.
+async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurrency: usize) {
+    let mut prefetching: Option<tokio::task::JoinHandle<()>> = None;
+    let mut attempt = 0u32;
+    loop {
+        let subscribe = Request::Subscribe(Subscribe {
+            topics: vec![Topic::Catalog, Topic::Schedule],
+        });
+        let (_, first, mut recv) = match service.upstream.request(&subscribe).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, "no upstream subscription; serving the last verified catalog meanwhile");
+                tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                continue;
+            }
+        };
+        attempt = 0;
+        let mut next = Some(first);
+        while let Some(response) = next.take() {
+            if let Response::Announce(Announcement::Catalog(c)) = response {
+                if service.accept_catalog(*c) && prefetch == PrefetchPolicy::All {
+                    if let Some(old) = prefetching.take() {
+                        old.abort();
+                    }
+                    prefetching = Some(tokio::spawn(prefetch_all(service.clone(), concurrency)));
+                }
+            }
+            match read_response(&mut recv).await {
+                Ok(r) => next = Some(r),
+                Err(e) => tracing::info!(error = %e, "upstream subscription ended; subscribing again"),
+            }
+        }
+        // Do not hammer a parent whose subscriptions end at once.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Fetches every chunk of every lesson in the current catalog that is not cached yet.
+async fn prefetch_all(service: Arc<RelayService>, concurrency: usize) {
+    let Some(catalog) = service.catalog.read().clone() else {
+        return;
+    };
+    let mut chunks = Vec::new();
+    for entry in catalog.body.entries() {
+        let bytes = match service.fetch_manifest(entry.manifest).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(lesson = %entry.lesson, error = %e.message, "prefetch: no manifest");
+                continue;
+            }
+        };
+        match service.trust.lock().verify_manifest(&entry.lesson, &bytes) {
+            Ok(m) => chunks.extend(m.chunk_refs().into_iter().map(|r| r.id)),
+            Err(e) => tracing::warn!(lesson = %entry.lesson, error = %e, "prefetch: manifest refused"),
+        }
+    }
+    let mut running = JoinSet::new();
+    for id in chunks {
+        if service.store.has(&id) {
+            continue;
+        }
+        while running.len() >= concurrency {
+            running.join_next().await;
+        }
+        let service = service.clone();
+        running.spawn(async move {
+            if let Err(e) = service.ensure_chunk(id).await {
+                tracing::warn!(chunk = %id, error = %e, "prefetch failed; a child's request will fetch it");
+            }
+        });
+    }
+    while running.join_next().await.is_some() {}
+    tracing::info!("prefetch complete");
+}
