@@ -82,14 +82,18 @@ async fn a_cut_longer_than_the_idle_timeout_resumes_from_the_offset() {
     let dir = tempfile::tempdir().unwrap();
     let keys = DeploymentKeys::generate().unwrap();
     let origin = origin(dir.path(), &keys).await;
-    // One segment of 1.5 Mbit/s × 4 s: a single 750 kB chunk, paced at 1 Mbit/s (~6 s).
+    // One segment of 1.5 Mbit/s × 4 s: a single 750 kB chunk, ~6 s over the link.
     let l = lesson("cut-1", 7, 1, 1_500_000);
-    let proxy = UdpProxy::start(
-        origin.local_addr().unwrap(),
-        ProxyConfig::symmetric(LinkConfig::default()),
-    )
-    .await
-    .unwrap();
+    // The link itself is slow (1 Mbit/s), so the chunk's bytes really are in flight when it is
+    // cut (a receive-side cap would let them sit in QUIC's buffers instead).
+    let link = LinkConfig {
+        rate_bps: Some(1_000_000),
+        queue_bytes: 256 * 1024,
+        ..LinkConfig::default()
+    };
+    let proxy = UdpProxy::start(origin.local_addr().unwrap(), ProxyConfig::symmetric(link))
+        .await
+        .unwrap();
     let name = NodeName::new("village-cut").unwrap();
     let origin_name = NodeName::new("origin").unwrap();
     let mut config = StationConfig::new(
@@ -108,7 +112,6 @@ async fn a_cut_longer_than_the_idle_timeout_resumes_from_the_offset() {
         ..TransportConfig::default()
     };
     config.upstream.retry_after = Duration::from_millis(200);
-    config.rate_cap = Some(RateLimit::from_bits_per_sec(1_000_000, 50).unwrap());
     config.retry_after = Duration::from_millis(200);
     let station = Station::start(config, keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
         .await
@@ -175,9 +178,12 @@ async fn stations_fail_over_when_their_district_relay_dies() {
         tree.station_status().iter().map(|s| s.bytes_ready).sum::<u64>() > total
     })
     .await;
+    // Stations 1, 3, 5, 7, 9 (indices 0, 2, 4, ...) have district-01 as their preferred parent.
+    let statuses = tree.station_status();
+    let orphaned: Vec<usize> = (0..10).step_by(2).filter(|i| !statuses[*i].synced).collect();
     assert!(
-        tree.stations_synced(version) < 10,
-        "the sync finished before the relay could be killed"
+        !orphaned.is_empty(),
+        "the dead relay's stations finished before it could be killed"
     );
     let killed = tree.district.remove(0);
     drop(killed);
@@ -185,18 +191,11 @@ async fn stations_fail_over_when_their_district_relay_dies() {
         tree.stations_synced(version) == 10
     })
     .await;
+    // The orphaned stations could only finish through the other district relay.
     for s in &tree.stations {
         assert_holds(s, &l);
     }
-    let switched: u64 = tree
-        .stations
-        .iter()
-        .map(|s| s.fetch_stats().failovers.load(Ordering::Relaxed))
-        .sum();
-    assert!(
-        switched >= 5,
-        "the five stations of the dead relay switched parent ({switched} switches)"
-    );
+    println!("{} stations were cut off from their relay mid-sync", orphaned.len());
     println!(
         "district relay killed; all stations finished {:.2} s later",
         failover.as_secs_f64()

@@ -79,6 +79,10 @@ pub struct FetchStats {
     pub failovers: AtomicU64,
 }
 
+/// The parent used last, kept across failures so a switch can be counted.
+#[derive(Debug, Default)]
+struct LastUsed(Option<usize>);
+
 struct Current {
     index: usize,
     conn: PeerConnection,
@@ -90,6 +94,7 @@ pub struct Upstream {
     client: Client,
     config: UpstreamConfig,
     current: Mutex<Option<Current>>,
+    last_used: Mutex<LastUsed>,
     connecting: tokio::sync::Mutex<()>,
     down_until: Mutex<Vec<Option<Instant>>>,
     stats: FetchStats,
@@ -111,6 +116,7 @@ impl Upstream {
             client,
             config,
             current: Mutex::new(None),
+            last_used: Mutex::new(LastUsed::default()),
             connecting: tokio::sync::Mutex::new(()),
             down_until: Mutex::new(vec![None; n]),
             stats: FetchStats::default(),
@@ -198,14 +204,13 @@ impl Upstream {
             .await
             {
                 Ok(Ok(conn)) => {
-                    let mut current = self.current.lock();
-                    let previous = current.as_ref().map(|c| c.index);
-                    if previous.is_some_and(|p| p != index) {
-                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(parent = %parent.name, "switched parent");
-                    }
                     if exclude.is_empty() {
-                        *current = Some(Current {
+                        let previous = self.last_used.lock().0.replace(index);
+                        if previous.is_some_and(|p| p != index) {
+                            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(parent = %parent.name, "switched parent");
+                        }
+                        *self.current.lock() = Some(Current {
                             index,
                             conn: conn.clone(),
                             since: Instant::now(),
@@ -354,6 +359,16 @@ impl Upstream {
                     }
                     Ok(None) => {
                         last = "the parent ended the transfer early".into();
+                        break;
+                    }
+                    Err(quinn::ReadError::Reset(code)) => {
+                        // The parent abandoned this transfer (its own fetch failed): what it sent
+                        // may not continue correctly elsewhere, so start the chunk over.
+                        last = format!(
+                            "{} abandoned the transfer (code {code})",
+                            self.config.parents[index].name
+                        );
+                        buf.clear();
                         break;
                     }
                     Err(e) => {

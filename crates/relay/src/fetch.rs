@@ -146,6 +146,12 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                     last = "the parent ended the transfer early".into();
                     break;
                 }
+                Err(quinn::ReadError::Reset(code)) => {
+                    // The parent abandoned the transfer. Bytes already streamed to children
+                    // cannot be taken back: fail this fetch so they start over too.
+                    let parent = &upstream.parents()[index].name;
+                    return Err(format!("parent {parent} abandoned the transfer (code {code})"));
+                }
                 Err(e) => {
                     last = format!("transfer cut: {e}");
                     upstream.mark_failed(index);
