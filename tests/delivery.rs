@@ -36,6 +36,11 @@ async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> boo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_stations_each_chunk_once_per_city_relay() {
+    // Warnings (refused chunks, failed fetches, retries) go to the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let keys = DeploymentKeys::generate().unwrap();
     let config = TopologyConfig {
