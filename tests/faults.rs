@@ -187,6 +187,13 @@ async fn stations_fail_over_when_their_district_relay_dies() {
     );
     let killed = tree.district.remove(0);
     drop(killed);
+    // Failover time: until every cut-off station has switched to its backup parent.
+    let switch_time = wait_until("the cut-off stations to switch parent", Duration::from_secs(60), || {
+        orphaned
+            .iter()
+            .all(|i| tree.stations[*i].fetch_stats().failovers.load(Ordering::Relaxed) >= 1)
+    })
+    .await;
     let failover = wait_until("every station to finish", Duration::from_secs(180), || {
         tree.stations_synced(version) == 10
     })
@@ -195,7 +202,24 @@ async fn stations_fail_over_when_their_district_relay_dies() {
     for s in &tree.stations {
         assert_holds(s, &l);
     }
-    println!("{} stations were cut off from their relay mid-sync", orphaned.len());
+    let switched: u64 = tree
+        .stations
+        .iter()
+        .map(|s| s.fetch_stats().failovers.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        switched as usize >= orphaned.len(),
+        "{switched} parent switches for {} orphaned stations",
+        orphaned.len()
+    );
+    println!(
+        "{} stations were cut off from their relay mid-sync; {switched} parent switches",
+        orphaned.len()
+    );
+    println!(
+        "failover: every cut-off station switched parent within {:.3} s",
+        switch_time.as_secs_f64()
+    );
     println!(
         "district relay killed; all stations finished {:.2} s later",
         failover.as_secs_f64()

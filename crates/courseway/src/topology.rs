@@ -226,9 +226,12 @@ impl Topology {
 
     /// Stops every node.
     pub async fn shutdown(self) {
+        // Concurrently: each station's endpoint drains for about a second after closing.
+        let mut closing = tokio::task::JoinSet::new();
         for s in self.stations {
-            s.shutdown().await;
+            closing.spawn(s.shutdown());
         }
+        while closing.join_next().await.is_some() {}
         drop(self.district);
         drop(self.city);
         self.origin.shutdown();

@@ -177,6 +177,17 @@ impl Upstream {
         if let Some(c) = self.current.lock().as_ref().filter(|c| keep(c)) {
             return Ok((c.index, c.conn.clone()));
         }
+        // A parent that closed our connection is skipped for `retry_after` (it is likely gone,
+        // and dialling a dead address costs a whole connect timeout).
+        let closed = self
+            .current
+            .lock()
+            .as_ref()
+            .filter(|c| c.conn.connection.close_reason().is_some())
+            .map(|c| c.index);
+        if let Some(index) = closed {
+            self.mark_failed(index);
+        }
         let _one_at_a_time = self.connecting.lock().await;
         if let Some(c) = self.current.lock().as_ref().filter(|c| keep(c)) {
             return Ok((c.index, c.conn.clone()));
@@ -204,12 +215,12 @@ impl Upstream {
             .await
             {
                 Ok(Ok(conn)) => {
+                    let previous = self.last_used.lock().0.replace(index);
+                    if previous.is_some_and(|p| p != index) {
+                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(parent = %parent.name, "switched parent");
+                    }
                     if exclude.is_empty() {
-                        let previous = self.last_used.lock().0.replace(index);
-                        if previous.is_some_and(|p| p != index) {
-                            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!(parent = %parent.name, "switched parent");
-                        }
                         *self.current.lock() = Some(Current {
                             index,
                             conn: conn.clone(),

@@ -140,7 +140,15 @@ impl Station {
     pub async fn start(config: StationConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, StationError> {
         let store = Store::open(config.store)?;
         let trust = persist::load_trust(&store, root)?;
-        let client = Client::bind(enrollment, &config.transport, config.bind)?;
+        let mut transport = config.transport.clone();
+        if let Some(cap) = config.rate_cap {
+            // Reads are paced by the cap; small receive windows keep the parent from bursting far
+            // ahead of them into buffers (which would use the shared village line above the cap).
+            let window = (cap.bytes_per_sec() / 4).clamp(64 * 1024, u64::from(transport.stream_receive_window)) as u32;
+            transport.stream_receive_window = window;
+            transport.receive_window = window.saturating_mul(config.concurrency.max(1) as u32 + 1);
+        }
+        let client = Client::bind(enrollment, &transport, config.bind)?;
         let status = watch::Sender::new(SyncStatus {
             catalog_version: trust.catalog().map(|c| c.body.version).unwrap_or(0),
             ..SyncStatus::default()
@@ -323,6 +331,7 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
                     .await
                     .map_err(|e| e.to_string())?;
                 state.store.put(chunk.id, &bytes).map_err(|e| e.to_string())?;
+                state.status.send_modify(|s| s.bytes_ready += u64::from(chunk.size));
                 Ok::<(), String>(())
             });
         }
