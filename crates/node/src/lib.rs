@@ -7,6 +7,7 @@
 //! - [`persist`]: the accepted catalog kept in the node's store, so rollback protection and the
 //!   last verified catalog survive a restart.
 //! - [`clock`]: the one place a node reads the wall clock.
+//! - [`task`]: background tasks that never outlive their owner.
 //!
 //! This crate is IO: it sits between the pure core (content, proto) and the role crates
 //! (origin, relay, station), which keep only what is particular to their role.
@@ -14,6 +15,7 @@
 pub mod clock;
 pub mod persist;
 pub mod service;
+pub mod task;
 pub mod upstream;
 
 pub use service::{reply_error, send_stored_chunk, serve_connection, NodeService};

@@ -33,6 +33,9 @@ pub struct UpstreamConfig {
     pub primary_recheck: Duration,
     /// A fetch gives up after this many failed attempts in a row (the caller retries later).
     pub max_attempts: u32,
+    /// A transfer that delivers no byte for this long is treated as cut. Keep-alives stop
+    /// QUIC's idle timeout from ending a stalled stream on a live connection.
+    pub stall_timeout: Duration,
 }
 
 impl UpstreamConfig {
@@ -45,6 +48,7 @@ impl UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             primary_recheck: Duration::from_secs(30),
             max_attempts: 12,
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -360,7 +364,18 @@ impl Upstream {
             }
             while buf.len() < size {
                 let want = piece.len().min(size - buf.len());
-                match recv.read(&mut piece[..want]).await {
+                let read = match tokio::time::timeout(self.config.stall_timeout, recv.read(&mut piece[..want])).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        last = format!(
+                            "no bytes from {} for {:?}",
+                            self.config.parents[index].name, self.config.stall_timeout
+                        );
+                        self.mark_failed(index);
+                        break;
+                    }
+                };
+                match read {
                     Ok(Some(n)) => {
                         if let Some(l) = limiter {
                             l.acquire(n as u64).await;
@@ -390,6 +405,9 @@ impl Upstream {
                 }
             }
             if buf.len() < size {
+                if buf.len() as u32 <= offset {
+                    tokio::time::sleep(backoff(attempt)).await; // no progress: do not spin
+                }
                 continue; // resume from buf.len() on the next attempt
             }
             if chunk.id.verify(&buf).is_ok() {

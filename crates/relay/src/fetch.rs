@@ -15,6 +15,10 @@ use tokio::sync::watch;
 
 use crate::service::Counters;
 
+/// A transfer that delivers no byte for this long is treated as cut (keep-alives stop QUIC's
+/// idle timeout from ever ending a stalled stream on a live connection).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How an in-flight fetch is going.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
@@ -34,6 +38,15 @@ pub struct InFlight {
     progress: watch::Sender<Progress>,
 }
 
+/// What [`Fetches::join_or_start`] found.
+#[derive(Debug)]
+pub enum Joined {
+    /// The chunk is in the store now.
+    Cached,
+    /// A fetch to follow, and whether this call started it.
+    Flight(Arc<InFlight>, bool),
+}
+
 /// The relay's table of in-flight fetches.
 #[derive(Debug, Default)]
 pub struct Fetches {
@@ -43,10 +56,20 @@ pub struct Fetches {
 impl Fetches {
     /// Joins the fetch of `id`, starting it if none runs. Returns the fetch and whether this
     /// call started it.
-    pub fn join_or_start(&self, id: ChunkId, start: impl FnOnce(Arc<InFlight>)) -> (Arc<InFlight>, bool) {
+    pub fn join_or_start(
+        &self,
+        id: ChunkId,
+        cached: impl FnOnce() -> bool,
+        start: impl FnOnce(Arc<InFlight>),
+    ) -> Joined {
         let mut table = self.table.lock();
         if let Some(f) = table.get(&id) {
-            return (f.clone(), false);
+            return Joined::Flight(f.clone(), false);
+        }
+        // A fetch stores its chunk before leaving the table, so under the table lock the store
+        // is conclusive: no second upstream fetch of a chunk that just landed.
+        if cached() {
+            return Joined::Cached;
         }
         let f = Arc::new(InFlight {
             id,
@@ -56,7 +79,7 @@ impl Fetches {
         table.insert(id, f.clone());
         drop(table);
         start(f.clone());
-        (f, true)
+        Joined::Flight(f, true)
     }
 
     fn finish(&self, id: &ChunkId) {
@@ -132,7 +155,15 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                 break;
             }
             let want = piece.len().min(size - have);
-            match recv.read(&mut piece[..want]).await {
+            let read = match tokio::time::timeout(STALL_TIMEOUT, recv.read(&mut piece[..want])).await {
+                Ok(read) => read,
+                Err(_) => {
+                    last = format!("no bytes from the parent for {STALL_TIMEOUT:?}");
+                    upstream.mark_failed(index);
+                    break;
+                }
+            };
+            match read {
                 Ok(Some(n)) => {
                     counters.bytes_fetched.fetch_add(n as u64, Ordering::Relaxed);
                     let received = {
@@ -160,6 +191,9 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
             }
         }
         if f.data.lock().len() < size {
+            if f.data.lock().len() as u32 == offset {
+                tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
+            }
             continue; // resume from where the bytes stopped
         }
         if f.id.verify(&f.data.lock()).is_ok() {

@@ -9,7 +9,9 @@ use courseway_content::{Catalog, ChunkId, NodeName, PublicKey, Signed, TrustStat
 use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
 };
-use courseway_node::{clock, persist, send_stored_chunk, serve_connection, NodeService, Upstream, UpstreamConfig};
+use courseway_node::{
+    clock, persist, send_stored_chunk, serve_connection, task::AbortOnDrop, NodeService, Upstream, UpstreamConfig,
+};
 use courseway_proto::{
     Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
 };
@@ -18,7 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
-use crate::fetch::{run_fetch, serve_from_flight, Fetches};
+use crate::fetch::{run_fetch, serve_from_flight, Fetches, Joined};
 
 /// Which published lessons a relay fetches before any child asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,8 +244,13 @@ impl RelayService {
         if self.store.has(&id) {
             return Ok(());
         }
-        let (flight, _) = self.fetches.join_or_start(id, |f| self.spawn_fetch(f));
-        flight.outcome().await
+        match self
+            .fetches
+            .join_or_start(id, || self.store.has(&id), |f| self.spawn_fetch(f))
+        {
+            Joined::Cached => Ok(()),
+            Joined::Flight(flight, _) => flight.outcome().await,
+        }
     }
 
     fn spawn_fetch(&self, f: Arc<crate::fetch::InFlight>) {
@@ -310,7 +317,26 @@ impl NodeService for RelayService {
             return Ok(());
         }
         // A miss: join the fetch in flight or start one.
-        let (flight, started) = self.fetches.join_or_start(get.id, |f| self.spawn_fetch(f));
+        let (flight, started) =
+            match self
+                .fetches
+                .join_or_start(get.id, || self.store.has(&get.id), |f| self.spawn_fetch(f))
+            {
+                Joined::Flight(flight, started) => (flight, started),
+                // Landed between the store check above and the table lock: serve it from the store.
+                Joined::Cached => {
+                    if send_stored_chunk(&self.store, req, get, &[]).await? {
+                        c.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    return courseway_node::reply_error(
+                        req,
+                        ErrorCode::UpstreamUnavailable,
+                        "chunk evicted while serving; retry",
+                    )
+                    .await;
+                }
+            };
         if started {
             c.misses.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -339,7 +365,8 @@ impl NodeService for RelayService {
 /// One subscription upstream for the relay's lifetime (re-made on another parent when one
 /// fails); every new verified catalog is pushed down and, by policy, prefetched.
 async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurrency: usize) {
-    let mut prefetching: Option<tokio::task::JoinHandle<()>> = None;
+    // Dropped (and so aborted) with the sync loop when the relay shuts down.
+    let mut prefetching = AbortOnDrop::default();
     let mut attempt = 0u32;
     loop {
         let subscribe = Request::Subscribe(Subscribe {
@@ -356,14 +383,16 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurr
         };
         attempt = 0;
         let mut next = Some(first);
+        // The first catalog of a subscription starts a prefetch even if it is not new: after a
+        // restart or a lost parent, an earlier prefetch may not have finished.
+        let mut first_of_subscription = true;
         while let Some(response) = next.take() {
             if let Response::Announce(Announcement::Catalog(c)) = response {
-                if service.accept_catalog(*c) && prefetch == PrefetchPolicy::All {
-                    if let Some(old) = prefetching.take() {
-                        old.abort();
-                    }
-                    prefetching = Some(tokio::spawn(prefetch_all(service.clone(), concurrency)));
+                let new = service.accept_catalog(*c);
+                if (new || first_of_subscription) && prefetch == PrefetchPolicy::All {
+                    prefetching.replace(tokio::spawn(prefetch_all(service.clone(), concurrency)));
                 }
+                first_of_subscription = false;
             }
             match read_response(&mut recv).await {
                 Ok(r) => next = Some(r),

@@ -23,7 +23,7 @@ use courseway_content::{
     Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Signed, TrustState,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
-use courseway_node::{clock, persist, Upstream, UpstreamConfig};
+use courseway_node::{clock, persist, task::AbortOnDrop, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
@@ -200,9 +200,11 @@ impl Station {
 
 /// Follows the parents' catalog announcements; each new catalog starts a sync pass.
 async fn follow(state: Arc<State>) {
-    let mut pass: Option<tokio::task::JoinHandle<()>> = None;
-    if let Some(c) = state.trust.lock().catalog().cloned() {
-        pass = Some(tokio::spawn(sync(state.clone(), c)));
+    // Dropped (and so aborted) with `follow` when the station shuts down.
+    let mut pass = AbortOnDrop::default();
+    let restored = state.trust.lock().catalog().cloned();
+    if let Some(c) = restored {
+        pass.replace(tokio::spawn(sync(state.clone(), c)));
     }
     let mut attempt = 0u32;
     loop {
@@ -232,10 +234,7 @@ async fn follow(state: Arc<State>) {
                             s.catalog_version = c.body.version;
                             s.synced = false;
                         });
-                        if let Some(old) = pass.take() {
-                            old.abort();
-                        }
-                        pass = Some(tokio::spawn(sync(state.clone(), *c)));
+                        pass.replace(tokio::spawn(sync(state.clone(), *c)));
                     }
                     Ok(courseway_content::Acceptance::Unchanged) => {}
                     Err(e) => tracing::warn!(station = %state.name, error = %e, "refused a catalog"),
