@@ -58,6 +58,20 @@ impl SyntheticLesson {
         }
     }
 
+    /// A lesson with the default ladder and about `bytes` of content in all (at least one
+    /// segment).
+    pub fn of_size(id: LessonId, seed: u64, bytes: u64) -> Self {
+        let mut lesson = Self::standard(id, seed, 1);
+        let per_segment: u64 = lesson
+            .renditions
+            .iter()
+            .map(|(_, _, bps)| u64::from(*bps) * u64::from(lesson.segment_duration_ms) / 8_000)
+            .sum();
+        let media = bytes.saturating_sub(lesson.attachment_size as u64);
+        lesson.segments = media.div_ceil(per_segment).clamp(1, u64::from(u32::MAX)) as u32;
+        lesson
+    }
+
     /// Builds the manifest and every chunk's bytes.
     pub fn build(&self) -> BuiltLesson {
         let mut chunks = BTreeMap::new();
@@ -157,5 +171,18 @@ mod tests {
         // 720p at 1.5 Mbit/s for 4 s is 750,000 bytes: one chunk per segment.
         assert_eq!(a.manifest.renditions[0].segments[0].chunks.len(), 1);
         assert_eq!(LessonManifest::from_bytes(&a.manifest.to_bytes()).unwrap(), a.manifest);
+    }
+
+    #[test]
+    fn of_size_comes_within_one_segment_of_the_size_asked() {
+        for mb in [1u64, 8, 20] {
+            let built = SyntheticLesson::of_size(LessonId::new("sized").unwrap(), 1, mb * 1_000_000).build();
+            let total: u64 = built.chunks.values().map(|c| c.len() as u64).sum();
+            // One segment across the ladder is 1,032,000 bytes.
+            assert!(
+                total >= mb * 1_000_000 && total < mb * 1_000_000 + 1_032_000,
+                "{mb} MB: {total}"
+            );
+        }
     }
 }

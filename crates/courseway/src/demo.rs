@@ -96,9 +96,12 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("  origin listening on {}", tree.origin.local_addr()?);
 
     // One lesson of about `lesson_mb` MB: 720p + 360p + audio, four-second segments.
-    let per_segment = (1_500_000u64 + 500_000 + 64_000) / 2; // bytes per 4 s across the ladder
-    let segments = ((u64::from(args.lesson_mb) * 1_000_000).div_ceil(per_segment)).max(1) as u32;
-    let lesson = SyntheticLesson::standard(LessonId::new("demo-lesson-001")?, 1, segments).build();
+    let lesson = SyntheticLesson::of_size(
+        LessonId::new("demo-lesson-001")?,
+        1,
+        u64::from(args.lesson_mb) * 1_000_000,
+    )
+    .build();
     let lesson_bytes: u64 = lesson.chunks.values().map(|c| c.len() as u64).sum();
     let started = Instant::now();
     let version = tree.origin.publish(&[(lesson.manifest.clone(), &lesson.chunks)])?;

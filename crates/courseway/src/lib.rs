@@ -1,3 +1,10 @@
-//! The library side of the `courseway` binary: what the demo and the end-to-end tests share.
+//! The library side of the `courseway` binary: what the commands, the demo and the end-to-end
+//! tests share.
+//!
+//! - [`config`]: node config files (TOML) into the libraries' config structs.
+//! - [`keys`]: a deployment's key files and node credentials.
+//! - [`topology`]: a whole tree in one process, for the demo and the tests.
 
+pub mod config;
+pub mod keys;
 pub mod topology;

@@ -1,11 +1,15 @@
 //! The `courseway` binary: one subcommand per role and operator verb.
 
 mod demo;
+mod run;
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use courseway::keys;
+use courseway_content::NodeName;
+use courseway_proto::Role;
 use courseway_store::{Store, StoreConfig};
 
 #[derive(Debug, Parser)]
@@ -19,9 +23,85 @@ struct Cli {
 enum Command {
     /// Run the local demo with synthetic courseware.
     Demo(demo::DemoArgs),
+    /// Run an origin: the top of the tree, which signs the catalog and serves relays.
+    Origin(NodeArgs),
+    /// Run a relay: caches and fans out to the relays or stations below it.
+    Relay(NodeArgs),
+    /// Run a station: pulls the lessons it should hold from its parents.
+    Station(NodeArgs),
+    /// Make a deployment's keys and node credentials.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Inspect a node's chunk store.
     #[command(subcommand)]
     Store(StoreCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct NodeArgs {
+    /// The node's config file (see config/ for a documented example of each role).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new deployment: root key, online signing key and CA.
+    Init {
+        /// Directory for the deployment's keys (must not hold keys already).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The deployment's name, written in the CA certificate.
+        #[arg(long, default_value = "Courseway deployment")]
+        name: String,
+        /// Days the online signing key may sign before it must be renewed.
+        #[arg(long, default_value_t = keys::DEFAULT_ONLINE_DAYS)]
+        online_days: u64,
+    },
+    /// Delegate signing to a new online key (where root.key is kept); copy online.key to the origin.
+    Online {
+        /// The deployment's key directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Days the new online key may sign.
+        #[arg(long, default_value_t = keys::DEFAULT_ONLINE_DAYS)]
+        days: u64,
+    },
+    /// Issue a node's certificate and key from the deployment CA.
+    Issue {
+        /// The deployment's key directory (holds ca.crt, ca.key and root.pub).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The node's role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The node's name, e.g. district-07 or village-0123.
+        #[arg(long)]
+        name: NodeName,
+        /// Directory for the node's credentials (node.crt, node.key, ca.crt, root.pub).
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = keys::DEFAULT_NODE_DAYS)]
+        days: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Origin,
+    Relay,
+    Station,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Origin => Role::Origin,
+            RoleArg::Relay => Role::Relay,
+            RoleArg::Station => Role::Station,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +120,42 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Demo(args) => demo::run(args),
+        Command::Origin(args) => run::origin(&args.config),
+        Command::Relay(args) => run::relay(&args.config),
+        Command::Station(args) => run::station(&args.config),
+        Command::Keys(KeysCommand::Init { dir, name, online_days }) => {
+            let root = keys::init(&dir, &name, online_days)?;
+            println!("deployment keys written to {}", dir.display());
+            println!("  root key fingerprint {}", root.fingerprint());
+            println!(
+                "  move {} offline now: it is needed only to renew the online key (`courseway keys online`)",
+                dir.join(keys::ROOT_KEY).display()
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Online { dir, days }) => {
+            keys::renew_online(&dir, days)?;
+            println!(
+                "{} renewed for {days} days; copy it to the origin and restart the origin",
+                dir.join(keys::ONLINE_KEY).display()
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Issue {
+            keys: deployment,
+            role,
+            name,
+            out,
+            days,
+        }) => {
+            keys::issue(&deployment, role.into(), &name, days, &out)?;
+            println!(
+                "credentials for {} {name} written to {}; point the node's config `credentials` at it",
+                keys::role_arg(role.into()),
+                out.display()
+            );
+            Ok(())
+        }
         Command::Store(StoreCommand::Check { path }) => store_check(path),
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courseway_content::encoding::Encode;
-use courseway_content::{Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Signed};
+use courseway_content::{
+    Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Signed, UnixTime,
+};
 use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
 use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
@@ -79,6 +81,7 @@ pub struct Origin {
     service: Arc<Service>,
     server: Arc<Server>,
     accept: tokio::task::JoinHandle<()>,
+    refresh: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Origin {
@@ -117,10 +120,12 @@ impl Origin {
             let (server, service) = (server.clone(), service.clone());
             tokio::spawn(async move { server.serve(move |conn| serve_connection(service.clone(), conn)).await })
         };
+        let refresh = tokio::spawn(refresh_loop(service.clone()));
         Ok(Self {
             service,
             server,
             accept,
+            refresh,
         })
     }
 
@@ -185,34 +190,71 @@ impl Origin {
                 },
             );
         }
-        let version = previous.map(|c| c.body.version).unwrap_or(0) + 1;
-        let now = clock::now();
-        let catalog = Catalog::new(
-            version,
-            now,
-            now.plus_secs(s.catalog_validity.as_secs()),
-            entries.into_values().collect(),
-        )
-        .expect("entries are keyed by lesson id, so none repeats");
-        let signed = s.signer.sign(catalog);
-        persist::save_catalog(&s.store, &signed)?;
-        *s.catalog.write() = Some(Arc::new(signed.clone()));
-        // No subscriber is not an error: children fetch the catalog when they connect.
-        let _ = s.announce.send(Announcement::Catalog(Box::new(signed)));
+        let version = s.sign_and_announce(entries.into_values().collect())?;
         tracing::info!(version, lessons = lessons.len(), "published");
         Ok(version)
+    }
+
+    /// Signs the current catalog again as the next version if less than half of its validity
+    /// is left, so that children never see it expire while the origin runs. Returns the new
+    /// version, if one was signed. The origin's own task calls this with the clock's time.
+    pub fn refresh_catalog(&self, now: UnixTime) -> Result<Option<u64>, OriginError> {
+        self.service.refresh_catalog(now)
     }
 
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         self.server.close();
         self.accept.abort();
+        self.refresh.abort();
     }
 }
 
 impl Drop for Origin {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+impl Service {
+    /// Signs `entries` as the next catalog version, saves it (synced) and announces it.
+    fn sign_and_announce(&self, entries: Vec<CatalogEntry>) -> Result<u64, OriginError> {
+        let version = self.catalog.read().as_ref().map(|c| c.body.version).unwrap_or(0) + 1;
+        let now = clock::now();
+        let catalog = Catalog::new(version, now, now.plus_secs(self.catalog_validity.as_secs()), entries)
+            .expect("entries come from a catalog or are keyed by lesson id, so none repeats");
+        let signed = self.signer.sign(catalog);
+        persist::save_catalog(&self.store, &signed)?;
+        *self.catalog.write() = Some(Arc::new(signed.clone()));
+        // No subscriber is not an error: children fetch the catalog when they connect.
+        let _ = self.announce.send(Announcement::Catalog(Box::new(signed)));
+        Ok(version)
+    }
+
+    fn refresh_catalog(&self, now: UnixTime) -> Result<Option<u64>, OriginError> {
+        let _one_publication_at_a_time = self.publish_lock.lock();
+        let Some(current) = self.catalog.read().clone() else {
+            return Ok(None);
+        };
+        let left = current.body.expires_at.secs_since(now);
+        if left > self.catalog_validity.as_secs() / 2 {
+            return Ok(None);
+        }
+        let version = self.sign_and_announce(current.body.entries().to_vec())?;
+        tracing::info!(version, "catalog signed again before it expires");
+        Ok(Some(version))
+    }
+}
+
+/// Re-signs the catalog before it expires; checks at an eighth of the validity (at least every
+/// minute, at most every hour).
+async fn refresh_loop(service: Arc<Service>) {
+    let every = (service.catalog_validity / 8).clamp(Duration::from_secs(60), Duration::from_secs(3600));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = service.refresh_catalog(clock::now()) {
+            tracing::error!(error = %e, "could not sign the catalog again; children will refuse it once it expires");
+        }
     }
 }
 

@@ -1,0 +1,572 @@
+//! Node config files (TOML), one per role, turned into the libraries' config structs.
+//!
+//! The file format lives here, in the binary, so the libraries stay free of serde: each
+//! library takes a plain config struct. Every key is documented in `config/*.toml`, with its
+//! default. Unknown keys are refused (a misspelt key would otherwise be silently ignored), and
+//! a bad value is reported with its key, line and column by the TOML parser. Relative paths are
+//! taken relative to the config file's directory.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use bytesize::ByteSize;
+use courseway_content::{Category, NodeName};
+use courseway_net::{CongestionControl, RateLimit, TransportConfig};
+use courseway_node::{Parent, UpstreamConfig};
+use courseway_relay::PrefetchPolicy;
+use courseway_station::LessonFilter;
+use courseway_store::StoreConfig;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+/// `[store]`: the node's chunk store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The store's directory (created if missing).
+    pub path: PathBuf,
+    /// Bytes of chunks the store may hold, e.g. "200 GiB".
+    pub budget: ByteSize,
+    /// Hash every chunk again when it is read.
+    #[serde(default = "yes")]
+    pub verify_on_read: bool,
+    /// fsync every chunk write.
+    #[serde(default)]
+    pub sync_chunk_writes: bool,
+}
+
+impl StoreSection {
+    fn to_config(&self, base: &Path) -> anyhow::Result<StoreConfig> {
+        ensure!(
+            self.budget.as_u64() >= 16 << 20,
+            "store.budget = \"{}\" is too small to hold even a few chunks; give at least \"16 MiB\"",
+            self.budget
+        );
+        let mut config = StoreConfig::new(base.join(&self.path), self.budget.as_u64());
+        config.verify_on_read = self.verify_on_read;
+        config.sync_chunk_writes = self.sync_chunk_writes;
+        Ok(config)
+    }
+}
+
+/// `[transport]`: QUIC settings (see crates/net/src/transport.rs for why the defaults are what
+/// they are).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// "cubic", "bbr" or "newreno": the controller for what this node sends.
+    pub congestion: Option<Congestion>,
+    pub keep_alive_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+}
+
+impl TransportSection {
+    fn to_config(&self, mut base: TransportConfig) -> TransportConfig {
+        if let Some(c) = self.congestion {
+            base.congestion = c.0;
+        }
+        if let Some(s) = self.keep_alive_secs {
+            base.keep_alive_interval = Duration::from_secs(s);
+        }
+        if let Some(s) = self.idle_timeout_secs {
+            base.idle_timeout = Duration::from_secs(s);
+        }
+        base
+    }
+}
+
+/// A congestion controller's name in a config file.
+#[derive(Debug, Clone, Copy)]
+pub struct Congestion(pub CongestionControl);
+
+impl<'de> Deserialize<'de> for Congestion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "cubic" => Ok(Self(CongestionControl::Cubic)),
+            "bbr" => Ok(Self(CongestionControl::Bbr)),
+            "newreno" => Ok(Self(CongestionControl::NewReno)),
+            _ => Err(D::Error::custom(format!(
+                "unknown congestion controller {s:?}; use \"cubic\", \"bbr\" or \"newreno\""
+            ))),
+        }
+    }
+}
+
+/// `[[parent]]`: one parent, in priority order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParentSection {
+    /// The name in the parent's certificate (its connection is refused otherwise).
+    pub name: NodeNameValue,
+    /// The parent's address, "host:port".
+    pub addr: SocketAddr,
+}
+
+/// `[upstream]`: how the node treats its parents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub retry_after_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub primary_recheck_secs: Option<u64>,
+    pub stall_timeout_secs: Option<u64>,
+    pub max_attempts: Option<u32>,
+}
+
+fn upstream_config(parents: &[ParentSection], section: &UpstreamSection) -> anyhow::Result<UpstreamConfig> {
+    ensure!(
+        !parents.is_empty(),
+        "no [[parent]] is configured; add at least one [[parent]] with name and addr"
+    );
+    let mut c = UpstreamConfig::new(
+        parents
+            .iter()
+            .map(|p| Parent {
+                name: p.name.0.clone(),
+                addr: p.addr,
+            })
+            .collect(),
+    );
+    let secs = |v: Option<u64>, d: Duration| v.map(Duration::from_secs).unwrap_or(d);
+    c.retry_after = secs(section.retry_after_secs, c.retry_after);
+    c.connect_timeout = secs(section.connect_timeout_secs, c.connect_timeout);
+    c.primary_recheck = secs(section.primary_recheck_secs, c.primary_recheck);
+    c.stall_timeout = secs(section.stall_timeout_secs, c.stall_timeout);
+    c.max_attempts = section.max_attempts.unwrap_or(c.max_attempts);
+    ensure!(c.max_attempts > 0, "upstream.max_attempts must be at least 1");
+    ensure!(
+        !c.stall_timeout.is_zero() && !c.connect_timeout.is_zero(),
+        "upstream.stall_timeout_secs and upstream.connect_timeout_secs must be above zero"
+    );
+    Ok(c)
+}
+
+/// A node name in a config file, checked when read.
+#[derive(Debug, Clone)]
+pub struct NodeNameValue(pub NodeName);
+
+impl<'de> Deserialize<'de> for NodeNameValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        NodeName::from_str(&s).map(Self).map_err(D::Error::custom)
+    }
+}
+
+/// A link rate such as "2 Mbit/s", "512 kbit/s" or "1.5 Mbit/s".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub bits_per_sec: u64,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| format!("{s:?} is not a rate; write it like \"2 Mbit/s\" or \"512 kbit/s\""))?;
+        let unit = unit.trim().to_ascii_lowercase();
+        let prefix = ["bit/s", "bps", "bit"]
+            .iter()
+            .find_map(|suffix| unit.strip_suffix(suffix))
+            .ok_or_else(|| format!("unknown rate unit in {s:?}; use bit/s, kbit/s, Mbit/s or Gbit/s"))?;
+        let scale = match prefix.trim() {
+            "" => 1.0,
+            "k" => 1e3,
+            "m" => 1e6,
+            "g" => 1e9,
+            _ => {
+                return Err(format!(
+                    "unknown rate unit in {s:?}; use bit/s, kbit/s, Mbit/s or Gbit/s"
+                ))
+            }
+        };
+        let bits = number * scale;
+        if !(bits >= 8_000.0 && bits.is_finite()) {
+            return Err(format!("{s:?} is below 8 kbit/s, too slow to fetch anything"));
+        }
+        Ok(Self {
+            bits_per_sec: bits as u64,
+        })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:.3} Mbit/s", self.bits_per_sec as f64 / 1e6)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+}
+
+/// A lesson category in a config file: "required" (必修) or "elective" (选修).
+#[derive(Debug, Clone, Copy)]
+pub struct CategoryValue(pub Category);
+
+impl<'de> Deserialize<'de> for CategoryValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "required" | "必修" => Ok(Self(Category::Required)),
+            "elective" | "选修" => Ok(Self(Category::Elective)),
+            _ => Err(D::Error::custom(format!(
+                "unknown category {s:?}; use \"required\" (必修) or \"elective\" (选修)"
+            ))),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[node]` of an origin or relay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServingNodeSection {
+    /// Directory written by `courseway keys issue` (node.crt, node.key, ca.crt, root.pub).
+    pub credentials: PathBuf,
+    /// UDP address children connect to.
+    pub listen: SocketAddr,
+}
+
+/// `origin.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginFile {
+    pub node: ServingNodeSection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub transport: Option<TransportSection>,
+    pub origin: OriginSection,
+}
+
+/// `[origin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSection {
+    /// The online signing key (`online.key` from `courseway keys init`).
+    pub online_key: PathBuf,
+    /// How long each signed catalog stays valid; the origin re-signs well before that.
+    #[serde(default = "default_catalog_validity_hours")]
+    pub catalog_validity_hours: u64,
+    /// Publish this many synthetic lessons at start when nothing is published yet, to try a
+    /// deployment before ingest exists.
+    #[serde(default)]
+    pub synthetic_lessons: u32,
+    /// Size of each synthetic lesson.
+    #[serde(default = "default_synthetic_size")]
+    pub synthetic_lesson_size: ByteSize,
+}
+
+fn default_catalog_validity_hours() -> u64 {
+    7 * 24
+}
+
+fn default_synthetic_size() -> ByteSize {
+    ByteSize::mb(8)
+}
+
+/// `relay.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    pub node: ServingNodeSection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub transport: Option<TransportSection>,
+    #[serde(default)]
+    pub parent: Vec<ParentSection>,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub relay: RelaySection,
+}
+
+/// `[relay]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// "all" or "none": which published lessons to fetch before a child asks.
+    pub prefetch: Option<Prefetch>,
+    pub wait_timeout_secs: Option<u64>,
+    pub prefetch_concurrency: Option<usize>,
+}
+
+/// A prefetch policy's name in a config file.
+#[derive(Debug, Clone, Copy)]
+pub struct Prefetch(pub PrefetchPolicy);
+
+impl<'de> Deserialize<'de> for Prefetch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "all" => Ok(Self(PrefetchPolicy::All)),
+            "none" => Ok(Self(PrefetchPolicy::None)),
+            _ => Err(D::Error::custom(format!(
+                "unknown prefetch policy {s:?}; use \"all\" or \"none\""
+            ))),
+        }
+    }
+}
+
+/// `[node]` of a station.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationNodeSection {
+    /// Directory written by `courseway keys issue`.
+    pub credentials: PathBuf,
+    /// Local UDP address for connections to parents.
+    #[serde(default = "any_address")]
+    pub bind: SocketAddr,
+}
+
+fn any_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// `station.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationFile {
+    pub node: StationNodeSection,
+    pub store: StoreSection,
+    #[serde(default)]
+    pub transport: Option<TransportSection>,
+    #[serde(default)]
+    pub parent: Vec<ParentSection>,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub station: StationSection,
+}
+
+/// `[station]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StationSection {
+    /// Download cap shared by all transfers, e.g. "2 Mbit/s" (absent: no cap).
+    pub rate_limit: Option<Rate>,
+    /// Chunks fetched at once.
+    pub concurrency: Option<usize>,
+    /// Only these categories (absent or empty: all).
+    #[serde(default)]
+    pub categories: Vec<CategoryValue>,
+    /// Only lessons with one of these tags (absent or empty: any).
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Reads and parses a config file.
+fn read<T: serde::de::DeserializeOwned>(path: &Path, role: &str) -> anyhow::Result<(T, PathBuf)> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the {role} config {} (see config/{role}.toml for an example)",
+            path.display()
+        )
+    })?;
+    let parsed =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a valid {role} config: {e}", path.display()))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok((parsed, base))
+}
+
+/// An origin's config, resolved.
+#[derive(Debug)]
+pub struct OriginSettings {
+    pub credentials: PathBuf,
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub online_key: PathBuf,
+    pub catalog_validity: Duration,
+    pub synthetic_lessons: u32,
+    pub synthetic_lesson_bytes: u64,
+}
+
+/// Reads `origin.toml`.
+pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
+    let (f, base): (OriginFile, _) = read(path, "origin")?;
+    ensure!(
+        f.origin.catalog_validity_hours >= 2,
+        "origin.catalog_validity_hours = {} is too short: stations would refuse the catalog between two re-signings; give at least 2",
+        f.origin.catalog_validity_hours
+    );
+    Ok(OriginSettings {
+        credentials: base.join(&f.node.credentials),
+        listen: f.node.listen,
+        store: f.store.to_config(&base)?,
+        transport: f
+            .transport
+            .map(|t| t.to_config(TransportConfig::default()))
+            .unwrap_or_default(),
+        online_key: base.join(&f.origin.online_key),
+        catalog_validity: Duration::from_secs(f.origin.catalog_validity_hours * 3600),
+        synthetic_lessons: f.origin.synthetic_lessons,
+        synthetic_lesson_bytes: f.origin.synthetic_lesson_size.as_u64(),
+    })
+}
+
+/// A relay's config, resolved.
+#[derive(Debug)]
+pub struct RelaySettings {
+    pub credentials: PathBuf,
+    pub listen: SocketAddr,
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub upstream: UpstreamConfig,
+    pub prefetch: PrefetchPolicy,
+    pub wait_timeout: Option<Duration>,
+    pub prefetch_concurrency: Option<usize>,
+}
+
+/// Reads `relay.toml`.
+pub fn relay(path: &Path) -> anyhow::Result<RelaySettings> {
+    let (f, base): (RelayFile, _) = read(path, "relay")?;
+    if let Some(0) = f.relay.prefetch_concurrency {
+        anyhow::bail!("relay.prefetch_concurrency must be at least 1");
+    }
+    Ok(RelaySettings {
+        credentials: base.join(&f.node.credentials),
+        listen: f.node.listen,
+        store: f.store.to_config(&base)?,
+        transport: f
+            .transport
+            .map(|t| t.to_config(TransportConfig::default()))
+            .unwrap_or_default(),
+        upstream: upstream_config(&f.parent, &f.upstream)?,
+        prefetch: f.relay.prefetch.map(|p| p.0).unwrap_or(PrefetchPolicy::All),
+        wait_timeout: f.relay.wait_timeout_secs.map(Duration::from_secs),
+        prefetch_concurrency: f.relay.prefetch_concurrency,
+    })
+}
+
+/// A station's config, resolved.
+#[derive(Debug)]
+pub struct StationSettings {
+    pub credentials: PathBuf,
+    pub bind: SocketAddr,
+    pub store: StoreConfig,
+    pub transport: TransportConfig,
+    pub upstream: UpstreamConfig,
+    pub rate_cap: Option<RateLimit>,
+    pub concurrency: Option<usize>,
+    pub filter: LessonFilter,
+}
+
+/// Reads `station.toml`.
+pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
+    let (f, base): (StationFile, _) = read(path, "station")?;
+    if let Some(0) = f.station.concurrency {
+        anyhow::bail!("station.concurrency must be at least 1");
+    }
+    let rate_cap = f
+        .station
+        .rate_limit
+        .map(|r| RateLimit::from_bits_per_sec(r.bits_per_sec, 100))
+        .transpose()
+        .with_context(|| "station.rate_limit")?;
+    Ok(StationSettings {
+        credentials: base.join(&f.node.credentials),
+        bind: f.node.bind,
+        store: f.store.to_config(&base)?,
+        transport: f
+            .transport
+            .map(|t| t.to_config(TransportConfig::default()))
+            .unwrap_or_default(),
+        upstream: upstream_config(&f.parent, &f.upstream)?,
+        rate_cap,
+        concurrency: f.station.concurrency,
+        filter: LessonFilter {
+            categories: f.station.categories.iter().map(|c| c.0).collect(),
+            tags: f.station.tags,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_example_configs_parse() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let o = origin(&examples.join("origin.toml")).unwrap();
+        assert!(o.store.path.is_absolute() || o.store.path.starts_with(&examples));
+        let r = relay(&examples.join("relay.toml")).unwrap();
+        assert!(!r.upstream.parents.is_empty());
+        let s = station(&examples.join("station.toml")).unwrap();
+        assert_eq!(s.rate_cap.map(|c| c.bytes_per_sec()), Some(250_000));
+    }
+
+    #[test]
+    fn rates_parse_in_the_usual_spellings() {
+        for (text, bits) in [
+            ("2 Mbit/s", 2_000_000),
+            ("512 kbit/s", 512_000),
+            ("1.5Mbit/s", 1_500_000),
+            ("10 mbps", 10_000_000),
+            ("1 Gbit/s", 1_000_000_000),
+        ] {
+            assert_eq!(text.parse::<Rate>().unwrap().bits_per_sec, bits, "{text}");
+        }
+        for bad in ["fast", "2 MB/s", "-1 Mbit/s", "1 bit/s", ""] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[node]\ncredentials = \"keys\"\n[store]\npath = \"s\"\nbudget = \"1 GiB\"\n[[parent]]\nname = \"city-01\"\naddr = \"127.0.0.1:7400\"\n";
+        let cases = [
+            (format!("{base}[station]\nrate_limit = \"fast\"\n"), "rate_limit"),
+            (format!("{base}[station]\ncategories = [\"sport\"]\n"), "categories"),
+            (format!("{base}[station]\nrate_limt = \"2 Mbit/s\"\n"), "rate_limt"),
+            (base.replace("127.0.0.1:7400", "nowhere"), "addr"),
+            (base.replace("city-01", "City 01!"), "name"),
+            (base.replace("1 GiB", "1 KiB"), "store.budget"),
+            (
+                base.replace("[[parent]]\nname = \"city-01\"\naddr = \"127.0.0.1:7400\"\n", ""),
+                "[[parent]]",
+            ),
+        ];
+        for (text, key) in cases {
+            let path = write(dir.path(), "station.toml", &text);
+            let err = format!("{:#}", station(&path).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "relay.toml",
+            "[node]\ncredentials = \"keys\"\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"store\"\nbudget = \"1 GiB\"\n[[parent]]\nname = \"origin\"\naddr = \"127.0.0.1:7400\"\n",
+        );
+        let r = relay(&path).unwrap();
+        assert_eq!(r.credentials, dir.path().join("keys"));
+        assert_eq!(r.store.path, dir.path().join("store"));
+        assert_eq!(r.prefetch, PrefetchPolicy::All);
+    }
+}

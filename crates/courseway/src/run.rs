@@ -1,0 +1,184 @@
+//! `courseway origin|relay|station --config FILE`: one long-running node per process, as
+//! systemd runs them. Each starts from its config file and its credentials directory, runs
+//! until SIGINT or SIGTERM, and then shuts down cleanly (connections closed, store flushed).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use courseway::config;
+use courseway::keys::{self, NodeKeys};
+use courseway_content::synthetic::SyntheticLesson;
+use courseway_content::LessonId;
+use courseway_origin::{Origin, OriginConfig};
+use courseway_proto::Role;
+use courseway_relay::{Relay, RelayConfig};
+use courseway_station::{Station, StationConfig, SyncStatus};
+use tokio::signal::unix::{signal, SignalKind};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+/// Waits for SIGINT (Ctrl-C) or SIGTERM (systemd stop).
+async fn stop_requested() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("listening for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    tracing::info!("stop requested");
+    Ok(())
+}
+
+/// Runs an origin until stopped.
+pub fn origin(config_path: &Path) -> anyhow::Result<()> {
+    let settings = config::origin(config_path)?;
+    let node = NodeKeys::load(&settings.credentials, Role::Origin)?;
+    let signer = keys::load_online_key(&settings.online_key)?;
+    ensure!(
+        signer.delegation().root == node.root,
+        "{} was delegated by root key {}, but this node's credentials trust root key {}: they come from different deployments",
+        settings.online_key.display(),
+        signer.delegation().root.fingerprint(),
+        node.root.fingerprint()
+    );
+    runtime()?.block_on(async move {
+        let name = node.name().clone();
+        let origin = Origin::start(
+            OriginConfig {
+                name: name.clone(),
+                listen: settings.listen,
+                store: settings.store,
+                transport: settings.transport,
+                catalog_validity: settings.catalog_validity,
+            },
+            node.enrollment,
+            signer,
+        )
+        .await
+        .context("starting the origin")?;
+        println!("origin {name} listening on {} (UDP, QUIC)", origin.local_addr()?);
+        if settings.synthetic_lessons > 0 && origin.catalog().is_none() {
+            let built: Vec<_> = (0..settings.synthetic_lessons)
+                .map(|i| {
+                    let id = LessonId::new(format!("synthetic-{:03}", i + 1)).expect("a valid lesson id");
+                    SyntheticLesson::of_size(id, u64::from(i) + 1, settings.synthetic_lesson_bytes).build()
+                })
+                .collect();
+            let lessons: Vec<_> = built.iter().map(|l| (l.manifest.clone(), &l.chunks)).collect();
+            let version = origin.publish(&lessons).context("publishing the synthetic lessons")?;
+            println!(
+                "published {} synthetic lessons as catalog v{version}",
+                settings.synthetic_lessons
+            );
+        }
+        if let Some(catalog) = origin.catalog() {
+            println!(
+                "serving catalog v{} ({} lessons)",
+                catalog.body.version,
+                catalog.body.entries().len()
+            );
+        }
+        stop_requested().await?;
+        origin.shutdown();
+        Ok(())
+    })
+}
+
+/// Runs a relay until stopped.
+pub fn relay(config_path: &Path) -> anyhow::Result<()> {
+    let settings = config::relay(config_path)?;
+    let node = NodeKeys::load(&settings.credentials, Role::Relay)?;
+    runtime()?.block_on(async move {
+        let name = node.name().clone();
+        let mut rc = RelayConfig::new(name.clone(), settings.listen, settings.store, settings.upstream);
+        rc.transport = settings.transport;
+        rc.prefetch = settings.prefetch;
+        if let Some(t) = settings.wait_timeout {
+            rc.wait_timeout = t;
+        }
+        if let Some(n) = settings.prefetch_concurrency {
+            rc.prefetch_concurrency = n;
+        }
+        let mut relay = Relay::start(rc, node.enrollment, node.root)
+            .await
+            .context("starting the relay")?;
+        println!("relay {name} listening on {} (UDP, QUIC)", relay.local_addr()?);
+        stop_requested().await?;
+        relay.shutdown();
+        Ok(())
+    })
+}
+
+/// Runs a station until stopped, printing a line whenever its sync state changes.
+pub fn station(config_path: &Path) -> anyhow::Result<()> {
+    let settings = config::station(config_path)?;
+    let node = NodeKeys::load(&settings.credentials, Role::Station)?;
+    runtime()?.block_on(async move {
+        let name = node.name().clone();
+        let mut sc = StationConfig::new(name.clone(), settings.bind, settings.store, settings.upstream);
+        sc.transport = settings.transport;
+        sc.rate_cap = settings.rate_cap;
+        sc.filter = settings.filter;
+        if let Some(n) = settings.concurrency {
+            sc.concurrency = n;
+        }
+        let station = Station::start(sc, node.enrollment, node.root)
+            .await
+            .context("starting the station")?;
+        println!("station {name} started");
+        let mut status = station.status();
+        let report = async {
+            let mut last: Option<(SyncStatus, Instant)> = None;
+            loop {
+                let now = status.borrow_and_update().clone();
+                if last.as_ref().is_none_or(|(l, at)| worth_a_line(l, *at, &now)) {
+                    println!("{}", describe(&now));
+                    last = Some((now, Instant::now()));
+                }
+                // A change wakes us at once; progress within a lesson is printed every 10 s.
+                let _ = tokio::time::timeout(Duration::from_secs(10), status.changed()).await;
+            }
+        };
+        tokio::select! {
+            r = stop_requested() => r?,
+            () = report => {}
+        }
+        station.shutdown().await;
+        Ok(())
+    })
+}
+
+/// A new catalog, a lesson ready, the sync done or a bad chunk: a line at once. Bytes arriving:
+/// a line every 10 s at most.
+fn worth_a_line(last: &SyncStatus, printed_at: Instant, now: &SyncStatus) -> bool {
+    last.catalog_version != now.catalog_version
+        || last.lessons_ready != now.lessons_ready
+        || last.synced != now.synced
+        || last.bad_chunks != now.bad_chunks
+        || (last.bytes_ready != now.bytes_ready && printed_at.elapsed() >= Duration::from_secs(10))
+}
+
+/// One line for the station's log: where the sync stands.
+fn describe(s: &SyncStatus) -> String {
+    if s.catalog_version == 0 {
+        return "no catalog yet: waiting for a parent".into();
+    }
+    let state = if s.synced { "synced" } else { "syncing" };
+    let mut line = format!(
+        "catalog v{}: {state}, {}/{} lessons ready, {:.1}/{:.1} MB",
+        s.catalog_version,
+        s.lessons_ready,
+        s.lessons_wanted,
+        s.bytes_ready as f64 / 1e6,
+        s.bytes_wanted as f64 / 1e6
+    );
+    if s.bad_chunks > 0 {
+        line.push_str(&format!(", {} bad chunks refused", s.bad_chunks));
+    }
+    line
+}
