@@ -190,7 +190,7 @@ impl Origin {
                 },
             );
         }
-        let version = s.sign_and_announce(entries.into_values().collect())?;
+        let version = s.sign_and_announce(entries.into_values().collect(), clock::now())?;
         tracing::info!(version, lessons = lessons.len(), "published");
         Ok(version)
     }
@@ -217,10 +217,10 @@ impl Drop for Origin {
 }
 
 impl Service {
-    /// Signs `entries` as the next catalog version, saves it (synced) and announces it.
-    fn sign_and_announce(&self, entries: Vec<CatalogEntry>) -> Result<u64, OriginError> {
+    /// Signs `entries` as the next catalog version, issued `now`, saves it (synced) and
+    /// announces it.
+    fn sign_and_announce(&self, entries: Vec<CatalogEntry>, now: UnixTime) -> Result<u64, OriginError> {
         let version = self.catalog.read().as_ref().map(|c| c.body.version).unwrap_or(0) + 1;
-        let now = clock::now();
         let catalog = Catalog::new(version, now, now.plus_secs(self.catalog_validity.as_secs()), entries)
             .expect("entries come from a catalog or are keyed by lesson id, so none repeats");
         let signed = self.signer.sign(catalog);
@@ -240,7 +240,7 @@ impl Service {
         if left > self.catalog_validity.as_secs() / 2 {
             return Ok(None);
         }
-        let version = self.sign_and_announce(current.body.entries().to_vec())?;
+        let version = self.sign_and_announce(current.body.entries().to_vec(), now)?;
         tracing::info!(version, "catalog signed again before it expires");
         Ok(Some(version))
     }

@@ -1,0 +1,223 @@
+//! The operator's path, as separate processes: `courseway keys init`, `keys issue` for each
+//! node, then `courseway origin`, `relay` and `station` from config files, stopped with
+//! SIGTERM. The station's store is then opened and every chunk compared with the published
+//! bytes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use courseway_content::synthetic::SyntheticLesson;
+use courseway_content::LessonId;
+use courseway_store::{Store, StoreConfig};
+
+/// The `courseway` binary, built by `cargo test --workspace` beside the test executables.
+fn courseway() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let bin = dir.join("courseway");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = Command::new(courseway()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "courseway {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A node process whose stdout lines arrive on a channel; SIGKILLed if the test fails.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(role: &str, config: &Path) -> Self {
+        let mut child = Command::new(courseway())
+            .args([role, "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout: ChildStdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a line containing every one of `words`; returns it.
+    fn wait_for(&self, words: &[&str], timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if words.iter().all(|w| line.contains(w)) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no line with {words:?} within {timeout:?}: {e}"),
+            }
+        }
+    }
+
+    /// The address from a "... listening on ADDR (UDP, QUIC)" line.
+    fn listen_addr(&self) -> String {
+        let line = self.wait_for(&["listening on"], Duration::from_secs(30));
+        line.split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    }
+
+    /// SIGTERM, then the exit status must be success (a clean shutdown).
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "node exited with {status} after SIGTERM");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let deployment = d.join("deployment");
+    run_ok(&[
+        "keys",
+        "init",
+        "--dir",
+        deployment.to_str().unwrap(),
+        "--name",
+        "Test City",
+    ]);
+    for (role, name) in [
+        ("origin", "origin"),
+        ("relay", "district-07"),
+        ("station", "village-0123"),
+    ] {
+        let out = d.join(name);
+        run_ok(&[
+            "keys",
+            "issue",
+            "--keys",
+            deployment.to_str().unwrap(),
+            "--role",
+            role,
+            "--name",
+            name,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    }
+
+    let origin_toml = write(
+        &d.join("origin.toml"),
+        "[node]\ncredentials = \"origin\"\nlisten = \"127.0.0.1:0\"\n\
+         [store]\npath = \"origin-store\"\nbudget = \"1 GiB\"\n\
+         [origin]\nonline_key = \"deployment/online.key\"\nsynthetic_lessons = 2\nsynthetic_lesson_size = \"2 MB\"\n",
+    );
+    let origin = Node::start("origin", &origin_toml);
+    let origin_addr = origin.listen_addr();
+    origin.wait_for(&["published 2 synthetic lessons"], Duration::from_secs(60));
+
+    let relay_toml = write(
+        &d.join("relay.toml"),
+        &format!(
+            "[node]\ncredentials = \"district-07\"\nlisten = \"127.0.0.1:0\"\n\
+             [store]\npath = \"relay-store\"\nbudget = \"1 GiB\"\n\
+             [[parent]]\nname = \"origin\"\naddr = \"{origin_addr}\"\n[relay]\nprefetch = \"none\"\n"
+        ),
+    );
+    let relay = Node::start("relay", &relay_toml);
+    let relay_addr = relay.listen_addr();
+
+    let station_toml = write(
+        &d.join("station.toml"),
+        &format!(
+            "[node]\ncredentials = \"village-0123\"\nbind = \"127.0.0.1:0\"\n\
+             [store]\npath = \"station-store\"\nbudget = \"1 GiB\"\n\
+             [[parent]]\nname = \"district-07\"\naddr = \"{relay_addr}\"\n\
+             [station]\nrate_limit = \"50 Mbit/s\"\n"
+        ),
+    );
+    let station = Node::start("station", &station_toml);
+    station.wait_for(&["synced", "2/2 lessons ready"], Duration::from_secs(120));
+    station.stop();
+    relay.stop();
+    origin.stop();
+
+    // Every chunk of both lessons is in the station's store, byte for byte.
+    let store = Store::open(StoreConfig::new(d.join("station-store"), 1 << 30)).unwrap();
+    for i in 1..=2u64 {
+        let id = LessonId::new(format!("synthetic-{i:03}")).unwrap();
+        let lesson = SyntheticLesson::of_size(id, i, 2_000_000).build();
+        for (chunk, bytes) in &lesson.chunks {
+            assert_eq!(
+                store.get(chunk, 0).unwrap().as_deref(),
+                Some(bytes.as_slice()),
+                "chunk {chunk}"
+            );
+        }
+    }
+    assert!(store.verify_all().unwrap().is_clean());
+}
+
+#[test]
+fn a_bad_config_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        &dir.path().join("station.toml"),
+        "[node]\ncredentials = \"keys\"\n[store]\npath = \"s\"\nbudget = \"1 GiB\"\n\
+         [[parent]]\nname = \"district-07\"\naddr = \"127.0.0.1:7400\"\n[station]\nrate_limit = \"2 MB/s\"\n",
+    );
+    let out = Command::new(courseway())
+        .args(["station", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rate_limit") && stderr.contains("Mbit/s"), "{stderr}");
+
+    // Credentials that are missing: the error says how to make them.
+    let config = write(
+        &dir.path().join("station.toml"),
+        "[node]\ncredentials = \"keys\"\n[store]\npath = \"s\"\nbudget = \"1 GiB\"\n\
+         [[parent]]\nname = \"district-07\"\naddr = \"127.0.0.1:7400\"\n",
+    );
+    let out = Command::new(courseway())
+        .args(["station", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("courseway keys issue --role station"), "{stderr}");
+}
