@@ -85,6 +85,14 @@ impl Node {
             .to_string()
     }
 
+    /// The address from the "metrics on http://ADDR/metrics" line.
+    fn metrics_addr(&self) -> String {
+        let line = self.wait_for(&["metrics on http://"], Duration::from_secs(30));
+        line.trim_start_matches("metrics on http://")
+            .trim_end_matches("/metrics")
+            .to_string()
+    }
+
     /// SIGTERM, then the exit status must be success (a clean shutdown).
     fn stop(mut self) {
         let pid = self.child.id().to_string();
@@ -99,6 +107,32 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET /metrics` over a plain TCP connection; the body, after checking the status and type.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `series` (name with labels, exactly as exposed).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
@@ -142,35 +176,75 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
     let origin_toml = write(
         &d.join("origin.toml"),
         "[node]\ncredentials = \"origin\"\nlisten = \"127.0.0.1:0\"\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\
          [store]\npath = \"origin-store\"\nbudget = \"1 GiB\"\n\
          [origin]\nonline_key = \"deployment/online.key\"\nsynthetic_lessons = 2\nsynthetic_lesson_size = \"2 MB\"\n",
     );
     let origin = Node::start("origin", &origin_toml);
     let origin_addr = origin.listen_addr();
+    let origin_metrics = origin.metrics_addr();
     origin.wait_for(&["published 2 synthetic lessons"], Duration::from_secs(60));
 
     let relay_toml = write(
         &d.join("relay.toml"),
         &format!(
             "[node]\ncredentials = \"district-07\"\nlisten = \"127.0.0.1:0\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [store]\npath = \"relay-store\"\nbudget = \"1 GiB\"\n\
              [[parent]]\nname = \"origin\"\naddr = \"{origin_addr}\"\n[relay]\nprefetch = \"none\"\n"
         ),
     );
     let relay = Node::start("relay", &relay_toml);
     let relay_addr = relay.listen_addr();
+    let relay_metrics = relay.metrics_addr();
 
     let station_toml = write(
         &d.join("station.toml"),
         &format!(
             "[node]\ncredentials = \"village-0123\"\nbind = \"127.0.0.1:0\"\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [store]\npath = \"station-store\"\nbudget = \"1 GiB\"\n\
              [[parent]]\nname = \"district-07\"\naddr = \"{relay_addr}\"\n\
              [station]\nrate_limit = \"50 Mbit/s\"\n"
         ),
     );
     let station = Node::start("station", &station_toml);
+    let station_metrics = station.metrics_addr();
     station.wait_for(&["synced", "2/2 lessons ready"], Duration::from_secs(120));
+
+    // What each node's /metrics says agrees with what happened.
+    let lesson_bytes: u64 = (1..=2u64)
+        .map(|i| {
+            let id = LessonId::new(format!("synthetic-{i:03}")).unwrap();
+            let l = SyntheticLesson::of_size(id, i, 2_000_000).build();
+            l.chunks.values().map(|c| c.len() as u64).sum::<u64>()
+        })
+        .sum();
+    let s = scrape(&station_metrics);
+    assert_eq!(sample(&s, "courseway_station_lessons_ready"), 2.0);
+    assert_eq!(sample(&s, "courseway_station_synced"), 1.0);
+    assert_eq!(sample(&s, "courseway_station_ready_bytes"), lesson_bytes as f64);
+    assert_eq!(sample(&s, "courseway_upstream_verification_failures_total"), 0.0);
+    assert!(
+        s.contains("courseway_build_info{version=\"0.1.0\",role=\"station\"} 1"),
+        "{s}"
+    );
+    let r = scrape(&relay_metrics);
+    // No prefetch and one station: every chunk was a miss, fetched once and served once.
+    assert_eq!(sample(&r, "courseway_relay_fetched_bytes_total"), lesson_bytes as f64);
+    assert_eq!(sample(&r, "courseway_relay_served_bytes_total"), lesson_bytes as f64);
+    assert_eq!(sample(&r, "courseway_relay_chunk_requests_total{result=\"hit\"}"), 0.0);
+    assert!(sample(&r, "courseway_relay_chunk_requests_total{result=\"miss\"}") > 0.0);
+    assert_eq!(
+        sample(&r, "courseway_catalog_version"),
+        sample(&s, "courseway_catalog_version")
+    );
+    let o = scrape(&origin_metrics);
+    assert_eq!(
+        sample(&o, "courseway_origin_chunk_sent_bytes_total"),
+        lesson_bytes as f64
+    );
+    assert_eq!(sample(&o, "courseway_store_pinned_bytes"), lesson_bytes as f64);
     station.stop();
     relay.stop();
     origin.stop();

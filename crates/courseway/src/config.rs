@@ -97,6 +97,14 @@ impl<'de> Deserialize<'de> for Congestion {
     }
 }
 
+/// `[metrics]`: where Prometheus scrapes the node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// TCP address of the `/metrics` endpoint, e.g. "127.0.0.1:9400".
+    pub listen: SocketAddr,
+}
+
 /// `[[parent]]`: one parent, in priority order.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -246,6 +254,8 @@ pub struct ServingNodeSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OriginFile {
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
     pub node: ServingNodeSection,
     pub store: StoreSection,
     #[serde(default)]
@@ -283,6 +293,8 @@ fn default_synthetic_size() -> ByteSize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayFile {
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
     pub node: ServingNodeSection,
     pub store: StoreSection,
     #[serde(default)]
@@ -341,6 +353,8 @@ fn any_address() -> SocketAddr {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StationFile {
+    #[serde(default)]
+    pub metrics: Option<MetricsSection>,
     pub node: StationNodeSection,
     pub store: StoreSection,
     #[serde(default)]
@@ -386,6 +400,8 @@ fn read<T: serde::de::DeserializeOwned>(path: &Path, role: &str) -> anyhow::Resu
 /// An origin's config, resolved.
 #[derive(Debug)]
 pub struct OriginSettings {
+    /// Where `/metrics` listens (absent: no metrics endpoint).
+    pub metrics: Option<SocketAddr>,
     pub credentials: PathBuf,
     pub listen: SocketAddr,
     pub store: StoreConfig,
@@ -405,6 +421,7 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
         f.origin.catalog_validity_hours
     );
     Ok(OriginSettings {
+        metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
         listen: f.node.listen,
         store: f.store.to_config(&base)?,
@@ -422,6 +439,8 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
 /// A relay's config, resolved.
 #[derive(Debug)]
 pub struct RelaySettings {
+    /// Where `/metrics` listens (absent: no metrics endpoint).
+    pub metrics: Option<SocketAddr>,
     pub credentials: PathBuf,
     pub listen: SocketAddr,
     pub store: StoreConfig,
@@ -439,6 +458,7 @@ pub fn relay(path: &Path) -> anyhow::Result<RelaySettings> {
         anyhow::bail!("relay.prefetch_concurrency must be at least 1");
     }
     Ok(RelaySettings {
+        metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
         listen: f.node.listen,
         store: f.store.to_config(&base)?,
@@ -456,6 +476,8 @@ pub fn relay(path: &Path) -> anyhow::Result<RelaySettings> {
 /// A station's config, resolved.
 #[derive(Debug)]
 pub struct StationSettings {
+    /// Where `/metrics` listens (absent: no metrics endpoint).
+    pub metrics: Option<SocketAddr>,
     pub credentials: PathBuf,
     pub bind: SocketAddr,
     pub store: StoreConfig,
@@ -479,6 +501,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         .transpose()
         .with_context(|| "station.rate_limit")?;
     Ok(StationSettings {
+        metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
         bind: f.node.bind,
         store: f.store.to_config(&base)?,

@@ -2,6 +2,7 @@
 //! systemd runs them. Each starts from its config file and its credentials directory, runs
 //! until SIGINT or SIGTERM, and then shuts down cleanly (connections closed, store flushed).
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,8 @@ use courseway::config;
 use courseway::keys::{self, NodeKeys};
 use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::LessonId;
+use courseway_node::http::HttpServer;
+use courseway_node::metrics::{self, MetricsCollector, MetricsHandler};
 use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
 use courseway_relay::{Relay, RelayConfig};
@@ -32,6 +35,24 @@ async fn stop_requested() -> anyhow::Result<()> {
     }
     tracing::info!("stop requested");
     Ok(())
+}
+
+/// Starts `/metrics` on `listen` with the node's collector, if configured.
+async fn metrics_endpoint(
+    listen: Option<SocketAddr>,
+    role: &str,
+    collector: Box<dyn MetricsCollector>,
+) -> anyhow::Result<Option<HttpServer>> {
+    let Some(addr) = listen else {
+        return Ok(None);
+    };
+    let mut registry = metrics::registry(role);
+    registry.register_collector(collector);
+    let server = HttpServer::bind(addr, MetricsHandler::new(registry))
+        .await
+        .context("starting the metrics endpoint ([metrics] listen)")?;
+    println!("metrics on http://{}/metrics", server.local_addr());
+    Ok(Some(server))
 }
 
 /// Runs an origin until stopped.
@@ -62,6 +83,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("starting the origin")?;
         println!("origin {name} listening on {} (UDP, QUIC)", origin.local_addr()?);
+        let _metrics = metrics_endpoint(settings.metrics, "origin", origin.metrics()).await?;
         if settings.synthetic_lessons > 0 && origin.catalog().is_none() {
             let built: Vec<_> = (0..settings.synthetic_lessons)
                 .map(|i| {
@@ -108,6 +130,7 @@ pub fn relay(config_path: &Path) -> anyhow::Result<()> {
             .await
             .context("starting the relay")?;
         println!("relay {name} listening on {} (UDP, QUIC)", relay.local_addr()?);
+        let _metrics = metrics_endpoint(settings.metrics, "relay", relay.metrics()).await?;
         stop_requested().await?;
         relay.shutdown();
         Ok(())
@@ -131,6 +154,7 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
             .await
             .context("starting the station")?;
         println!("station {name} started");
+        let _metrics = metrics_endpoint(settings.metrics, "station", station.metrics()).await?;
         let mut status = station.status();
         let report = async {
             let mut last: Option<(SyncStatus, Instant)> = None;

@@ -8,11 +8,15 @@
 //!   last verified catalog survive a restart.
 //! - [`clock`]: the one place a node reads the wall clock.
 //! - [`task`]: background tasks that never outlive their owner.
+//! - [`http`]: a small HTTP/1.1 server (hyper) for what nodes serve over HTTP.
+//! - [`metrics`]: the Prometheus registry of a node, `/metrics`, collector helpers.
 //!
 //! This crate is IO: it sits between the pure core (content, proto) and the role crates
 //! (origin, relay, station), which keep only what is particular to their role.
 
 pub mod clock;
+pub mod http;
+pub mod metrics;
 pub mod persist;
 pub mod service;
 pub mod task;

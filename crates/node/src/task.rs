@@ -6,6 +6,11 @@
 pub struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl AbortOnDrop {
+    /// Owns `task`.
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(Some(task))
+    }
+
     /// Owns `task` from now on, aborting the task owned before.
     pub fn replace(&mut self, task: tokio::task::JoinHandle<()>) {
         if let Some(old) = self.0.replace(task) {

@@ -20,6 +20,7 @@ use courseway_content::{
     Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Signed, UnixTime,
 };
 use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
+use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
 use courseway_store::{Durability, PinReason, Store, StoreConfig, StoreError};
@@ -146,6 +147,24 @@ impl Origin {
             chunk_bytes_sent: self.service.chunk_bytes_sent.load(Ordering::Relaxed),
             duplicate_chunk_sends: self.service.duplicate_chunk_sends.load(Ordering::Relaxed),
         }
+    }
+
+    /// The origin's Prometheus metrics, read at scrape time.
+    pub fn metrics(&self) -> Box<dyn MetricsCollector> {
+        Box::new(FnCollector::new(self.service.clone(), |o, s| {
+            s.counter(
+                "origin_chunk_sent_bytes",
+                "Chunk bytes sent to children",
+                o.chunk_bytes_sent.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "origin_duplicate_chunk_sends",
+                "Chunk requests a child made for a chunk it had already been sent in full",
+                o.duplicate_chunk_sends.load(Ordering::Relaxed),
+            )?;
+            metrics::scrape_catalog(s, o.catalog.read().as_deref(), clock::now())?;
+            metrics::scrape_store(s, &o.store.stats())
+        }))
     }
 
     /// Publishes lessons: stores their chunks (pinned) and manifests, then signs and announces

@@ -9,6 +9,7 @@ use courseway_content::{Catalog, ChunkId, NodeName, PublicKey, Signed, TrustStat
 use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
 };
+use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{
     clock, persist, send_stored_chunk, serve_connection, task::AbortOnDrop, NodeService, Upstream, UpstreamConfig,
 };
@@ -197,6 +198,43 @@ impl Relay {
                 .map(|c| c.body.version)
                 .unwrap_or(0),
         }
+    }
+
+    /// The relay's Prometheus metrics, read from its counters at scrape time. Totals only: no
+    /// per-child label, so a relay with a thousand stations below it stays a few dozen series.
+    pub fn metrics(&self) -> Box<dyn MetricsCollector> {
+        Box::new(FnCollector::new(self.service.clone(), |r, s| {
+            let c = &r.counters;
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            s.counters(
+                "relay_chunk_requests",
+                "Chunk requests from children by result: hit (cache), miss (started a fetch), coalesced (joined one), error",
+                &[
+                    ([("result", "hit")], load(&c.hits)),
+                    ([("result", "miss")], load(&c.misses)),
+                    ([("result", "coalesced")], load(&c.coalesced)),
+                    ([("result", "error")], load(&c.errors)),
+                ],
+            )?;
+            s.counter(
+                "relay_served_bytes",
+                "Chunk bytes sent to children",
+                load(&c.bytes_served),
+            )?;
+            s.counter(
+                "relay_fetched_bytes",
+                "Chunk bytes fetched from parents and kept",
+                load(&c.bytes_fetched),
+            )?;
+            s.counter(
+                "relay_verification_failures",
+                "Chunks or manifests from a parent that failed verification (refused, never served)",
+                load(&c.bad_chunks),
+            )?;
+            metrics::scrape_catalog(s, r.catalog.read().as_deref(), clock::now())?;
+            metrics::scrape_store(s, &r.store.stats())?;
+            metrics::scrape_upstream(s, r.upstream.stats())
+        }))
     }
 
     /// The relay's store (for inspection).

@@ -23,6 +23,7 @@ use courseway_content::{
     Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Signed, TrustState,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
+use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, task::AbortOnDrop, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
@@ -188,6 +189,41 @@ impl Station {
     /// refused, transfers resumed from an offset, parent switches.
     pub fn fetch_stats(&self) -> &courseway_node::FetchStats {
         self.state.upstream.stats()
+    }
+
+    /// The station's Prometheus metrics, read at scrape time.
+    pub fn metrics(&self) -> Box<dyn MetricsCollector> {
+        Box::new(FnCollector::new(self.state.clone(), |st, s| {
+            let status = st.status.borrow().clone();
+            s.gauge(
+                "station_lessons_wanted",
+                "Lessons of the accepted catalog this station should hold",
+                i64::from(status.lessons_wanted),
+            )?;
+            s.gauge(
+                "station_lessons_ready",
+                "Lessons held complete and verified",
+                i64::from(status.lessons_ready),
+            )?;
+            s.gauge(
+                "station_wanted_bytes",
+                "Bytes of the lessons this station should hold",
+                i64::try_from(status.bytes_wanted).unwrap_or(i64::MAX),
+            )?;
+            s.gauge(
+                "station_ready_bytes",
+                "Bytes of those lessons held",
+                i64::try_from(status.bytes_ready).unwrap_or(i64::MAX),
+            )?;
+            s.gauge(
+                "station_synced",
+                "1 when every wanted lesson of the accepted catalog is held",
+                i64::from(status.synced),
+            )?;
+            metrics::scrape_catalog(s, st.trust.lock().catalog(), clock::now())?;
+            metrics::scrape_store(s, &st.store.stats())?;
+            metrics::scrape_upstream(s, st.upstream.stats())
+        }))
     }
 
     /// Stops syncing and closes the connections.
