@@ -5,15 +5,16 @@
 //! lesson, and shows the stations syncing. With `--exit-when-synced --json` its last line is one
 //! JSON object with the figures.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use courseway::topology::{DeploymentKeys, Topology, TopologyConfig};
+use courseway::topology::{DeploymentKeys, MetricsTarget, Topology, TopologyConfig};
 use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::LessonId;
 use courseway_net::RateLimit;
 use courseway_relay::PrefetchPolicy;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -92,8 +93,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     );
     eprintln!("  stores under {}", dir.display());
     let keys = DeploymentKeys::generate()?;
-    let tree = Topology::start(&config, &keys).await?;
-    eprintln!("  origin listening on {}", tree.origin.local_addr()?);
+    let mut tree = Topology::start(&config, &keys).await?;
+    eprintln!("  origin listening on {} (UDP, QUIC)", tree.origin.local_addr()?);
+    let targets = tree.serve_metrics().await?;
+    print_metrics_targets(&targets, &dir)?;
 
     // One lesson of about `lesson_mb` MB: 720p + 360p + audio, four-second segments.
     let lesson = SyntheticLesson::of_size(
@@ -112,24 +115,26 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         lesson.chunks.len()
     );
 
-    let mut last_report = Instant::now();
-    loop {
-        let synced = tree.stations_synced(version);
-        if last_report.elapsed() >= Duration::from_secs(1) || synced == args.stations {
-            let bytes: u64 = tree.station_status().iter().map(|s| s.bytes_ready).sum();
-            eprintln!(
-                "  [{:6.1} s] {synced}/{} stations ready, {:.1} MB delivered, origin sent {:.1} MB",
-                started.elapsed().as_secs_f64(),
-                args.stations,
-                bytes as f64 / 1e6,
-                tree.origin.stats().chunk_bytes_sent as f64 / 1e6
-            );
-            last_report = Instant::now();
+    let bars = TierBars::new(&tree, lesson_bytes);
+    let interrupted = loop {
+        bars.update(&tree, version);
+        if tree.stations_synced(version) == args.stations {
+            break false;
         }
-        if synced == args.stations {
-            break;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::signal::ctrl_c() => break true,
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    bars.finish();
+    if interrupted {
+        eprintln!("  interrupted: stopping every node");
+        tree.shutdown().await;
+        anyhow::bail!(
+            "stopped by Ctrl-C before every station held the lesson ({} of {} did)",
+            tree_synced_hint(&bars),
+            args.stations
+        );
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -167,7 +172,109 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     if !args.exit_when_synced {
         eprintln!("  serving; press Ctrl-C to stop");
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        eprintln!("  stopping every node");
     }
     tree.shutdown().await;
     Ok(())
+}
+
+/// Prints where each node's metrics are, and writes them as a Prometheus file_sd target list.
+fn print_metrics_targets(targets: &[MetricsTarget], dir: &Path) -> anyhow::Result<()> {
+    let url = |t: &MetricsTarget| format!("http://{}/metrics", t.addr);
+    for t in targets.iter().filter(|t| t.role != "station") {
+        eprintln!("  metrics of {} {}: {}", t.role, t.name, url(t));
+    }
+    let stations: Vec<_> = targets.iter().filter(|t| t.role == "station").collect();
+    if let (Some(first), Some(last)) = (stations.first(), stations.last()) {
+        eprintln!("  metrics of station {}: {}", first.name, url(first));
+        if stations.len() > 1 {
+            eprintln!(
+                "  … {} stations in all, up to {}: {}",
+                stations.len(),
+                last.name,
+                url(last)
+            );
+        }
+    }
+    let file_sd: Vec<_> = targets
+        .iter()
+        .map(|t| serde_json::json!({"targets": [t.addr.to_string()], "labels": {"role": t.role, "node": t.name}}))
+        .collect();
+    let path = dir.join("prometheus-targets.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&file_sd)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!(
+        "  every node's metrics endpoint, for Prometheus file_sd_configs: {}",
+        path.display()
+    );
+    Ok(())
+}
+
+/// One progress bar per tier: bytes of the lesson cached at the city and district relays, and
+/// stations holding the whole lesson.
+struct TierBars {
+    _multi: MultiProgress,
+    city: Option<ProgressBar>,
+    district: Option<ProgressBar>,
+    stations: ProgressBar,
+}
+
+impl TierBars {
+    fn new(tree: &Topology, lesson_bytes: u64) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+        let bytes_style = ProgressStyle::with_template("  {prefix:<16} [{bar:32}] {bytes:>10}/{total_bytes:<10} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> ");
+        let count_style = ProgressStyle::with_template("  {prefix:<16} [{bar:32}] {pos:>10}/{len:<10} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> ");
+        let tier = |name: &str, relays: usize| {
+            (relays > 0).then(|| {
+                let bar = multi.add(ProgressBar::new(lesson_bytes * relays as u64));
+                bar.set_style(bytes_style.clone());
+                bar.set_prefix(format!("{relays} {name}"));
+                bar
+            })
+        };
+        let city = tier("city relays", tree.city.len());
+        let district = tier("district relays", tree.district.len());
+        let stations = multi.add(ProgressBar::new(tree.stations.len() as u64));
+        stations.set_style(count_style);
+        stations.set_prefix(format!("{} stations", tree.stations.len()));
+        Self {
+            _multi: multi,
+            city,
+            district,
+            stations,
+        }
+    }
+
+    fn update(&self, tree: &Topology, version: u64) {
+        let cached =
+            |relays: &[courseway_relay::Relay]| -> u64 { relays.iter().map(|r| r.store().stats().used_bytes).sum() };
+        if let Some(bar) = &self.city {
+            bar.set_position(cached(&tree.city).min(bar.length().unwrap_or(0)));
+        }
+        if let Some(bar) = &self.district {
+            bar.set_position(cached(&tree.district).min(bar.length().unwrap_or(0)));
+        }
+        let delivered: u64 = tree.station_status().iter().map(|s| s.bytes_ready).sum();
+        self.stations.set_position(tree.stations_synced(version) as u64);
+        self.stations.set_message(format!(
+            "ready · {:.1} MB delivered · origin sent {:.1} MB",
+            delivered as f64 / 1e6,
+            tree.origin.stats().chunk_bytes_sent as f64 / 1e6
+        ));
+    }
+
+    fn finish(&self) {
+        for bar in [&self.city, &self.district].into_iter().flatten() {
+            bar.finish();
+        }
+        self.stations.finish();
+    }
+}
+
+fn tree_synced_hint(bars: &TierBars) -> u64 {
+    bars.stations.position()
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use courseway_content::{NodeName, OnlineKey, PublicKey, RootKey, UnixTime};
 use courseway_net::{DeploymentCa, Enrollment, NetError, RateLimit, Validity};
+use courseway_node::http::{HttpBindError, HttpServer};
+use courseway_node::metrics::{self, MetricsCollector, MetricsHandler};
 use courseway_node::{Parent, UpstreamConfig};
 use courseway_origin::{Origin, OriginConfig, OriginError};
 use courseway_proto::Role;
@@ -105,6 +107,16 @@ pub struct Topology {
     pub city: Vec<Relay>,
     pub district: Vec<Relay>,
     pub stations: Vec<Station>,
+    metrics: Vec<HttpServer>,
+}
+
+/// One node's `/metrics` endpoint.
+#[derive(Debug, Clone)]
+pub struct MetricsTarget {
+    /// "origin", "relay" or "station".
+    pub role: &'static str,
+    pub name: String,
+    pub addr: SocketAddr,
 }
 
 fn loopback() -> SocketAddr {
@@ -208,7 +220,33 @@ impl Topology {
             city,
             district,
             stations,
+            metrics: Vec::new(),
         })
+    }
+
+    /// Starts a `/metrics` endpoint on loopback for every node; returns where each listens.
+    pub async fn serve_metrics(&mut self) -> Result<Vec<MetricsTarget>, HttpBindError> {
+        let mut endpoints: Vec<(&'static str, String, Box<dyn MetricsCollector>)> =
+            vec![("origin", "origin".into(), self.origin.metrics())];
+        for r in self.city.iter().chain(&self.district) {
+            endpoints.push(("relay", r.name().to_string(), r.metrics()));
+        }
+        for s in &self.stations {
+            endpoints.push(("station", s.name().to_string(), s.metrics()));
+        }
+        let mut targets = Vec::new();
+        for (role, name, collector) in endpoints {
+            let mut registry = metrics::registry(role);
+            registry.register_collector(collector);
+            let server = HttpServer::bind(loopback(), MetricsHandler::new(registry)).await?;
+            targets.push(MetricsTarget {
+                role,
+                name,
+                addr: server.local_addr(),
+            });
+            self.metrics.push(server);
+        }
+        Ok(targets)
     }
 
     /// Each station's sync status.
@@ -232,6 +270,7 @@ impl Topology {
             closing.spawn(s.shutdown());
         }
         while closing.join_next().await.is_some() {}
+        drop(self.metrics);
         drop(self.district);
         drop(self.city);
         self.origin.shutdown();

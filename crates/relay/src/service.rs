@@ -174,6 +174,11 @@ impl Relay {
         Ok(Self { service, server, tasks })
     }
 
+    /// The relay's name.
+    pub fn name(&self) -> &NodeName {
+        &self.service.name
+    }
+
     /// Where children connect.
     pub fn local_addr(&self) -> Result<SocketAddr, NetError> {
         self.server.local_addr()
