@@ -1,9 +1,10 @@
 //! The origin node: the top of the tree.
 //!
 //! It holds every published chunk (pinned as origin-owned: the only copy), keeps the catalog,
-//! signs a new catalog version with its online key on every publication, and serves its
-//! children (city relays, or stations directly in a small deployment) with the shared
-//! [`courseway_node::NodeService`] machinery. New catalogs are pushed down subscriptions.
+//! signs a new catalog version with its online key on every publication, signs a
+//! new schedule version whenever the schedule is replaced, and serves its children (city relays,
+//! or stations directly in a small deployment) with the shared [`courseway_node::NodeService`]
+//! machinery. New catalogs and schedules are pushed down subscriptions.
 //!
 //! Ingest through GStreamer, the review workflow and the admin API come with the ingest issue
 //! (#4); today lessons are published from their manifest and chunk bytes (the demo publishes
@@ -16,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courseway_content::encoding::Encode;
-use courseway_content::{Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Signed};
+use courseway_content::{
+    Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Schedule, ScheduleEntry, Signed,
+};
 use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
 use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
@@ -32,7 +35,8 @@ pub struct OriginConfig {
     pub listen: SocketAddr,
     pub store: StoreConfig,
     pub transport: TransportConfig,
-    /// How long a signed catalog stays valid; stations refuse it after that (freeze protection).
+    /// How long a signed catalog or schedule stays valid; nodes refuse it after that (freeze
+    /// protection).
     pub catalog_validity: Duration,
 }
 
@@ -49,12 +53,15 @@ pub enum OriginError {
         "lesson {lesson} references chunk {chunk}, but its bytes were not given; publish every chunk with its manifest"
     )]
     MissingChunk { lesson: LessonId, chunk: ChunkId },
+    #[error("a schedule holds at most {max} entries ({count} given); split it or drop past showings")]
+    ScheduleTooLarge { count: usize, max: usize },
 }
 
 /// Counters of what the origin sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginStats {
     pub catalog_version: u64,
+    pub schedule_version: u64,
     /// Chunk body bytes sent to children.
     pub chunk_bytes_sent: u64,
     /// Chunk requests a child made for a chunk it had already been sent in full.
@@ -67,6 +74,7 @@ struct Service {
     signer: OnlineKey,
     catalog_validity: Duration,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
+    schedule: RwLock<Option<Arc<Signed<Schedule>>>>,
     publish_lock: Mutex<()>,
     announce: broadcast::Sender<Announcement>,
     chunk_bytes_sent: AtomicU64,
@@ -94,11 +102,12 @@ fn manifest_key(hash: &ChunkId) -> Vec<u8> {
 }
 
 impl Origin {
-    /// Opens the store, restores the last catalog, and starts serving.
+    /// Opens the store, restores the last catalog and schedule, and starts serving.
     pub async fn start(config: OriginConfig, enrollment: Enrollment, signer: OnlineKey) -> Result<Self, OriginError> {
         let store = Store::open(config.store)?;
         let trust = persist::load_trust(&store, signer.delegation().root)?;
         let catalog = trust.catalog().cloned().map(Arc::new);
+        let schedule = trust.schedule().cloned().map(Arc::new);
         let (announce, _) = broadcast::channel(64);
         let service = Arc::new(Service {
             name: config.name,
@@ -106,6 +115,7 @@ impl Origin {
             signer,
             catalog_validity: config.catalog_validity,
             catalog: RwLock::new(catalog),
+            schedule: RwLock::new(schedule),
             publish_lock: Mutex::new(()),
             announce,
             chunk_bytes_sent: AtomicU64::new(0),
@@ -134,10 +144,16 @@ impl Origin {
         self.service.catalog.read().clone()
     }
 
+    /// The current schedule.
+    pub fn schedule(&self) -> Option<Arc<Signed<Schedule>>> {
+        self.service.schedule.read().clone()
+    }
+
     /// What the origin has sent.
     pub fn stats(&self) -> OriginStats {
         OriginStats {
             catalog_version: self.catalog().map(|c| c.body.version).unwrap_or(0),
+            schedule_version: self.schedule().map(|s| s.body.version).unwrap_or(0),
             chunk_bytes_sent: self.service.chunk_bytes_sent.load(Ordering::Relaxed),
             duplicate_chunk_sends: self.service.duplicate_chunk_sends.load(Ordering::Relaxed),
         }
@@ -185,21 +201,39 @@ impl Origin {
                 },
             );
         }
-        let version = previous.map(|c| c.body.version).unwrap_or(0) + 1;
-        let now = clock::now();
-        let catalog = Catalog::new(
-            version,
-            now,
-            now.plus_secs(s.catalog_validity.as_secs()),
-            entries.into_values().collect(),
-        )
-        .expect("entries are keyed by lesson id, so none repeats");
-        let signed = s.signer.sign(catalog);
-        persist::save_catalog(&s.store, &signed)?;
-        *s.catalog.write() = Some(Arc::new(signed.clone()));
-        // No subscriber is not an error: children fetch the catalog when they connect.
-        let _ = s.announce.send(Announcement::Catalog(Box::new(signed)));
+        let version = s.sign_catalog(previous.as_deref(), entries)?;
         tracing::info!(version, lessons = lessons.len(), "published");
+        Ok(version)
+    }
+
+    /// Replaces the whole schedule: signs version n + 1 holding `entries`, saves it (synced) and
+    /// announces it. Entries may name lessons not published yet (a term's schedule is usually
+    /// made before every lesson is ready); nodes prepare those once the catalog lists them.
+    /// Returns the new schedule version.
+    pub fn publish_schedule(&self, entries: Vec<ScheduleEntry>) -> Result<u64, OriginError> {
+        let max = courseway_content::schedule::MAX_SCHEDULE_ENTRIES;
+        if entries.len() > max {
+            return Err(OriginError::ScheduleTooLarge {
+                count: entries.len(),
+                max,
+            });
+        }
+        let s = &self.service;
+        let _one_publication_at_a_time = s.publish_lock.lock();
+        let version = s.schedule.read().as_ref().map(|s| s.body.version).unwrap_or(0) + 1;
+        let now = clock::now();
+        let count = entries.len();
+        let signed = s.signer.sign(Schedule {
+            version,
+            issued_at: now,
+            expires_at: now.plus_secs(s.catalog_validity.as_secs()),
+            entries,
+        });
+        persist::save_schedule(&s.store, &signed)?;
+        *s.schedule.write() = Some(Arc::new(signed.clone()));
+        // No subscriber is not an error: children get the schedule when they subscribe.
+        let _ = s.announce.send(Announcement::Schedule(Box::new(signed)));
+        tracing::info!(version, entries = count, "schedule published");
         Ok(version)
     }
 
@@ -213,6 +247,32 @@ impl Origin {
 impl Drop for Origin {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+impl Service {
+    /// Signs, saves and announces the catalog version after `previous` holding `entries`.
+    /// Call with `publish_lock` held.
+    fn sign_catalog(
+        &self,
+        previous: Option<&Signed<Catalog>>,
+        entries: BTreeMap<LessonId, CatalogEntry>,
+    ) -> Result<u64, OriginError> {
+        let version = previous.map(|c| c.body.version).unwrap_or(0) + 1;
+        let now = clock::now();
+        let catalog = Catalog::new(
+            version,
+            now,
+            now.plus_secs(self.catalog_validity.as_secs()),
+            entries.into_values().collect(),
+        )
+        .expect("entries are keyed by lesson id, so none repeats");
+        let signed = self.signer.sign(catalog);
+        persist::save_catalog(&self.store, &signed)?;
+        *self.catalog.write() = Some(Arc::new(signed.clone()));
+        // No subscriber is not an error: children fetch the catalog when they connect.
+        let _ = self.announce.send(Announcement::Catalog(Box::new(signed)));
+        Ok(version)
     }
 }
 
@@ -258,6 +318,10 @@ impl NodeService for Service {
 
     fn catalog(&self) -> Option<Arc<Signed<Catalog>>> {
         self.catalog.read().clone()
+    }
+
+    fn schedule(&self) -> Option<Arc<Signed<Schedule>>> {
+        self.schedule.read().clone()
     }
 
     fn announcements(&self) -> broadcast::Receiver<Announcement> {
