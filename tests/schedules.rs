@@ -1,5 +1,5 @@
-//! What the tree carries besides chunks: signed schedules down to stations, and the relay's
-//! "scheduled only" prefetch.
+//! What the tree carries besides chunks: signed schedules down to stations, the relay's
+//! "scheduled only" prefetch, and stations letting go of withdrawn lessons.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -288,4 +288,85 @@ async fn a_scheduled_only_relay_prefetches_exactly_the_lessons_shown_inside_its_
     assert_eq!(relay.stats().bytes_fetched, size(l2) + size(l3) + size(l4));
     assert!(holds_none(store, l1), "a lesson whose showing is over was prefetched");
     assert_eq!(origin.stats().duplicate_chunk_sends, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_lesson_is_unpinned_at_the_station_and_its_chunks_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = origin(dir.path(), &keys).await;
+    // b's three chunks are a's first rendition (same seed); a has three more of its own.
+    let a = lesson("lesson-a", 5, 3, &[1_000_000, 1_000_000]);
+    let b = lesson("lesson-b", 5, 3, &[1_000_000]);
+    let c = lesson("lesson-c", 9, 3, &[1_000_000]);
+    let shared: Vec<_> = b.chunks.keys().copied().collect();
+    let a_only: Vec<_> = a
+        .chunks
+        .keys()
+        .filter(|id| !b.chunks.contains_key(id))
+        .copied()
+        .collect();
+    assert_eq!((shared.len(), a_only.len()), (3, 3));
+    assert!(shared.iter().all(|id| a.chunks.contains_key(id)));
+    // Room for a and b together, or b and c, but not all three.
+    let budget = size(&b) + size(&c) + 500_000;
+    assert!(size(&a) + size(&c) > budget);
+
+    let station = station(
+        dir.path(),
+        &keys,
+        "village-w",
+        ("origin", origin.local_addr().unwrap()),
+        budget,
+    )
+    .await;
+    let mut status = station.status();
+    let synced = |status: &mut tokio::sync::watch::Receiver<courseway_station::SyncStatus>, version: u64| {
+        let s = status.borrow_and_update();
+        s.catalog_version == version && s.synced
+    };
+    let v1 = origin
+        .publish(&[(a.manifest.clone(), &a.chunks), (b.manifest.clone(), &b.chunks)])
+        .unwrap();
+    wait_until("a and b at the station", Duration::from_secs(60), || {
+        synced(&mut status, v1)
+    })
+    .await;
+    let store = station.store();
+    assert!(a.chunks.keys().all(|id| store.is_pinned(id)));
+
+    let v2 = origin.withdraw(&[a.manifest.id.clone()]).unwrap();
+    wait_until("the withdrawal at the station", Duration::from_secs(60), || {
+        synced(&mut status, v2)
+    })
+    .await;
+    assert!(
+        a_only.iter().all(|id| !store.is_pinned(id)),
+        "a's own chunks are still pinned"
+    );
+    assert!(
+        shared.iter().all(|id| store.is_pinned(id)),
+        "b's chunks lost their pins"
+    );
+    assert_eq!(
+        store.pin_holders(courseway_store::PinReason::Scheduled).unwrap(),
+        ["lesson-b"]
+    );
+
+    // c needs the room a's chunks take: they are evicted, b's are not.
+    let v3 = origin.publish(&[(c.manifest.clone(), &c.chunks)]).unwrap();
+    wait_until("b and c at the station", Duration::from_secs(60), || {
+        synced(&mut status, v3)
+    })
+    .await;
+    assert_holds("the station", store, &b);
+    assert_holds("the station", store, &c);
+    assert!(a_only.iter().any(|id| !store.has(id)), "nothing of a was evicted");
+    assert!(store.stats().evicted_chunks >= 1);
+    assert!(store.stats().used_bytes <= budget);
+    assert!(matches!(
+        origin.withdraw(&[a.manifest.id.clone()]),
+        Err(courseway_origin::OriginError::NotPublished { .. })
+    ));
+    station.shutdown().await;
 }

@@ -1,7 +1,7 @@
 //! The origin node: the top of the tree.
 //!
 //! It holds every published chunk (pinned as origin-owned: the only copy), keeps the catalog,
-//! signs a new catalog version with its online key on every publication, signs a
+//! signs a new catalog version with its online key on every publication or withdrawal, signs a
 //! new schedule version whenever the schedule is replaced, and serves its children (city relays,
 //! or stations directly in a small deployment) with the shared [`courseway_node::NodeService`]
 //! machinery. New catalogs and schedules are pushed down subscriptions.
@@ -53,6 +53,8 @@ pub enum OriginError {
         "lesson {lesson} references chunk {chunk}, but its bytes were not given; publish every chunk with its manifest"
     )]
     MissingChunk { lesson: LessonId, chunk: ChunkId },
+    #[error("lesson {lesson} is not in the catalog, so it cannot be withdrawn; check the lesson id")]
+    NotPublished { lesson: LessonId },
     #[error("a schedule holds at most {max} entries ({count} given); split it or drop past showings")]
     ScheduleTooLarge { count: usize, max: usize },
 }
@@ -203,6 +205,28 @@ impl Origin {
         }
         let version = s.sign_catalog(previous.as_deref(), entries)?;
         tracing::info!(version, lessons = lessons.len(), "published");
+        Ok(version)
+    }
+
+    /// Withdraws lessons: signs and announces the next catalog version without them. Their
+    /// chunks stay in the origin's store (it holds the only copy); stations unpin them. Returns
+    /// the new catalog version.
+    pub fn withdraw(&self, lessons: &[LessonId]) -> Result<u64, OriginError> {
+        let s = &self.service;
+        let _one_publication_at_a_time = s.publish_lock.lock();
+        let previous = s.catalog.read().clone();
+        let mut entries: BTreeMap<LessonId, CatalogEntry> = previous
+            .iter()
+            .flat_map(|c| c.body.entries().iter().cloned())
+            .map(|e| (e.lesson.clone(), e))
+            .collect();
+        for lesson in lessons {
+            if entries.remove(lesson).is_none() {
+                return Err(OriginError::NotPublished { lesson: lesson.clone() });
+            }
+        }
+        let version = s.sign_catalog(previous.as_deref(), entries)?;
+        tracing::info!(version, lessons = lessons.len(), "withdrew");
         Ok(version)
     }
 

@@ -9,6 +9,8 @@
 //!   against the catalog's hash, its chunks are pinned, and the missing ones are fetched with
 //!   [`courseway_node::Upstream::fetch_chunk`]: resumed from the last byte after a cut, refused
 //!   and fetched elsewhere when the bytes do not match, paced by the station's rate cap.
+//! - A lesson that leaves the catalog (withdrawn) or the filter is unpinned, so eviction can
+//!   reclaim its chunks (those another wanted lesson also pins stay pinned).
 //! - A sync pass that could not finish (parents down) is retried; a newer catalog replaces the
 //!   pass in progress.
 //!
@@ -312,6 +314,7 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
             lessons.push((manifest.id.clone(), manifest.chunk_refs()));
         }
     }
+    unpin_unwanted(state, &lessons).map_err(|e| e.to_string())?;
     let bytes_wanted: u64 = lessons
         .iter()
         .flat_map(|(_, c)| c.iter())
@@ -370,6 +373,19 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         update(state);
         if let Some(e) = failure {
             return Err(format!("lesson {lesson}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Drops the pins of every lesson the station no longer wants (withdrawn from the catalog, or
+/// outside its filter), so eviction can reclaim their chunks. Pins are per lesson, so a chunk
+/// another wanted lesson shares stays pinned.
+fn unpin_unwanted(state: &State, wanted: &[(LessonId, Vec<ChunkRef>)]) -> Result<(), StoreError> {
+    for holder in state.store.pin_holders(PinReason::Scheduled)? {
+        if !wanted.iter().any(|(lesson, _)| lesson.as_str() == holder) {
+            let dropped = state.store.unpin_holder(PinReason::Scheduled, &holder)?;
+            tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer wanted; unpinned");
         }
     }
     Ok(())
