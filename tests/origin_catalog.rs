@@ -1,4 +1,4 @@
-//! The origin keeps its catalog from expiring: it signs the same entries again as the next
+//! The origin keeps its catalog and schedule from expiring: it signs the same entries again as the next
 //! version once half of the validity has passed, and children accept that version.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use courseway_proto::Role;
 use courseway_store::StoreConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn origin_signs_its_catalog_again_before_it_expires() {
+async fn origin_signs_its_catalog_and_schedule_again_before_they_expire() {
     let dir = tempfile::tempdir().unwrap();
     let keys = DeploymentKeys::generate().unwrap();
     let name = NodeName::new("origin").unwrap();
@@ -47,5 +47,15 @@ async fn origin_signs_its_catalog_again_before_it_expires() {
     assert_eq!(second.body.issued_at, later);
     assert_eq!(second.body.expires_at, later.plus_secs(validity.as_secs()));
     assert!(second.body_signature_is_valid());
+
+    // The schedule likewise.
+    assert_eq!(origin.refresh_schedule(later).unwrap(), None);
+    let s1 = origin.publish_schedule(Vec::new()).unwrap();
+    assert_eq!(origin.refresh_schedule(clock::now().plus_secs(3600)).unwrap(), None);
+    let much_later = clock::now().plus_secs(2 * 3600 + 60);
+    assert_eq!(origin.refresh_schedule(much_later).unwrap(), Some(s1 + 1));
+    let schedule = origin.schedule().unwrap();
+    assert_eq!(schedule.body.expires_at, much_later.plus_secs(validity.as_secs()));
+    assert!(schedule.body_signature_is_valid());
     origin.shutdown();
 }

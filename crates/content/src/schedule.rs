@@ -92,12 +92,36 @@ impl Decode for ScheduleEntry {
     }
 }
 
-/// The whole schedule at one version. Like the catalog, versions only grow.
+/// The whole schedule at one version. Like the catalog, versions only grow, and a new version
+/// replaces the whole set of entries.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Schedule {
     pub version: u64,
     pub issued_at: UnixTime,
+    /// After this instant the schedule is stale and refused (freeze protection, as for catalogs).
+    pub expires_at: UnixTime,
     pub entries: Vec<ScheduleEntry>,
+}
+
+impl Schedule {
+    /// The entries whose showing starts in `[now, now + horizon_secs]`: not over yet, and close
+    /// enough to prepare for.
+    pub fn upcoming(&self, now: UnixTime, horizon_secs: u64) -> impl Iterator<Item = &ScheduleEntry> {
+        let until = now.plus_secs(horizon_secs);
+        self.entries
+            .iter()
+            .filter(move |e| e.show_at >= now && e.show_at <= until)
+    }
+
+    /// The first instant after `now` at which an entry enters the horizon `[now, now + horizon_secs]`
+    /// (its showing minus the horizon), if any entry is still beyond it.
+    pub fn next_entering(&self, now: UnixTime, horizon_secs: u64) -> Option<UnixTime> {
+        self.entries
+            .iter()
+            .map(|e| UnixTime(e.show_at.0.saturating_sub(horizon_secs)))
+            .filter(|at| *at > now)
+            .min()
+    }
 }
 
 impl Encode for Schedule {
@@ -105,6 +129,7 @@ impl Encode for Schedule {
         put_u8(out, SCHEDULE_FORMAT);
         put_u64(out, self.version);
         self.issued_at.encode(out);
+        self.expires_at.encode(out);
         put_seq(out, &self.entries);
     }
 }
@@ -116,6 +141,7 @@ impl Decode for Schedule {
         Ok(Self {
             version: d.u64("schedule version")?,
             issued_at: UnixTime::decode(d)?,
+            expires_at: UnixTime::decode(d)?,
             entries: d.seq("schedule entries", MAX_SCHEDULE_ENTRIES)?,
         })
     }

@@ -156,10 +156,13 @@ pub fn schedule() -> impl Strategy<Value = Schedule> {
         show_at,
         target,
     });
-    (any::<u64>(), unix_time(), vec(entry, 0..8)).prop_map(|(version, issued_at, entries)| Schedule {
-        version,
-        issued_at,
-        entries,
+    (any::<u64>(), unix_time(), unix_time(), vec(entry, 0..8)).prop_map(|(version, issued_at, expires_at, entries)| {
+        Schedule {
+            version,
+            issued_at,
+            expires_at,
+            entries,
+        }
     })
 }
 

@@ -8,8 +8,8 @@
 //! 3. the online key's signature over the object is valid ([`TrustError::BadSignature`]).
 //!
 //! Catalogs and schedules must also be newer than what was last accepted
-//! ([`TrustError::Rollback`], [`TrustError::Conflict`]); a catalog must not be past its expiry
-//! ([`TrustError::CatalogExpired`], the freeze attack). Manifests are checked against the hash the
+//! ([`TrustError::Rollback`], [`TrustError::Conflict`]) and not past their expiry
+//! ([`TrustError::CatalogExpired`], [`TrustError::ScheduleExpired`]: the freeze attack). Manifests are checked against the hash the
 //! accepted catalog lists ([`TrustError::ManifestMismatch`]).
 
 use thiserror::Error;
@@ -66,6 +66,11 @@ pub enum TrustError {
          before expiry; check this node's clock and its path to the origin)"
     )]
     CatalogExpired { expires_at: UnixTime, now: UnixTime },
+    #[error(
+        "the schedule expired at {expires_at} (now {now}); refusing stale data (the origin must publish the \
+         schedule again before it expires; check this node's clock and its path to the origin)"
+    )]
+    ScheduleExpired { expires_at: UnixTime, now: UnixTime },
     #[error("no catalog has been accepted yet, so manifests cannot be checked")]
     NoCatalog,
     #[error("lesson {lesson} is not in the accepted catalog")]
@@ -213,10 +218,22 @@ impl TrustState {
         Ok(acceptance)
     }
 
+    /// Checks `candidate` against everything a schedule must satisfy, without accepting it.
+    pub fn check_schedule(&self, candidate: &Signed<Schedule>, now: UnixTime) -> Result<Acceptance, TrustError> {
+        self.verify_signed(candidate, now)?;
+        let schedule = &candidate.body;
+        if now > schedule.expires_at {
+            return Err(TrustError::ScheduleExpired {
+                expires_at: schedule.expires_at,
+                now,
+            });
+        }
+        newer_than(self.schedule.as_ref(), candidate, "schedule", |s| s.version)
+    }
+
     /// Checks and, if it is newer, accepts `candidate` as the node's schedule.
     pub fn accept_schedule(&mut self, candidate: Signed<Schedule>, now: UnixTime) -> Result<Acceptance, TrustError> {
-        self.verify_signed(&candidate, now)?;
-        let acceptance = newer_than(self.schedule.as_ref(), &candidate, "schedule", |s| s.version)?;
+        let acceptance = self.check_schedule(&candidate, now)?;
         if acceptance == Acceptance::New {
             self.schedule = Some(candidate);
         }

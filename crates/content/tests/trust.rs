@@ -32,6 +32,15 @@ impl Deployment {
         TrustState::new(self.root.public())
     }
 
+    fn schedule(&self, version: u64, entries: Vec<ScheduleEntry>) -> Signed<Schedule> {
+        self.online.sign(Schedule {
+            version,
+            issued_at: NOW,
+            expires_at: NOW.plus_secs(7 * DAY),
+            entries,
+        })
+    }
+
     fn catalog(&self, version: u64, entries: Vec<CatalogEntry>) -> Signed<Catalog> {
         self.online
             .sign(Catalog::new(version, NOW, NOW.plus_secs(7 * DAY), entries).unwrap())
@@ -185,17 +194,9 @@ fn schedules_and_live_segments_are_checked_too() {
     let dep = Deployment::new(1);
     let other = Deployment::new(2);
     let mut trust = dep.trust();
-    let schedule = |v| Schedule {
-        version: v,
-        issued_at: NOW,
-        entries: vec![],
-    };
-    assert_eq!(
-        trust.accept_schedule(dep.online.sign(schedule(2)), NOW),
-        Ok(Acceptance::New)
-    );
+    assert_eq!(trust.accept_schedule(dep.schedule(2, vec![]), NOW), Ok(Acceptance::New));
     assert!(matches!(
-        trust.accept_schedule(dep.online.sign(schedule(1)), NOW),
+        trust.accept_schedule(dep.schedule(1, vec![]), NOW),
         Err(TrustError::Rollback { what: "schedule", .. })
     ));
     let seg = LiveSegment {
@@ -230,6 +231,7 @@ fn a_signature_for_one_kind_does_not_verify_as_another() {
         .sign(Schedule {
             version: 1,
             issued_at: NOW,
+            expires_at: NOW.plus_secs(DAY),
             entries: vec![],
         })
         .signature;
@@ -258,6 +260,142 @@ fn restore_rechecks_signatures_but_not_expiry() {
         TrustState::restore(dep.root.public(), Some(tampered), None).unwrap_err(),
         TrustError::BadSignature { what: "catalog" }
     );
+}
+
+fn showing(lesson: &str, at: UnixTime) -> ScheduleEntry {
+    ScheduleEntry {
+        lesson: LessonId::new(lesson).unwrap(),
+        show_at: at,
+        target: Target::All,
+    }
+}
+
+#[test]
+fn accepts_a_valid_schedule_then_newer_ones() {
+    let dep = Deployment::new(1);
+    let mut trust = dep.trust();
+    let first = dep.schedule(1, vec![showing("a", NOW.plus_secs(3600))]);
+    assert_eq!(trust.check_schedule(&first, NOW), Ok(Acceptance::New));
+    assert!(trust.schedule().is_none(), "check_schedule accepts nothing");
+    assert_eq!(trust.accept_schedule(first.clone(), NOW), Ok(Acceptance::New));
+    assert_eq!(trust.accept_schedule(first, NOW), Ok(Acceptance::Unchanged));
+    let second = dep.schedule(2, vec![showing("b", NOW.plus_secs(7200))]);
+    assert_eq!(trust.accept_schedule(second.clone(), NOW), Ok(Acceptance::New));
+    assert_eq!(trust.schedule(), Some(&second));
+}
+
+#[test]
+fn refuses_a_tampered_schedule() {
+    let dep = Deployment::new(1);
+    let mut signed = dep.schedule(1, vec![showing("a", NOW.plus_secs(3600))]);
+    // A relay moves the showing to another lesson.
+    signed.body.entries[0].lesson = LessonId::new("b").unwrap();
+    assert_eq!(
+        dep.trust().accept_schedule(signed, NOW),
+        Err(TrustError::BadSignature { what: "schedule" })
+    );
+}
+
+#[test]
+fn refuses_a_schedule_from_another_deployment_or_an_undelegated_key() {
+    let ours = Deployment::new(1);
+    let theirs = Deployment::new(2);
+    let err = ours
+        .trust()
+        .accept_schedule(theirs.schedule(3, vec![]), NOW)
+        .unwrap_err();
+    assert!(matches!(err, TrustError::UnknownKey { what: "schedule", .. }), "{err}");
+    // Our root, but a delegation the root never signed.
+    let mut forged = ours.schedule(3, vec![]);
+    forged.delegation.label = "not-delegated".into();
+    assert_eq!(
+        ours.trust().accept_schedule(forged, NOW),
+        Err(TrustError::BadSignature { what: "key delegation" })
+    );
+    let late = NOW.plus_secs(31 * DAY);
+    let err = ours
+        .trust()
+        .accept_schedule(
+            ours.online.sign(Schedule {
+                version: 1,
+                issued_at: late,
+                expires_at: late.plus_secs(DAY),
+                entries: vec![],
+            }),
+            late,
+        )
+        .unwrap_err();
+    assert!(matches!(err, TrustError::DelegationExpired { .. }), "{err}");
+}
+
+#[test]
+fn refuses_schedule_rollback_conflict_and_expiry() {
+    let dep = Deployment::new(1);
+    let mut trust = dep.trust();
+    trust.accept_schedule(dep.schedule(7, vec![]), NOW).unwrap();
+    assert_eq!(
+        trust.accept_schedule(dep.schedule(6, vec![]), NOW),
+        Err(TrustError::Rollback {
+            what: "schedule",
+            offered: 6,
+            accepted: 7
+        })
+    );
+    assert_eq!(
+        trust.accept_schedule(dep.schedule(7, vec![showing("x", NOW)]), NOW),
+        Err(TrustError::Conflict {
+            what: "schedule",
+            version: 7
+        })
+    );
+    let later = NOW.plus_secs(8 * DAY);
+    assert_eq!(
+        trust.accept_schedule(dep.schedule(8, vec![]), later),
+        Err(TrustError::ScheduleExpired {
+            expires_at: NOW.plus_secs(7 * DAY),
+            now: later
+        })
+    );
+    assert_eq!(trust.schedule().unwrap().body.version, 7);
+}
+
+#[test]
+fn a_restored_schedule_is_the_rollback_floor_even_after_expiry() {
+    let dep = Deployment::new(1);
+    let signed = dep.schedule(4, vec![]);
+    let mut trust = TrustState::restore(dep.root.public(), None, Some(signed.clone())).unwrap();
+    assert!(matches!(
+        trust.accept_schedule(dep.schedule(3, vec![]), NOW),
+        Err(TrustError::Rollback { what: "schedule", .. })
+    ));
+    let mut tampered = signed;
+    tampered.body.version = 99;
+    assert_eq!(
+        TrustState::restore(dep.root.public(), None, Some(tampered)).unwrap_err(),
+        TrustError::BadSignature { what: "schedule" }
+    );
+}
+
+#[test]
+fn upcoming_showings_are_those_not_past_and_inside_the_horizon() {
+    let schedule = Schedule {
+        version: 1,
+        issued_at: NOW,
+        expires_at: NOW.plus_secs(DAY),
+        entries: vec![
+            showing("past", UnixTime(NOW.0 - 1)),
+            showing("now", NOW),
+            showing("soon", NOW.plus_secs(3600)),
+            showing("edge", NOW.plus_secs(7 * DAY)),
+            showing("far", NOW.plus_secs(30 * DAY)),
+            showing("farther", NOW.plus_secs(40 * DAY)),
+        ],
+    };
+    let upcoming: Vec<&str> = schedule.upcoming(NOW, 7 * DAY).map(|e| e.lesson.as_str()).collect();
+    assert_eq!(upcoming, ["now", "soon", "edge"]);
+    // "far" is the next to enter a 7-day horizon, 23 days from now.
+    assert_eq!(schedule.next_entering(NOW, 7 * DAY), Some(NOW.plus_secs(23 * DAY)));
+    assert_eq!(schedule.next_entering(NOW, 50 * DAY), None);
 }
 
 proptest! {

@@ -311,8 +311,10 @@ pub struct RelayFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySection {
-    /// "all" or "none": which published lessons to fetch before a child asks.
+    /// "all", "scheduled" or "none": which published lessons to fetch before a child asks.
     pub prefetch: Option<Prefetch>,
+    /// With "scheduled": how many hours ahead a showing's lesson is fetched.
+    pub schedule_horizon_hours: Option<u64>,
     pub wait_timeout_secs: Option<u64>,
     pub prefetch_concurrency: Option<usize>,
 }
@@ -327,8 +329,9 @@ impl<'de> Deserialize<'de> for Prefetch {
         match s.as_str() {
             "all" => Ok(Self(PrefetchPolicy::All)),
             "none" => Ok(Self(PrefetchPolicy::None)),
+            "scheduled" => Ok(Self(PrefetchPolicy::ScheduledOnly)),
             _ => Err(D::Error::custom(format!(
-                "unknown prefetch policy {s:?}; use \"all\" or \"none\""
+                "unknown prefetch policy {s:?}; use \"all\", \"scheduled\" or \"none\""
             ))),
         }
     }
@@ -449,6 +452,7 @@ pub struct RelaySettings {
     pub prefetch: PrefetchPolicy,
     pub wait_timeout: Option<Duration>,
     pub prefetch_concurrency: Option<usize>,
+    pub schedule_horizon: Option<Duration>,
 }
 
 /// Reads `relay.toml`.
@@ -470,6 +474,7 @@ pub fn relay(path: &Path) -> anyhow::Result<RelaySettings> {
         prefetch: f.relay.prefetch.map(|p| p.0).unwrap_or(PrefetchPolicy::All),
         wait_timeout: f.relay.wait_timeout_secs.map(Duration::from_secs),
         prefetch_concurrency: f.relay.prefetch_concurrency,
+        schedule_horizon: f.relay.schedule_horizon_hours.map(|h| Duration::from_secs(h * 3600)),
     })
 }
 

@@ -126,6 +126,9 @@ pub fn relay(config_path: &Path) -> anyhow::Result<()> {
         if let Some(n) = settings.prefetch_concurrency {
             rc.prefetch_concurrency = n;
         }
+        if let Some(h) = settings.schedule_horizon {
+            rc.schedule_horizon = h;
+        }
         let mut relay = Relay::start(rc, node.enrollment, node.root)
             .await
             .context("starting the relay")?;

@@ -4,8 +4,8 @@
 //!   `GetCatalog`, `Subscribe`, `Report`) for any role that implements [`NodeService`].
 //! - [`upstream`]: the client side towards parents: several parents in priority order with
 //!   failover, and chunk fetches that resume from the last byte received and verify every chunk.
-//! - [`persist`]: the accepted catalog kept in the node's store, so rollback protection and the
-//!   last verified catalog survive a restart.
+//! - [`persist`]: the accepted catalog and schedule kept in the node's store, so rollback
+//!   protection and the last verified catalog and schedule survive a restart.
 //! - [`clock`]: the one place a node reads the wall clock.
 //! - [`task`]: background tasks that never outlive their owner.
 //! - [`http`]: a small HTTP/1.1 server (hyper) for what nodes serve over HTTP.

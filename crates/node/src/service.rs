@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use courseway_content::{Catalog, ChunkId, Signed};
+use courseway_content::{Catalog, ChunkId, Schedule, Signed};
 use courseway_net::{
     send_chunk, send_response, serve_requests, IncomingRequest, NetError, PeerConnection, PeerIdentity, ServeConfig,
     SharedLimiter,
@@ -38,6 +38,11 @@ pub trait NodeService: Send + Sync + 'static {
 
     /// The last verified catalog.
     fn catalog(&self) -> Option<Arc<Signed<Catalog>>>;
+
+    /// The last verified schedule. Default: none (a node that does not follow schedules).
+    fn schedule(&self) -> Option<Arc<Signed<Schedule>>> {
+        None
+    }
 
     /// Announcements to push down subscriptions.
     fn announcements(&self) -> broadcast::Receiver<Announcement>;
@@ -113,22 +118,29 @@ fn wanted(topics: &[Topic], a: &Announcement) -> bool {
     }
 }
 
-/// A long-lived stream: the current catalog first (if wanted), then every announcement, until
-/// the child closes its side or the connection drops.
+/// The current catalog and schedule as announcements, for the topics wanted.
+fn current<S: NodeService>(service: &S, topics: &[Topic]) -> Vec<Announcement> {
+    let catalog = service
+        .catalog()
+        .filter(|_| topics.contains(&Topic::Catalog))
+        .map(|c| Announcement::Catalog(Box::new((*c).clone())));
+    let schedule = service
+        .schedule()
+        .filter(|_| topics.contains(&Topic::Schedule))
+        .map(|s| Announcement::Schedule(Box::new((*s).clone())));
+    catalog.into_iter().chain(schedule).collect()
+}
+
+/// A long-lived stream: the current catalog and schedule first (if wanted), then every
+/// announcement, until the child closes its side or the connection drops.
 async fn subscription<S: NodeService>(
     service: Arc<S>,
     mut req: IncomingRequest,
     topics: Vec<Topic>,
 ) -> Result<(), NetError> {
     let mut rx = service.announcements();
-    if topics.contains(&Topic::Catalog) {
-        if let Some(c) = service.catalog() {
-            send_response(
-                &mut req.send,
-                &Response::Announce(Announcement::Catalog(Box::new((*c).clone()))),
-            )
-            .await?;
-        }
+    for a in current(&*service, &topics) {
+        send_response(&mut req.send, &Response::Announce(a)).await?;
     }
     let mut probe = [0u8; 1];
     // The child finishes its send side right after the request; only a reset (or a failed
@@ -145,10 +157,10 @@ async fn subscription<S: NodeService>(
                 Ok(a) if wanted(&topics, &a) => send_response(&mut req.send, &Response::Announce(a)).await?,
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    // Catalogs are cumulative: the newest one replaces whatever was missed.
-                    tracing::warn!(missed, peer = %req.peer, "subscriber lagged; resending the current catalog");
-                    if let (true, Some(c)) = (topics.contains(&Topic::Catalog), service.catalog()) {
-                        send_response(&mut req.send, &Response::Announce(Announcement::Catalog(Box::new((*c).clone())))).await?;
+                    // Catalogs and schedules are cumulative: the newest ones replace whatever was missed.
+                    tracing::warn!(missed, peer = %req.peer, "subscriber lagged; resending the current catalog and schedule");
+                    for a in current(&*service, &topics) {
+                        send_response(&mut req.send, &Response::Announce(a)).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),

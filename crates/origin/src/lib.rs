@@ -1,9 +1,10 @@
 //! The origin node: the top of the tree.
 //!
 //! It holds every published chunk (pinned as origin-owned: the only copy), keeps the catalog,
-//! signs a new catalog version with its online key on every publication, and serves its
-//! children (city relays, or stations directly in a small deployment) with the shared
-//! [`courseway_node::NodeService`] machinery. New catalogs are pushed down subscriptions.
+//! signs a new catalog version with its online key on every publication or withdrawal, signs a
+//! new schedule version whenever the schedule is replaced, and serves its children (city relays,
+//! or stations directly in a small deployment) with the shared [`courseway_node::NodeService`]
+//! machinery. New catalogs and schedules are pushed down subscriptions.
 //!
 //! Ingest through GStreamer, the review workflow and the admin API come with the ingest issue
 //! (#4); today lessons are published from their manifest and chunk bytes (the demo publishes
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 use courseway_content::encoding::Encode;
 use courseway_content::{
-    Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Signed, UnixTime,
+    Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Schedule, ScheduleEntry, Signed,
+    UnixTime,
 };
 use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
@@ -35,7 +37,8 @@ pub struct OriginConfig {
     pub listen: SocketAddr,
     pub store: StoreConfig,
     pub transport: TransportConfig,
-    /// How long a signed catalog stays valid; stations refuse it after that (freeze protection).
+    /// How long a signed catalog or schedule stays valid; nodes refuse it after that (freeze
+    /// protection).
     pub catalog_validity: Duration,
 }
 
@@ -52,12 +55,17 @@ pub enum OriginError {
         "lesson {lesson} references chunk {chunk}, but its bytes were not given; publish every chunk with its manifest"
     )]
     MissingChunk { lesson: LessonId, chunk: ChunkId },
+    #[error("lesson {lesson} is not in the catalog, so it cannot be withdrawn; check the lesson id")]
+    NotPublished { lesson: LessonId },
+    #[error("a schedule holds at most {max} entries ({count} given); split it or drop past showings")]
+    ScheduleTooLarge { count: usize, max: usize },
 }
 
 /// Counters of what the origin sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginStats {
     pub catalog_version: u64,
+    pub schedule_version: u64,
     /// Chunk body bytes sent to children.
     pub chunk_bytes_sent: u64,
     /// Chunk requests a child made for a chunk it had already been sent in full.
@@ -70,6 +78,7 @@ struct Service {
     signer: OnlineKey,
     catalog_validity: Duration,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
+    schedule: RwLock<Option<Arc<Signed<Schedule>>>>,
     publish_lock: Mutex<()>,
     announce: broadcast::Sender<Announcement>,
     chunk_bytes_sent: AtomicU64,
@@ -98,11 +107,12 @@ fn manifest_key(hash: &ChunkId) -> Vec<u8> {
 }
 
 impl Origin {
-    /// Opens the store, restores the last catalog, and starts serving.
+    /// Opens the store, restores the last catalog and schedule, and starts serving.
     pub async fn start(config: OriginConfig, enrollment: Enrollment, signer: OnlineKey) -> Result<Self, OriginError> {
         let store = Store::open(config.store)?;
         let trust = persist::load_trust(&store, signer.delegation().root)?;
         let catalog = trust.catalog().cloned().map(Arc::new);
+        let schedule = trust.schedule().cloned().map(Arc::new);
         let (announce, _) = broadcast::channel(64);
         let service = Arc::new(Service {
             name: config.name,
@@ -110,6 +120,7 @@ impl Origin {
             signer,
             catalog_validity: config.catalog_validity,
             catalog: RwLock::new(catalog),
+            schedule: RwLock::new(schedule),
             publish_lock: Mutex::new(()),
             announce,
             chunk_bytes_sent: AtomicU64::new(0),
@@ -140,10 +151,16 @@ impl Origin {
         self.service.catalog.read().clone()
     }
 
+    /// The current schedule.
+    pub fn schedule(&self) -> Option<Arc<Signed<Schedule>>> {
+        self.service.schedule.read().clone()
+    }
+
     /// What the origin has sent.
     pub fn stats(&self) -> OriginStats {
         OriginStats {
             catalog_version: self.catalog().map(|c| c.body.version).unwrap_or(0),
+            schedule_version: self.schedule().map(|s| s.body.version).unwrap_or(0),
             chunk_bytes_sent: self.service.chunk_bytes_sent.load(Ordering::Relaxed),
             duplicate_chunk_sends: self.service.duplicate_chunk_sends.load(Ordering::Relaxed),
         }
@@ -221,6 +238,53 @@ impl Origin {
         self.service.refresh_catalog(now)
     }
 
+    /// The same for the schedule.
+    pub fn refresh_schedule(&self, now: UnixTime) -> Result<Option<u64>, OriginError> {
+        self.service.refresh_schedule(now)
+    }
+
+    /// Withdraws lessons: signs and announces the next catalog version without them. Their
+    /// chunks stay in the origin's store (it holds the only copy); stations unpin them. Returns
+    /// the new catalog version.
+    pub fn withdraw(&self, lessons: &[LessonId]) -> Result<u64, OriginError> {
+        let s = &self.service;
+        let _one_publication_at_a_time = s.publish_lock.lock();
+        let previous = s.catalog.read().clone();
+        let mut entries: BTreeMap<LessonId, CatalogEntry> = previous
+            .iter()
+            .flat_map(|c| c.body.entries().iter().cloned())
+            .map(|e| (e.lesson.clone(), e))
+            .collect();
+        for lesson in lessons {
+            if entries.remove(lesson).is_none() {
+                return Err(OriginError::NotPublished { lesson: lesson.clone() });
+            }
+        }
+        let version = s.sign_and_announce(entries.into_values().collect(), clock::now())?;
+        tracing::info!(version, lessons = lessons.len(), "withdrew");
+        Ok(version)
+    }
+
+    /// Replaces the whole schedule: signs version n + 1 holding `entries`, saves it (synced) and
+    /// announces it. Entries may name lessons not published yet (a term's schedule is usually
+    /// made before every lesson is ready); nodes prepare those once the catalog lists them.
+    /// Returns the new schedule version.
+    pub fn publish_schedule(&self, entries: Vec<ScheduleEntry>) -> Result<u64, OriginError> {
+        let max = courseway_content::schedule::MAX_SCHEDULE_ENTRIES;
+        if entries.len() > max {
+            return Err(OriginError::ScheduleTooLarge {
+                count: entries.len(),
+                max,
+            });
+        }
+        let s = &self.service;
+        let _one_publication_at_a_time = s.publish_lock.lock();
+        let count = entries.len();
+        let version = s.sign_schedule(entries, clock::now())?;
+        tracing::info!(version, entries = count, "schedule published");
+        Ok(version)
+    }
+
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         self.server.close();
@@ -263,16 +327,50 @@ impl Service {
         tracing::info!(version, "catalog signed again before it expires");
         Ok(Some(version))
     }
+
+    /// Signs `entries` as the next schedule version, issued `now`, saves it (synced) and
+    /// announces it. Call with `publish_lock` held.
+    fn sign_schedule(&self, entries: Vec<ScheduleEntry>, now: UnixTime) -> Result<u64, OriginError> {
+        let version = self.schedule.read().as_ref().map(|s| s.body.version).unwrap_or(0) + 1;
+        let signed = self.signer.sign(Schedule {
+            version,
+            issued_at: now,
+            expires_at: now.plus_secs(self.catalog_validity.as_secs()),
+            entries,
+        });
+        persist::save_schedule(&self.store, &signed)?;
+        *self.schedule.write() = Some(Arc::new(signed.clone()));
+        // No subscriber is not an error: children get the schedule when they subscribe.
+        let _ = self.announce.send(Announcement::Schedule(Box::new(signed)));
+        Ok(version)
+    }
+
+    fn refresh_schedule(&self, now: UnixTime) -> Result<Option<u64>, OriginError> {
+        let _one_publication_at_a_time = self.publish_lock.lock();
+        let Some(current) = self.schedule.read().clone() else {
+            return Ok(None);
+        };
+        if current.body.expires_at.secs_since(now) > self.catalog_validity.as_secs() / 2 {
+            return Ok(None);
+        }
+        let version = self.sign_schedule(current.body.entries.clone(), now)?;
+        tracing::info!(version, "schedule signed again before it expires");
+        Ok(Some(version))
+    }
 }
 
-/// Re-signs the catalog before it expires; checks at an eighth of the validity (at least every
+/// Re-signs the catalog and the schedule before they expire; checks at an eighth of the validity (at least every
 /// minute, at most every hour).
 async fn refresh_loop(service: Arc<Service>) {
     let every = (service.catalog_validity / 8).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = service.refresh_catalog(clock::now()) {
+        let now = clock::now();
+        if let Err(e) = service.refresh_catalog(now) {
             tracing::error!(error = %e, "could not sign the catalog again; children will refuse it once it expires");
+        }
+        if let Err(e) = service.refresh_schedule(now) {
+            tracing::error!(error = %e, "could not sign the schedule again; children will refuse it once it expires");
         }
     }
 }
@@ -319,6 +417,10 @@ impl NodeService for Service {
 
     fn catalog(&self) -> Option<Arc<Signed<Catalog>>> {
         self.catalog.read().clone()
+    }
+
+    fn schedule(&self) -> Option<Arc<Signed<Schedule>>> {
+        self.schedule.read().clone()
     }
 
     fn announcements(&self) -> broadcast::Receiver<Announcement> {

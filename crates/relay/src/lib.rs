@@ -8,7 +8,8 @@
 //!   failed verification here. A chunk is stored only after its hash checks.
 //! - [`service`]: the relay's answers to its children (catalog, manifests, chunks,
 //!   subscriptions), and its sync loop towards its parents: one subscription upstream, new
-//!   catalogs verified and pushed down, published lessons prefetched by policy.
+//!   catalogs and schedules verified, saved and pushed down, lessons prefetched by policy
+//!   (all published, only those scheduled inside the horizon, or none).
 
 mod fetch;
 mod service;

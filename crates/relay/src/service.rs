@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use courseway_content::{Catalog, ChunkId, NodeName, PublicKey, Signed, TrustState};
+use courseway_content::{Catalog, ChunkId, LessonId, NodeName, PublicKey, Schedule, Signed, TrustState};
 use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
 };
@@ -28,6 +28,9 @@ use crate::fetch::{run_fetch, serve_from_flight, Fetches, Joined};
 pub enum PrefetchPolicy {
     /// Every lesson in the catalog.
     All,
+    /// The lessons the current schedule shows from now to the end of the relay's
+    /// `schedule_horizon` (whatever the target: a relay does not know which stations are below).
+    ScheduledOnly,
     /// Nothing: chunks are fetched when a child first asks.
     None,
 }
@@ -46,6 +49,9 @@ pub struct RelayConfig {
     pub wait_timeout: Duration,
     /// Chunks prefetched at once.
     pub prefetch_concurrency: usize,
+    /// With [`PrefetchPolicy::ScheduledOnly`]: how far ahead of a showing its lesson is
+    /// prefetched.
+    pub schedule_horizon: Duration,
 }
 
 impl RelayConfig {
@@ -60,6 +66,7 @@ impl RelayConfig {
             prefetch: PrefetchPolicy::All,
             wait_timeout: Duration::from_secs(30),
             prefetch_concurrency: 4,
+            schedule_horizon: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -103,6 +110,7 @@ pub struct RelayStats {
     /// Chunks from a parent that failed verification.
     pub bad_chunks: u64,
     pub catalog_version: u64,
+    pub schedule_version: u64,
 }
 
 pub(crate) struct RelayService {
@@ -111,6 +119,7 @@ pub(crate) struct RelayService {
     upstream: Arc<Upstream>,
     trust: Mutex<TrustState>,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
+    schedule: RwLock<Option<Arc<Signed<Schedule>>>>,
     announce: broadcast::Sender<Announcement>,
     fetches: Arc<Fetches>,
     counters: Arc<Counters>,
@@ -138,12 +147,13 @@ fn manifest_key(hash: &ChunkId) -> Vec<u8> {
 }
 
 impl Relay {
-    /// Opens the store, restores the last verified catalog, starts serving children and
-    /// syncing from the parents.
+    /// Opens the store, restores the last verified catalog and schedule, starts serving children
+    /// and syncing from the parents.
     pub async fn start(config: RelayConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, RelayError> {
         let store = Arc::new(Store::open(config.store)?);
         let trust = persist::load_trust(&store, root)?;
         let catalog = trust.catalog().cloned().map(Arc::new);
+        let schedule = trust.schedule().cloned().map(Arc::new);
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let client: Client = server.client();
         let max_attempts = config.upstream.max_attempts;
@@ -155,6 +165,7 @@ impl Relay {
             upstream,
             trust: Mutex::new(trust),
             catalog: RwLock::new(catalog),
+            schedule: RwLock::new(schedule),
             announce,
             fetches: Arc::new(Fetches::default()),
             counters: Arc::new(Counters::default()),
@@ -168,8 +179,11 @@ impl Relay {
         }
         tasks.spawn(sync_loop(
             service.clone(),
-            config.prefetch,
-            config.prefetch_concurrency.max(1),
+            Prefetch {
+                policy: config.prefetch,
+                concurrency: config.prefetch_concurrency.max(1),
+                horizon: config.schedule_horizon,
+            },
         ));
         Ok(Self { service, server, tasks })
     }
@@ -201,6 +215,13 @@ impl Relay {
                 .read()
                 .as_ref()
                 .map(|c| c.body.version)
+                .unwrap_or(0),
+            schedule_version: self
+                .service
+                .schedule
+                .read()
+                .as_ref()
+                .map(|s| s.body.version)
                 .unwrap_or(0),
         }
     }
@@ -277,6 +298,27 @@ impl RelayService {
             Ok(courseway_content::Acceptance::Unchanged) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "refused a catalog from upstream");
+                false
+            }
+        }
+    }
+
+    fn accept_schedule(self: &Arc<Self>, schedule: Signed<Schedule>) -> bool {
+        let mut trust = self.trust.lock();
+        match trust.accept_schedule(schedule.clone(), clock::now()) {
+            Ok(courseway_content::Acceptance::New) => {
+                if let Err(e) = persist::save_schedule(&self.store, &schedule) {
+                    tracing::error!(error = %e, "could not save the accepted schedule");
+                }
+                let version = schedule.body.version;
+                *self.schedule.write() = Some(Arc::new(schedule.clone()));
+                let _ = self.announce.send(Announcement::Schedule(Box::new(schedule)));
+                tracing::info!(version, "accepted a new schedule");
+                true
+            }
+            Ok(courseway_content::Acceptance::Unchanged) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a schedule from upstream");
                 false
             }
         }
@@ -400,14 +442,26 @@ impl NodeService for RelayService {
         self.catalog.read().clone()
     }
 
+    fn schedule(&self) -> Option<Arc<Signed<Schedule>>> {
+        self.schedule.read().clone()
+    }
+
     fn announcements(&self) -> broadcast::Receiver<Announcement> {
         self.announce.subscribe()
     }
 }
 
+/// What the sync loop prefetches, and how.
+#[derive(Debug, Clone, Copy)]
+struct Prefetch {
+    policy: PrefetchPolicy,
+    concurrency: usize,
+    horizon: Duration,
+}
+
 /// One subscription upstream for the relay's lifetime (re-made on another parent when one
-/// fails); every new verified catalog is pushed down and, by policy, prefetched.
-async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurrency: usize) {
+/// fails); every new verified catalog and schedule is pushed down and, by policy, prefetched.
+async fn sync_loop(service: Arc<RelayService>, prefetch: Prefetch) {
     // Dropped (and so aborted) with the sync loop when the relay shuts down.
     let mut prefetching = AbortOnDrop::default();
     let mut attempt = 0u32;
@@ -426,16 +480,23 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurr
         };
         attempt = 0;
         let mut next = Some(first);
-        // The first catalog of a subscription starts a prefetch even if it is not new: after a
-        // restart or a lost parent, an earlier prefetch may not have finished.
-        let mut first_of_subscription = true;
+        // The first catalog (and schedule) of a subscription starts a prefetch even if it is not
+        // new: after a restart or a lost parent, an earlier prefetch may not have finished.
+        let (mut first_catalog, mut first_schedule) = (true, true);
         while let Some(response) = next.take() {
-            if let Response::Announce(Announcement::Catalog(c)) = response {
-                let new = service.accept_catalog(*c);
-                if (new || first_of_subscription) && prefetch == PrefetchPolicy::All {
-                    prefetching.replace(tokio::spawn(prefetch_all(service.clone(), concurrency)));
+            let restart = match response {
+                Response::Announce(Announcement::Catalog(c)) => {
+                    let (new, first) = (service.accept_catalog(*c), std::mem::take(&mut first_catalog));
+                    (new || first) && prefetch.policy != PrefetchPolicy::None
                 }
-                first_of_subscription = false;
+                Response::Announce(Announcement::Schedule(s)) => {
+                    let (new, first) = (service.accept_schedule(*s), std::mem::take(&mut first_schedule));
+                    (new || first) && prefetch.policy == PrefetchPolicy::ScheduledOnly
+                }
+                _ => false,
+            };
+            if restart {
+                prefetching.replace(tokio::spawn(run_prefetch(service.clone(), prefetch)));
             }
             match read_response(&mut recv).await {
                 Ok(r) => next = Some(r),
@@ -447,13 +508,51 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurr
     }
 }
 
-/// Fetches every chunk of every lesson in the current catalog that is not cached yet.
-async fn prefetch_all(service: Arc<RelayService>, concurrency: usize) {
-    let Some(catalog) = service.catalog.read().clone() else {
-        return;
-    };
+/// Prefetches what the policy selects from the current catalog and schedule. With
+/// [`PrefetchPolicy::ScheduledOnly`] it then waits until the next showing enters the horizon
+/// and prefetches again (a new catalog or schedule replaces this task).
+async fn run_prefetch(service: Arc<RelayService>, prefetch: Prefetch) {
+    loop {
+        let Some(catalog) = service.catalog.read().clone() else {
+            return;
+        };
+        let schedule = service.schedule.read().clone();
+        let now = clock::now();
+        let horizon = prefetch.horizon.as_secs();
+        let lessons: Vec<LessonId> = match prefetch.policy {
+            PrefetchPolicy::None => return,
+            PrefetchPolicy::All => catalog.body.entries().iter().map(|e| e.lesson.clone()).collect(),
+            PrefetchPolicy::ScheduledOnly => {
+                let mut scheduled: Vec<LessonId> = schedule
+                    .iter()
+                    .flat_map(|s| s.body.upcoming(now, horizon))
+                    .map(|e| e.lesson.clone())
+                    .collect();
+                scheduled.sort();
+                scheduled.dedup();
+                scheduled
+            }
+        };
+        prefetch_lessons(&service, &catalog, &lessons, prefetch.concurrency).await;
+        if prefetch.policy != PrefetchPolicy::ScheduledOnly {
+            return;
+        }
+        let Some(next) = schedule.and_then(|s| s.body.next_entering(clock::now(), horizon)) else {
+            return;
+        };
+        tokio::time::sleep(Duration::from_secs(next.secs_since(clock::now()))).await;
+    }
+}
+
+/// Fetches every chunk of `lessons` (those the catalog lists) that is not cached yet.
+async fn prefetch_lessons(
+    service: &Arc<RelayService>,
+    catalog: &Signed<Catalog>,
+    lessons: &[LessonId],
+    concurrency: usize,
+) {
     let mut chunks = Vec::new();
-    for entry in catalog.body.entries() {
+    for entry in lessons.iter().filter_map(|l| catalog.body.entry(l)) {
         let bytes = match service.fetch_manifest(entry.manifest).await {
             Ok(b) => b,
             Err(e) => {
@@ -482,5 +581,5 @@ async fn prefetch_all(service: Arc<RelayService>, concurrency: usize) {
         });
     }
     while running.join_next().await.is_some() {}
-    tracing::info!("prefetch complete");
+    tracing::info!(lessons = lessons.len(), "prefetch complete");
 }

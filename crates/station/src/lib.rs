@@ -1,13 +1,16 @@
 //! The station node's fetcher: follows the signed catalog from its parents and downloads the
 //! lessons it should hold, verifying every chunk, within its rate cap.
 //!
-//! - One subscription upstream (re-made on another parent when one fails) delivers catalogs;
-//!   each is checked by the station's [`TrustState`] (signature chain to the root it was
-//!   enrolled with, expiry, rollback) and saved before anything is fetched.
+//! - One subscription upstream (re-made on another parent when one fails) delivers catalogs and
+//!   schedules; each is checked by the station's [`TrustState`] (signature chain to the root it
+//!   was enrolled with, expiry, rollback) and saved before it is used. The latest schedule is
+//!   kept ([`Station::schedule`]) for the planner.
 //! - For each published lesson the [`LessonFilter`] wants, the manifest is fetched and checked
 //!   against the catalog's hash, its chunks are pinned, and the missing ones are fetched with
 //!   [`courseway_node::Upstream::fetch_chunk`]: resumed from the last byte after a cut, refused
 //!   and fetched elsewhere when the bytes do not match, paced by the station's rate cap.
+//! - A lesson that leaves the catalog (withdrawn) or the filter is unpinned, so eviction can
+//!   reclaim its chunks (those another wanted lesson also pins stay pinned).
 //! - A sync pass that could not finish (parents down) is retried; a newer catalog replaces the
 //!   pass in progress.
 //!
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courseway_content::{
-    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Signed, TrustState,
+    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustState,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
@@ -99,6 +102,8 @@ pub enum StationError {
 pub struct SyncStatus {
     /// Version of the accepted catalog (0: none yet).
     pub catalog_version: u64,
+    /// Version of the accepted schedule (0: none yet).
+    pub schedule_version: u64,
     pub lessons_wanted: u32,
     pub lessons_ready: u32,
     pub bytes_wanted: u64,
@@ -152,6 +157,7 @@ impl Station {
         let client = Client::bind(enrollment, &transport, config.bind)?;
         let status = watch::Sender::new(SyncStatus {
             catalog_version: trust.catalog().map(|c| c.body.version).unwrap_or(0),
+            schedule_version: trust.schedule().map(|s| s.body.version).unwrap_or(0),
             ..SyncStatus::default()
         });
         let state = Arc::new(State {
@@ -178,6 +184,11 @@ impl Station {
     /// Watches the sync status.
     pub fn status(&self) -> watch::Receiver<SyncStatus> {
         self.state.status.subscribe()
+    }
+
+    /// The latest verified schedule (restored from the store after a restart).
+    pub fn schedule(&self) -> Option<Signed<Schedule>> {
+        self.state.trust.lock().schedule().cloned()
     }
 
     /// The station's store (for inspection).
@@ -234,7 +245,7 @@ impl Station {
     }
 }
 
-/// Follows the parents' catalog announcements; each new catalog starts a sync pass.
+/// Follows the parents' catalog and schedule announcements; each new catalog starts a sync pass.
 async fn follow(state: Arc<State>) {
     // Dropped (and so aborted) with `follow` when the station shuts down.
     let mut pass = AbortOnDrop::default();
@@ -259,6 +270,9 @@ async fn follow(state: Arc<State>) {
         attempt = 0;
         let mut next = Some(first);
         while let Some(response) = next.take() {
+            if let Response::Announce(Announcement::Schedule(sched)) = &response {
+                accept_schedule(&state, sched);
+            }
             if let Response::Announce(Announcement::Catalog(c)) = response {
                 let accepted = state.trust.lock().accept_catalog((*c).clone(), clock::now());
                 match accepted {
@@ -283,6 +297,22 @@ async fn follow(state: Arc<State>) {
         }
         // Do not hammer a parent whose subscriptions end at once.
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Checks a schedule from upstream and, if it is newer, saves and keeps it.
+fn accept_schedule(state: &State, schedule: &Signed<Schedule>) {
+    let accepted = state.trust.lock().accept_schedule(schedule.clone(), clock::now());
+    match accepted {
+        Ok(courseway_content::Acceptance::New) => {
+            if let Err(e) = persist::save_schedule(&state.store, schedule) {
+                tracing::error!(error = %e, "could not save the accepted schedule");
+            }
+            state.status.send_modify(|s| s.schedule_version = schedule.body.version);
+            tracing::info!(station = %state.name, version = schedule.body.version, "accepted a new schedule");
+        }
+        Ok(courseway_content::Acceptance::Unchanged) => {}
+        Err(e) => tracing::warn!(station = %state.name, error = %e, "refused a schedule"),
     }
 }
 
@@ -320,6 +350,7 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
             lessons.push((manifest.id.clone(), manifest.chunk_refs()));
         }
     }
+    unpin_unwanted(state, &lessons).map_err(|e| e.to_string())?;
     let bytes_wanted: u64 = lessons
         .iter()
         .flat_map(|(_, c)| c.iter())
@@ -378,6 +409,19 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         update(state);
         if let Some(e) = failure {
             return Err(format!("lesson {lesson}: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Drops the pins of every lesson the station no longer wants (withdrawn from the catalog, or
+/// outside its filter), so eviction can reclaim their chunks. Pins are per lesson, so a chunk
+/// another wanted lesson shares stays pinned.
+fn unpin_unwanted(state: &State, wanted: &[(LessonId, Vec<ChunkRef>)]) -> Result<(), StoreError> {
+    for holder in state.store.pin_holders(PinReason::Scheduled)? {
+        if !wanted.iter().any(|(lesson, _)| lesson.as_str() == holder) {
+            let dropped = state.store.unpin_holder(PinReason::Scheduled, &holder)?;
+            tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer wanted; unpinned");
         }
     }
     Ok(())

@@ -465,6 +465,31 @@ impl Store {
         Ok(dropped.len())
     }
 
+    /// The holders that pin at least one chunk for `reason`, sorted.
+    pub fn pin_holders(&self, reason: PinReason) -> Result<Vec<String>, StoreError> {
+        let mut holders = Vec::new();
+        let mut from = vec![reason.to_u8()];
+        loop {
+            let mut iter = self
+                .db
+                .iterator_cf(self.cf(CF_PINS), IteratorMode::From(&from, Direction::Forward));
+            let Some(item) = iter.next() else { break };
+            let (key, _) = item.map_err(io("pin scan"))?;
+            if key.first() != Some(&reason.to_u8()) || key.len() < 2 + 32 {
+                break;
+            }
+            let len = usize::from(key[1]);
+            let Some(holder) = key.get(2..2 + len) else { break };
+            let holder = String::from_utf8_lossy(holder).into_owned();
+            // Past every key of this holder: its prefix, then a chunk id of all ones, then one more byte.
+            from = pin_prefix(reason.to_u8(), &holder);
+            from.extend_from_slice(&[0xff; 33]);
+            holders.push(holder);
+        }
+        holders.sort();
+        Ok(holders)
+    }
+
     /// Whether any pin holds the chunk.
     pub fn is_pinned(&self, id: &ChunkId) -> bool {
         self.state.lock().policy.is_pinned(id)

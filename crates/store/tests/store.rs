@@ -100,6 +100,38 @@ fn pins_protect_chunks_and_survive_a_restart() {
 }
 
 #[test]
+fn pin_holders_lists_each_holder_once_per_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<ChunkId> = (0..4).map(|n| chunk(200 + n, 10).0).collect();
+    {
+        let store = open(&dir, 1 << 20);
+        assert!(store.pin_holders(PinReason::Scheduled).unwrap().is_empty());
+        store.pin(&ids, PinReason::Scheduled, "lesson-b").unwrap();
+        store.pin(&ids[..1], PinReason::Scheduled, "lesson-a").unwrap();
+        // A holder whose name extends another's, and one whose chunk id is all ones.
+        store.pin(&ids[1..2], PinReason::Scheduled, "lesson-a2").unwrap();
+        store
+            .pin(&[ChunkId::from_bytes([0xff; 32])], PinReason::Scheduled, "x")
+            .unwrap();
+        store.pin(&ids, PinReason::LiveWindow, "ch-1").unwrap();
+    }
+    let store = open(&dir, 1 << 20);
+    assert_eq!(
+        store.pin_holders(PinReason::Scheduled).unwrap(),
+        ["lesson-a", "lesson-a2", "lesson-b", "x"]
+    );
+    assert_eq!(store.pin_holders(PinReason::LiveWindow).unwrap(), ["ch-1"]);
+    assert!(store.pin_holders(PinReason::OriginOwned).unwrap().is_empty());
+    store.unpin_holder(PinReason::Scheduled, "lesson-b").unwrap();
+    // lesson-a still pins the chunk it shared with lesson-b.
+    assert!(store.is_pinned(&ids[0]));
+    assert_eq!(
+        store.pin_holders(PinReason::Scheduled).unwrap(),
+        ["lesson-a", "lesson-a2", "x"]
+    );
+}
+
+#[test]
 fn a_store_full_of_pins_refuses_new_chunks_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir, 300_000);
