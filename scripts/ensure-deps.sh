@@ -11,6 +11,7 @@ COURSEWAY_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
   ffmpeg                             # ffprobe, for tests that check produced media
+  prometheus                         # promtool, for the tests of deploy/prometheus
 )
 
 missing=()

@@ -245,6 +245,25 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
         lesson_bytes as f64
     );
     assert_eq!(sample(&o, "courseway_store_pinned_bytes"), lesson_bytes as f64);
+
+    // Every metric the alert rules name is one these nodes expose (a renamed metric would leave
+    // an alert that can never fire).
+    let rules =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml")).unwrap();
+    let exposed = format!("{o}{r}{s}");
+    let used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("courseway_"))
+        .collect();
+    assert!(!used.is_empty());
+    for name in used {
+        assert!(
+            exposed
+                .lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{'])),
+            "deploy/prometheus/alerts.yml uses {name}, which no node exposes"
+        );
+    }
     station.stop();
     relay.stop();
     origin.stop();
