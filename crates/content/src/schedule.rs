@@ -24,6 +24,29 @@ pub enum Target {
     Group(AreaName),
 }
 
+/// Where a station sits, for matching schedule targets: its name (from its certificate), and
+/// the district, town and groups its operator configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Place {
+    pub station: Option<NodeName>,
+    pub district: Option<AreaName>,
+    pub town: Option<AreaName>,
+    pub groups: Vec<AreaName>,
+}
+
+impl Target {
+    /// Whether a showing for this target is for a station at `place`.
+    pub fn includes(&self, place: &Place) -> bool {
+        match self {
+            Target::All => true,
+            Target::District(d) => place.district.as_ref() == Some(d),
+            Target::Town(t) => place.town.as_ref() == Some(t),
+            Target::Station(s) => place.station.as_ref() == Some(s),
+            Target::Group(g) => place.groups.contains(g),
+        }
+    }
+}
+
 impl Encode for Target {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {

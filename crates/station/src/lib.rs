@@ -17,6 +17,8 @@
 //! The schedule-driven planner, bandwidth windows, LAN HLS page and viewing reports come with
 //! the station issue (#5).
 
+pub mod planner;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
