@@ -33,3 +33,44 @@ fn prometheus_config_and_alert_rules_pass_promtool() {
     promtool(&["check", "rules", "alerts.yml"]);
     promtool(&["test", "rules", "alerts.test.yml"]);
 }
+
+/// Every query of every Grafana dashboard, with the dashboard variables filled in.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dir = deploy().join("grafana/dashboards");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        assert!(
+            dashboard["uid"].is_string() && dashboard["title"].is_string(),
+            "{}",
+            path.display()
+        );
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap().replace("$instance", ".*");
+                out.push((format!("{} / {}", path.display(), panel["title"]), expr));
+            }
+        }
+    }
+    assert!(out.len() >= 20, "the dashboards hold {} queries", out.len());
+    out
+}
+
+#[test]
+fn every_dashboard_query_is_valid_promql() {
+    // promtool parses rule expressions: check the dashboards' queries as recording rules.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for (i, (_, expr)) in dashboard_queries().iter().enumerate() {
+        rules.push_str(&format!(
+            "      - record: dashboard_query_{i}\n        expr: {}\n",
+            serde_json::to_string(expr).unwrap()
+        ));
+    }
+    let path = dir.path().join("dashboards.rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    promtool(&["check", "rules", path.to_str().unwrap()]);
+}

@@ -246,13 +246,17 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
     );
     assert_eq!(sample(&o, "courseway_store_pinned_bytes"), lesson_bytes as f64);
 
-    // Every metric the alert rules name is one these nodes expose (a renamed metric would leave
-    // an alert that can never fire).
-    let rules =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml")).unwrap();
+    // Every metric the alert rules and the Grafana dashboards name is one these nodes expose (a
+    // renamed metric would leave an alert that never fires, a panel that stays empty).
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let mut texts = vec![std::fs::read_to_string(deploy.join("prometheus/alerts.yml")).unwrap()];
+    for entry in std::fs::read_dir(deploy.join("grafana/dashboards")).unwrap() {
+        texts.push(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
     let exposed = format!("{o}{r}{s}");
-    let used: Vec<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+    let used: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
         .filter(|w| w.starts_with("courseway_"))
         .collect();
     assert!(!used.is_empty());
@@ -261,7 +265,7 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
             exposed
                 .lines()
                 .any(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{'])),
-            "deploy/prometheus/alerts.yml uses {name}, which no node exposes"
+            "deploy/ uses the metric {name}, which no node exposes"
         );
     }
     station.stop();
