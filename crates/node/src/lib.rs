@@ -6,17 +6,20 @@
 //!   failover, and chunk fetches that resume from the last byte received and verify every chunk.
 //! - [`persist`]: the accepted catalog kept in the node's store, so rollback protection and the
 //!   last verified catalog survive a restart.
+//! - [`blocking`]: store IO run on tokio's blocking pool, never on an async worker.
 //! - [`clock`]: the one place a node reads the wall clock.
 //! - [`task`]: background tasks that never outlive their owner.
 //!
 //! This crate is IO: it sits between the pure core (content, proto) and the role crates
 //! (origin, relay, station), which keep only what is particular to their role.
 
+pub mod blocking;
 pub mod clock;
 pub mod persist;
 pub mod service;
 pub mod task;
 pub mod upstream;
 
+pub use blocking::store_io;
 pub use service::{reply_error, send_stored_chunk, serve_connection, NodeService};
 pub use upstream::{FetchStats, Parent, Upstream, UpstreamConfig, UpstreamError};

@@ -18,7 +18,7 @@ use std::time::Duration;
 use courseway_content::encoding::Encode;
 use courseway_content::{Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Signed};
 use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
-use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, NodeService};
+use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, store_io, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
 use courseway_store::{Durability, PinReason, Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
@@ -63,7 +63,7 @@ pub struct OriginStats {
 
 struct Service {
     name: NodeName,
-    store: Store,
+    store: Arc<Store>,
     signer: OnlineKey,
     catalog_validity: Duration,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
@@ -96,7 +96,7 @@ fn manifest_key(hash: &ChunkId) -> Vec<u8> {
 impl Origin {
     /// Opens the store, restores the last catalog, and starts serving.
     pub async fn start(config: OriginConfig, enrollment: Enrollment, signer: OnlineKey) -> Result<Self, OriginError> {
-        let store = Store::open(config.store)?;
+        let store = Arc::new(Store::open(config.store)?);
         let trust = persist::load_trust(&store, signer.delegation().root)?;
         let catalog = trust.catalog().cloned().map(Arc::new);
         let (announce, _) = broadcast::channel(64);
@@ -246,7 +246,7 @@ impl NodeService for Service {
     }
 
     async fn manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
-        match self.store.get_meta(&manifest_key(&hash)) {
+        match store_io(&self.store, move |s| s.get_meta(&manifest_key(&hash))).await {
             Ok(Some(bytes)) => Ok(bytes),
             Ok(None) => Err(ErrorReply::new(
                 ErrorCode::NotFound,

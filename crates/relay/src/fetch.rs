@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use courseway_content::ChunkId;
 use courseway_net::{send_response, stream_error_code, IncomingRequest, NetError};
-use courseway_node::{reply_error, Upstream, UpstreamError};
+use courseway_node::{reply_error, store_io, Upstream, UpstreamError};
 use courseway_proto::{ChunkHeader, ErrorCode, GetChunk, Response};
 use courseway_store::Store;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::service::Counters;
@@ -34,7 +34,8 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct InFlight {
     id: ChunkId,
-    data: Mutex<Vec<u8>>,
+    /// Written only by the fetch; children copy out of it under short read locks.
+    data: RwLock<Vec<u8>>,
     progress: watch::Sender<Progress>,
 }
 
@@ -73,7 +74,7 @@ impl Fetches {
         }
         let f = Arc::new(InFlight {
             id,
-            data: Mutex::new(Vec::new()),
+            data: RwLock::new(Vec::new()),
             progress: watch::Sender::new(Progress::default()),
         });
         table.insert(id, f.clone());
@@ -113,9 +114,11 @@ pub async fn run_fetch(
 ) {
     let outcome = fetch_into(&f, &upstream, &counters, max_attempts).await;
     if outcome.is_ok() {
-        let data = f.data.lock();
-        // Kept only after its hash checked (fetch_into verified it; put checks again).
-        if let Err(e) = store.put(f.id, &data) {
+        // Kept only after its hash checked (fetch_into verified it; put checks again). The write
+        // runs on a blocking thread; the read lock it holds does not stop children copying out.
+        let flight = f.clone();
+        let stored = store_io(&store, move |s| s.put(flight.id, &flight.data.read())).await;
+        if let Err(e) = stored {
             tracing::warn!(chunk = %f.id, error = %e, "verified chunk not cached; children were still served");
         }
     }
@@ -131,7 +134,7 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         if exclude.len() >= upstream.parents().len() {
             exclude.clear();
         }
-        let offset = f.data.lock().len() as u32;
+        let offset = f.data.read().len() as u32;
         let (index, header, mut recv) = match upstream.open_chunk(GetChunk { id: f.id, offset }, &exclude).await {
             Ok(opened) => opened,
             Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => return Err(reply.message),
@@ -150,7 +153,7 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         f.progress.send_modify(|p| p.size = Some(header.size));
         let size = header.size as usize;
         loop {
-            let have = f.data.lock().len();
+            let have = f.data.read().len();
             if have >= size {
                 break;
             }
@@ -167,7 +170,7 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                 Ok(Some(n)) => {
                     counters.bytes_fetched.fetch_add(n as u64, Ordering::Relaxed);
                     let received = {
-                        let mut data = f.data.lock();
+                        let mut data = f.data.write();
                         data.extend_from_slice(&piece[..n]);
                         data.len()
                     };
@@ -190,13 +193,13 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                 }
             }
         }
-        if f.data.lock().len() < size {
-            if f.data.lock().len() as u32 == offset {
+        if f.data.read().len() < size {
+            if f.data.read().len() as u32 == offset {
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
             }
             continue; // resume from where the bytes stopped
         }
-        if f.id.verify(&f.data.lock()).is_ok() {
+        if f.id.verify(&f.data.read()).is_ok() {
             return Ok(());
         }
         counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
@@ -264,7 +267,7 @@ pub async fn serve_from_flight(
             None => p.received.min(size.saturating_sub(1)),
         };
         if available > sent {
-            let bytes = f.data.lock()[sent..available].to_vec();
+            let bytes = f.data.read()[sent..available].to_vec();
             req.send.write_all(&bytes).await.map_err(|_| NetError::StreamClosed {
                 action: "stream a chunk",
             })?;

@@ -10,7 +10,8 @@ use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
 };
 use courseway_node::{
-    clock, persist, send_stored_chunk, serve_connection, task::AbortOnDrop, NodeService, Upstream, UpstreamConfig,
+    clock, persist, send_stored_chunk, serve_connection, store_io, task::AbortOnDrop, NodeService, Upstream,
+    UpstreamConfig,
 };
 use courseway_proto::{
     Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
@@ -218,11 +219,14 @@ impl Drop for Relay {
 }
 
 impl RelayService {
-    fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> bool {
-        let mut trust = self.trust.lock();
-        match trust.accept_catalog(catalog.clone(), clock::now()) {
+    async fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> bool {
+        // Only the sync loop accepts catalogs, so saves cannot overtake each other; the trust
+        // lock is not held across the (synced) write.
+        let accepted = self.trust.lock().accept_catalog(catalog.clone(), clock::now());
+        match accepted {
             Ok(courseway_content::Acceptance::New) => {
-                if let Err(e) = persist::save_catalog(&self.store, &catalog) {
+                let saved = catalog.clone();
+                if let Err(e) = store_io(&self.store, move |s| persist::save_catalog(s, &saved)).await {
                     tracing::error!(error = %e, "could not save the accepted catalog");
                 }
                 let version = catalog.body.version;
@@ -265,7 +269,7 @@ impl RelayService {
     }
 
     async fn fetch_manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
-        if let Ok(Some(bytes)) = self.store.get_meta(&manifest_key(&hash)) {
+        if let Ok(Some(bytes)) = store_io(&self.store, move |s| s.get_meta(&manifest_key(&hash))).await {
             return Ok(bytes);
         }
         let bytes = self
@@ -280,7 +284,9 @@ impl RelayService {
                 "the parent sent a manifest that does not match its hash",
             ));
         }
-        if let Err(e) = self.store.put_meta(&manifest_key(&hash), &bytes, Durability::Buffered) {
+        let cached = bytes.clone();
+        let put = move |s: &Store| s.put_meta(&manifest_key(&hash), &cached, Durability::Buffered);
+        if let Err(e) = store_io(&self.store, put).await {
             tracing::warn!(error = %e, "could not cache a manifest");
         }
         Ok(bytes)
@@ -388,7 +394,7 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: PrefetchPolicy, concurr
         let mut first_of_subscription = true;
         while let Some(response) = next.take() {
             if let Response::Announce(Announcement::Catalog(c)) = response {
-                let new = service.accept_catalog(*c);
+                let new = service.accept_catalog(*c).await;
                 if (new || first_of_subscription) && prefetch == PrefetchPolicy::All {
                     prefetching.replace(tokio::spawn(prefetch_all(service.clone(), concurrency)));
                 }

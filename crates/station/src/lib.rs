@@ -23,7 +23,7 @@ use courseway_content::{
     Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Signed, TrustState,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
-use courseway_node::{clock, persist, task::AbortOnDrop, Upstream, UpstreamConfig};
+use courseway_node::{clock, persist, store_io, task::AbortOnDrop, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
@@ -110,7 +110,7 @@ pub struct SyncStatus {
 
 struct State {
     name: NodeName,
-    store: Store,
+    store: Arc<Store>,
     upstream: Upstream,
     trust: Mutex<TrustState>,
     status: watch::Sender<SyncStatus>,
@@ -138,7 +138,7 @@ impl std::fmt::Debug for Station {
 impl Station {
     /// Opens the store, restores the accepted catalog, and starts following the parents.
     pub async fn start(config: StationConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, StationError> {
-        let store = Store::open(config.store)?;
+        let store = Arc::new(Store::open(config.store)?);
         let trust = persist::load_trust(&store, root)?;
         let mut transport = config.transport.clone();
         if let Some(cap) = config.rate_cap {
@@ -227,7 +227,9 @@ async fn follow(state: Arc<State>) {
                 let accepted = state.trust.lock().accept_catalog((*c).clone(), clock::now());
                 match accepted {
                     Ok(courseway_content::Acceptance::New) => {
-                        if let Err(e) = persist::save_catalog(&state.store, &c) {
+                        let saved = (*c).clone();
+                        let save = move |s: &Store| persist::save_catalog(s, &saved);
+                        if let Err(e) = store_io(&state.store, save).await {
                             tracing::error!(error = %e, "could not save the accepted catalog");
                         }
                         state.status.send_modify(|s| {
@@ -310,10 +312,12 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
     update(state);
     for (lesson, refs) in &lessons {
         let ids: Vec<_> = refs.iter().map(|c| c.id).collect();
-        state
-            .store
-            .pin(&ids, PinReason::Scheduled, lesson.as_str())
-            .map_err(|e| e.to_string())?;
+        let holder = lesson.clone();
+        store_io(&state.store, move |s| {
+            s.pin(&ids, PinReason::Scheduled, holder.as_str())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let mut running = JoinSet::new();
         let mut failure = None;
         for chunk in refs.iter().copied().filter(|c| !state.store.has(&c.id)) {
@@ -329,7 +333,9 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
                     .fetch_chunk(chunk, state.limiter.as_ref())
                     .await
                     .map_err(|e| e.to_string())?;
-                state.store.put(chunk.id, &bytes).map_err(|e| e.to_string())?;
+                store_io(&state.store, move |s| s.put(chunk.id, &bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 state.status.send_modify(|s| s.bytes_ready += u64::from(chunk.size));
                 Ok::<(), String>(())
             });
