@@ -62,12 +62,29 @@ pub enum UpstreamError {
     Unreachable { last: String },
     #[error("every parent refused: {0}")]
     Refused(ErrorReply),
+    #[error(
+        "no parent has it ({}); it was never published or has been withdrawn: check the catalog the request \
+         came from",
+        .0.message
+    )]
+    NotFound(ErrorReply),
     #[error("chunk {id} could not be fetched after {attempts} attempts (last problem: {last})")]
     GaveUp { id: ChunkId, attempts: u32, last: String },
     #[error("a parent answered {request} with an unexpected {got} frame")]
     Unexpected { request: &'static str, got: String },
     #[error("a parent sent a catalog that cannot be decoded: {0}")]
     Undecodable(#[from] courseway_content::DecodeError),
+}
+
+impl UpstreamError {
+    /// How a relay passes this failure down to its children: a `NotFound` stays `NotFound` (the
+    /// answer came from the top of the tree), anything else means the relay's way up failed.
+    pub fn to_reply(&self) -> ErrorReply {
+        match self {
+            UpstreamError::NotFound(reply) => reply.clone(),
+            other => ErrorReply::new(ErrorCode::UpstreamUnavailable, other.to_string()),
+        }
+    }
 }
 
 /// Counters of what fetching cost.
@@ -81,6 +98,8 @@ pub struct FetchStats {
     pub resumed: AtomicU64,
     /// Times the node switched to another parent.
     pub failovers: AtomicU64,
+    /// Chunk requests sent to parents (first requests, resumptions and retries).
+    pub chunk_requests: AtomicU64,
 }
 
 /// The parent used last, kept across failures so a switch can be counted.
@@ -247,20 +266,22 @@ impl Upstream {
     }
 
     /// Sends `request` to the best parent, failing over to the others when one is unreachable
-    /// or cannot answer (not found, overloaded, its own upstream down).
+    /// or cannot answer (not found, overloaded, its own upstream down). Each parent is asked at
+    /// most once; if one of them answered `NotFound` and none had it, the result is
+    /// [`UpstreamError::NotFound`], which callers do not retry.
     pub async fn request(&self, request: &Request) -> Result<(usize, Response, RecvStream), UpstreamError> {
         let mut exclude = Vec::new();
-        let mut last_refusal = None;
+        let mut refusals = Refusals::default();
         loop {
             let (index, conn) = match self.connection(&exclude).await {
                 Ok(c) => c,
-                Err(e) => return Err(last_refusal.map(UpstreamError::Refused).unwrap_or(e)),
+                Err(e) => return Err(refusals.into_error(e)),
             };
             match conn.request(request).await {
                 Ok((response, recv)) => return Ok((index, response, recv)),
                 Err(NetError::Refused(reply)) if retry_elsewhere(&reply) => {
                     exclude.push(index);
-                    last_refusal = Some(reply);
+                    refusals.add(reply);
                 }
                 Err(NetError::Refused(reply)) => return Err(UpstreamError::Refused(reply)),
                 Err(e) => {
@@ -290,25 +311,26 @@ impl Upstream {
     }
 
     /// Opens a chunk transfer from `offset` on a parent not in `exclude`; the body follows on
-    /// the returned stream.
+    /// the returned stream. Parents are tried as in [`Upstream::request`].
     pub async fn open_chunk(
         &self,
         get: GetChunk,
         exclude: &[usize],
     ) -> Result<(usize, ChunkHeader, RecvStream), UpstreamError> {
         let mut exclude = exclude.to_vec();
-        let mut last_refusal = None;
+        let mut refusals = Refusals::default();
         loop {
             let (index, conn) = match self.connection(&exclude).await {
                 Ok(c) => c,
-                Err(e) => return Err(last_refusal.map(UpstreamError::Refused).unwrap_or(e)),
+                Err(e) => return Err(refusals.into_error(e)),
             };
+            self.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
             match conn.request(&Request::GetChunk(get)).await {
                 Ok((Response::Chunk(header), recv)) => return Ok((index, header, recv)),
                 Ok((other, _)) => return Err(unexpected("chunk request", &other)),
                 Err(NetError::Refused(reply)) if retry_elsewhere(&reply) => {
                     exclude.push(index);
-                    last_refusal = Some(reply);
+                    refusals.add(reply);
                 }
                 Err(NetError::Refused(reply)) => return Err(UpstreamError::Refused(reply)),
                 Err(e) => {
@@ -340,9 +362,9 @@ impl Upstream {
             let offset = buf.len() as u32;
             let (index, header, mut recv) = match self.open_chunk(GetChunk { id: chunk.id, offset }, &exclude).await {
                 Ok(opened) => opened,
-                Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => {
-                    return Err(UpstreamError::Refused(reply));
-                }
+                // Every parent was asked and the chunk does not exist up the tree: asking the same
+                // parents again cannot help.
+                Err(e @ UpstreamError::NotFound(_)) => return Err(e),
                 Err(e) => {
                     last = e.to_string();
                     tokio::time::sleep(backoff(attempt)).await;
@@ -427,6 +449,33 @@ impl Upstream {
             attempts: self.config.max_attempts,
             last,
         })
+    }
+}
+
+/// The refusals collected while trying every parent once.
+#[derive(Default)]
+struct Refusals {
+    not_found: Option<ErrorReply>,
+    last: Option<ErrorReply>,
+}
+
+impl Refusals {
+    fn add(&mut self, reply: ErrorReply) {
+        if reply.code == ErrorCode::NotFound {
+            self.not_found = Some(reply);
+        } else {
+            self.last = Some(reply);
+        }
+    }
+
+    /// What to report once no parent is left to ask. A `NotFound` wins: with every parent
+    /// asked, one that is down or overloaded does not make the item exist.
+    fn into_error(self, unreachable: UpstreamError) -> UpstreamError {
+        match (self.not_found, self.last) {
+            (Some(reply), _) => UpstreamError::NotFound(reply),
+            (None, Some(reply)) => UpstreamError::Refused(reply),
+            (None, None) => unreachable,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use courseway_content::ChunkId;
 use courseway_net::{send_response, stream_error_code, IncomingRequest, NetError};
 use courseway_node::{reply_error, store_io, Upstream, UpstreamError};
-use courseway_proto::{ChunkHeader, ErrorCode, GetChunk, Response};
+use courseway_proto::{ChunkHeader, ErrorCode, ErrorReply, GetChunk, Response};
 use courseway_store::Store;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -26,8 +26,9 @@ pub struct Progress {
     pub size: Option<u32>,
     /// Bytes received so far (the buffer only grows while the fetch lives).
     pub received: usize,
-    /// Set when the fetch ends: verified, or failed with a reason.
-    pub outcome: Option<Result<(), String>>,
+    /// Set when the fetch ends: verified, or failed with the answer to give the children
+    /// (`NotFound` when the top of the tree said so, `UpstreamUnavailable` otherwise).
+    pub outcome: Option<Result<(), ErrorReply>>,
 }
 
 /// One chunk being fetched from upstream.
@@ -90,17 +91,21 @@ impl Fetches {
 
 impl InFlight {
     /// Waits for the fetch to end and returns its outcome.
-    pub async fn outcome(&self) -> Result<(), String> {
+    pub async fn outcome(&self) -> Result<(), ErrorReply> {
         let mut rx = self.progress.subscribe();
         loop {
             if let Some(outcome) = rx.borrow_and_update().outcome.clone() {
                 return outcome;
             }
             if rx.changed().await.is_err() {
-                return Err("the fetch was abandoned".into());
+                return Err(unavailable("the fetch was abandoned"));
             }
         }
     }
+}
+
+fn unavailable(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::UpstreamUnavailable, message)
 }
 
 /// Runs one fetch to its end: from the parent, resuming after cuts, verifying, storing.
@@ -126,7 +131,12 @@ pub async fn run_fetch(
     f.progress.send_modify(|p| p.outcome = Some(outcome));
 }
 
-async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_attempts: u32) -> Result<(), String> {
+async fn fetch_into(
+    f: &InFlight,
+    upstream: &Upstream,
+    counters: &Counters,
+    max_attempts: u32,
+) -> Result<(), ErrorReply> {
     let mut exclude = Vec::new();
     let mut last = String::new();
     let mut piece = vec![0u8; 64 * 1024];
@@ -137,7 +147,8 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         let offset = f.data.read().len() as u32;
         let (index, header, mut recv) = match upstream.open_chunk(GetChunk { id: f.id, offset }, &exclude).await {
             Ok(opened) => opened,
-            Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => return Err(reply.message),
+            // Every parent was asked and the chunk does not exist up the tree: say so, do not retry.
+            Err(e @ UpstreamError::NotFound(_)) => return Err(e.to_reply()),
             Err(e) => {
                 last = e.to_string();
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
@@ -184,7 +195,9 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                     // The parent abandoned the transfer. Bytes already streamed to children
                     // cannot be taken back: fail this fetch so they start over too.
                     let parent = &upstream.parents()[index].name;
-                    return Err(format!("parent {parent} abandoned the transfer (code {code})"));
+                    return Err(unavailable(format!(
+                        "parent {parent} abandoned the transfer (code {code})"
+                    )));
                 }
                 Err(e) => {
                     last = format!("transfer cut: {e}");
@@ -207,12 +220,12 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         // Children already streaming this fetch cannot be given different bytes: fail it, they
         // ask again and get a fresh fetch from another parent.
         upstream.mark_failed(index);
-        return Err(format!(
+        return Err(unavailable(format!(
             "the bytes from parent {} did not match the chunk's hash",
             upstream.parents()[index].name
-        ));
+        )));
     }
-    Err(format!("gave up after {max_attempts} attempts: {last}"))
+    Err(unavailable(format!("gave up after {max_attempts} attempts: {last}")))
 }
 
 /// Streams an in-flight chunk to one child from `get.offset`, as bytes arrive.
@@ -226,8 +239,8 @@ pub async fn serve_from_flight(
     let mut rx = f.progress.subscribe();
     let size = loop {
         let p = rx.borrow_and_update().clone();
-        if let Some(Err(reason)) = p.outcome {
-            return reply_error(req, ErrorCode::UpstreamUnavailable, reason).await;
+        if let Some(Err(reply)) = p.outcome {
+            return reply_error(req, reply.code, reply.message).await;
         }
         if let Some(size) = p.size {
             break size;

@@ -244,7 +244,7 @@ impl RelayService {
     }
 
     /// Ensures the chunk is cached, fetching it (once) if needed.
-    async fn ensure_chunk(self: &Arc<Self>, id: ChunkId) -> Result<(), String> {
+    async fn ensure_chunk(self: &Arc<Self>, id: ChunkId) -> Result<(), ErrorReply> {
         if self.store.has(&id) {
             return Ok(());
         }
@@ -272,11 +272,7 @@ impl RelayService {
         if let Ok(Some(bytes)) = store_io(&self.store, move |s| s.get_meta(&manifest_key(&hash))).await {
             return Ok(bytes);
         }
-        let bytes = self
-            .upstream
-            .fetch_manifest(hash)
-            .await
-            .map_err(|e| ErrorReply::new(ErrorCode::UpstreamUnavailable, e.to_string()))?;
+        let bytes = self.upstream.fetch_manifest(hash).await.map_err(|e| e.to_reply())?;
         if ChunkId::of(&bytes) != hash {
             self.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
             return Err(ErrorReply::new(
@@ -440,7 +436,7 @@ async fn prefetch_all(service: Arc<RelayService>, concurrency: usize) {
         let service = service.clone();
         running.spawn(async move {
             if let Err(e) = service.ensure_chunk(id).await {
-                tracing::warn!(chunk = %id, error = %e, "prefetch failed; a child's request will fetch it");
+                tracing::warn!(chunk = %id, error = %e.message, "prefetch failed; a child's request will fetch it");
             }
         });
     }
