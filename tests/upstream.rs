@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use courseway::topology::DeploymentKeys;
 use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
 use courseway_content::{ChunkId, ChunkRef, LessonId, NodeName, RenditionKind};
+use courseway_linkemu::{LinkConfig, ProxyConfig, UdpProxy};
 use courseway_net::{Client, TransportConfig};
 use courseway_node::{Parent, Upstream, UpstreamConfig, UpstreamError};
 use courseway_origin::{Origin, OriginConfig};
@@ -33,7 +34,6 @@ fn lesson(name: &str, seed: u64, segments: u32) -> BuiltLesson {
     spec.build()
 }
 
-#[allow(dead_code)] // until the tests below use it
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -71,6 +71,16 @@ fn origin_parent(origin: &Origin) -> Parent {
 
 /// A relay under `parents` that fetches only what its children ask for.
 async fn relay(dir: &std::path::Path, keys: &DeploymentKeys, name: &str, parents: Vec<Parent>) -> Relay {
+    relay_with(dir, keys, name, parents, TransportConfig::default()).await
+}
+
+async fn relay_with(
+    dir: &std::path::Path,
+    keys: &DeploymentKeys,
+    name: &str,
+    parents: Vec<Parent>,
+    transport: TransportConfig,
+) -> Relay {
     let name = NodeName::new(name).unwrap();
     let mut config = RelayConfig::new(
         name.clone(),
@@ -79,6 +89,7 @@ async fn relay(dir: &std::path::Path, keys: &DeploymentKeys, name: &str, parents
         UpstreamConfig::new(parents),
     );
     config.prefetch = PrefetchPolicy::None;
+    config.transport = transport;
     Relay::start(config, keys.enroll(Role::Relay, &name).unwrap(), keys.root_public())
         .await
         .unwrap()
@@ -93,14 +104,33 @@ fn relay_parent(relay: &Relay, name: &str) -> Parent {
 
 /// The upstream client of a station called `name` (what a station's fetcher uses).
 fn station_upstream(keys: &DeploymentKeys, name: &str, config: UpstreamConfig) -> Upstream {
+    station_upstream_with(keys, name, config, &TransportConfig::default())
+}
+
+fn station_upstream_with(
+    keys: &DeploymentKeys,
+    name: &str,
+    config: UpstreamConfig,
+    transport: &TransportConfig,
+) -> Upstream {
     let name = NodeName::new(name).unwrap();
-    let client = Client::bind(
-        keys.enroll(Role::Station, &name).unwrap(),
-        &TransportConfig::default(),
-        loopback(),
-    )
-    .unwrap();
+    let client = Client::bind(keys.enroll(Role::Station, &name).unwrap(), transport, loopback()).unwrap();
     Upstream::new(client, config)
+}
+
+fn refs(l: &BuiltLesson) -> Vec<(ChunkRef, Vec<u8>)> {
+    l.chunks
+        .iter()
+        .map(|(id, bytes)| {
+            (
+                ChunkRef {
+                    id: *id,
+                    size: bytes.len() as u32,
+                },
+                bytes.clone(),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,4 +187,111 @@ async fn what_the_origin_never_published_is_not_found_through_relays_without_ret
         .await
         .unwrap();
     assert_eq!(&fetched, bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_primary_is_probed_in_the_background_and_taken_back_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = origin(dir.path(), &keys).await;
+    let l = lesson("probe-1", 3, 8);
+    origin.publish(&[(l.manifest.clone(), &l.chunks)]).unwrap();
+    let chunks = refs(&l);
+    assert!(chunks.len() >= 6, "{} chunks", chunks.len());
+    // The primary's idle timeout is short, so an established connection through the cut link
+    // soon ends (QUIC takes the smaller of both sides' idle timeouts once connected)...
+    let short_idle = TransportConfig {
+        idle_timeout: Duration::from_secs(1),
+        keep_alive_interval: Duration::from_millis(250),
+        ..TransportConfig::default()
+    };
+    let primary = relay_with(
+        dir.path(),
+        &keys,
+        "district-p",
+        vec![origin_parent(&origin)],
+        short_idle,
+    )
+    .await;
+    let backup = relay(dir.path(), &keys, "district-b", vec![origin_parent(&origin)]).await;
+    // The primary is reached through a link that can be cut: a cut link drops every packet
+    // silently, the worst case for a connect.
+    let link = UdpProxy::start(
+        primary.local_addr().unwrap(),
+        ProxyConfig::symmetric(LinkConfig::default()),
+    )
+    .await
+    .unwrap();
+    let mut config = UpstreamConfig::new(vec![
+        Parent {
+            name: NodeName::new("district-p").unwrap(),
+            addr: link.local_addr(),
+        },
+        relay_parent(&backup, "district-b"),
+    ]);
+    // ...but the station's own is long, so a handshake into the cut link (which knows only the
+    // station's) and the connect timeout never end by themselves: any request that waited on
+    // one would hang the test. The primary is due for a re-check at every request.
+    config.connect_timeout = Duration::from_secs(3600);
+    config.primary_recheck = Duration::from_millis(50);
+    config.retry_after = Duration::from_millis(50);
+    let transport = TransportConfig {
+        idle_timeout: Duration::from_secs(3600),
+        keep_alive_interval: Duration::from_millis(250),
+        ..TransportConfig::default()
+    };
+    let station = station_upstream_with(&keys, "village-p", config, &transport);
+    let served = |r: &Relay| r.stats().bytes_served;
+    let fetch = |i: usize| {
+        let (chunk, bytes) = chunks[i].clone();
+        let station = &station;
+        async move {
+            let got = station.fetch_chunk(chunk, None).await.unwrap();
+            assert_eq!(got, bytes, "chunk {i} differs");
+            u64::from(chunk.size)
+        }
+    };
+
+    // On the primary.
+    let size = fetch(0).await;
+    assert_eq!((served(&primary), served(&backup)), (size, 0));
+
+    // Cut: once the connection has timed out, the station moves to the backup and keeps
+    // fetching from it, however long the primary stays silent.
+    link.cut();
+    wait_until("the cut connection to end", Duration::from_secs(30), || {
+        station.current_parent().is_none()
+    })
+    .await;
+    let (primary_before, backup_before) = (served(&primary), served(&backup));
+    let on_backup = async {
+        let mut bytes = 0;
+        for i in 1..4 {
+            bytes += fetch(i).await;
+            // Give the re-check time to come due (and the primary's down mark to expire).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bytes
+    };
+    let bytes = tokio::time::timeout(Duration::from_secs(60), on_backup)
+        .await
+        .expect("fetches on the backup waited on the silent primary");
+    assert_eq!(served(&primary), primary_before);
+    assert_eq!(served(&backup), backup_before + bytes);
+    assert_eq!(station.current_parent().unwrap().name.as_str(), "district-b");
+    assert_eq!(station.stats().failovers.load(Ordering::Relaxed), 1);
+
+    // Restored: the background probe finds the primary and requests go back to it.
+    link.restore();
+    wait_until("the station to return to its primary", Duration::from_secs(60), || {
+        station
+            .current_parent()
+            .is_some_and(|p| p.name.as_str() == "district-p")
+    })
+    .await;
+    assert_eq!(station.stats().failovers.load(Ordering::Relaxed), 2);
+    let (primary_before, backup_before) = (served(&primary), served(&backup));
+    let size = fetch(4).await + fetch(5).await;
+    assert_eq!(served(&primary), primary_before + size);
+    assert_eq!(served(&backup), backup_before);
 }
