@@ -295,3 +295,146 @@ async fn a_silent_primary_is_probed_in_the_background_and_taken_back_when_it_ret
     assert_eq!(served(&primary), primary_before + size);
     assert_eq!(served(&backup), backup_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_asking_a_relay_for_the_same_manifest_cost_the_origin_one_send() {
+    use courseway_content::encoding::Encode;
+    const CHILDREN: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = origin(dir.path(), &keys).await;
+    let l = lesson("manifest-1", 5, 2);
+    origin.publish(&[(l.manifest.clone(), &l.chunks)]).unwrap();
+    let relay = relay(dir.path(), &keys, "district-m", vec![origin_parent(&origin)]).await;
+    let parent = relay_parent(&relay, "district-m");
+    let children: Vec<_> = (0..CHILDREN)
+        .map(|i| {
+            let config = UpstreamConfig::new(vec![parent.clone()]);
+            std::sync::Arc::new(station_upstream(&keys, &format!("village-m{i}"), config))
+        })
+        .collect();
+    // Connected first, so the requests themselves leave together.
+    for child in &children {
+        child.connection(&[]).await.unwrap();
+    }
+    let hash = l.manifest.hash();
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CHILDREN));
+    let mut asking = tokio::task::JoinSet::new();
+    for child in &children {
+        let (child, barrier) = (child.clone(), barrier.clone());
+        asking.spawn(async move {
+            barrier.wait().await;
+            child.fetch_manifest(hash).await
+        });
+    }
+    let expected = l.manifest.to_bytes();
+    while let Some(got) = asking.join_next().await {
+        assert_eq!(got.unwrap().unwrap(), expected);
+    }
+    assert_eq!(origin.stats().manifests_sent, 1, "{:?}", origin.stats());
+    // Later askers are served from the relay's cache.
+    assert_eq!(children[0].fetch_manifest(hash).await.unwrap(), expected);
+    assert_eq!(origin.stats().manifests_sent, 1);
+}
+
+/// A parent whose manifests never match their hashes.
+struct ManifestLiar {
+    announce: tokio::sync::broadcast::Sender<courseway_proto::Announcement>,
+}
+
+impl courseway_node::NodeService for ManifestLiar {
+    fn welcome(&self) -> courseway_proto::Welcome {
+        courseway_proto::Welcome {
+            node: NodeName::new("liar").unwrap(),
+            role: Role::Relay,
+            software: "liar".into(),
+        }
+    }
+
+    async fn serve_chunk(
+        &self,
+        req: &mut courseway_net::IncomingRequest,
+        _get: courseway_proto::GetChunk,
+    ) -> Result<(), courseway_net::NetError> {
+        courseway_node::reply_error(req, ErrorCode::NotFound, "no chunks here").await
+    }
+
+    async fn manifest(&self, _hash: ChunkId) -> Result<Vec<u8>, courseway_proto::ErrorReply> {
+        Ok(b"not the manifest you asked for".to_vec())
+    }
+
+    fn catalog(&self) -> Option<std::sync::Arc<courseway_content::Signed<courseway_content::Catalog>>> {
+        None
+    }
+
+    fn announcements(&self) -> tokio::sync::broadcast::Receiver<courseway_proto::Announcement> {
+        self.announce.subscribe()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_does_not_match_its_hash_is_refused_to_every_waiter_and_never_kept() {
+    const CHILDREN: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let liar_name = NodeName::new("liar").unwrap();
+    let liar = courseway_net::Server::bind(
+        keys.enroll(Role::Relay, &liar_name).unwrap(),
+        &TransportConfig::default(),
+        loopback(),
+    )
+    .unwrap();
+    let liar_addr = liar.local_addr().unwrap();
+    let service = std::sync::Arc::new(ManifestLiar {
+        announce: tokio::sync::broadcast::channel(4).0,
+    });
+    let liar_task = tokio::spawn(async move {
+        liar.serve(move |c| courseway_node::serve_connection(service.clone(), c))
+            .await
+    });
+    let relay = relay(
+        dir.path(),
+        &keys,
+        "district-l",
+        vec![Parent {
+            name: liar_name,
+            addr: liar_addr,
+        }],
+    )
+    .await;
+    let parent = relay_parent(&relay, "district-l");
+    let children: Vec<_> = (0..CHILDREN)
+        .map(|i| {
+            let config = UpstreamConfig::new(vec![parent.clone()]);
+            std::sync::Arc::new(station_upstream(&keys, &format!("village-l{i}"), config))
+        })
+        .collect();
+    for child in &children {
+        child.connection(&[]).await.unwrap();
+    }
+    let hash = ChunkId::of(b"the real manifest");
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CHILDREN));
+    let mut asking = tokio::task::JoinSet::new();
+    for child in &children {
+        let (child, barrier) = (child.clone(), barrier.clone());
+        asking.spawn(async move {
+            barrier.wait().await;
+            child.fetch_manifest(hash).await
+        });
+    }
+    while let Some(got) = asking.join_next().await {
+        let err = got.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, UpstreamError::Refused(r) if r.code == ErrorCode::UpstreamUnavailable),
+            "{err}"
+        );
+    }
+    // Refused at the relay (a failed fetch is not handed to later askers, so children that
+    // arrive after it ended start another one)...
+    let refused = relay.stats().bad_chunks;
+    assert!((1..=CHILDREN as u64).contains(&refused), "{:?}", relay.stats());
+    // ...and nothing kept: the next request fetches (and refuses) again.
+    assert!(children[0].fetch_manifest(hash).await.is_err());
+    assert_eq!(relay.stats().bad_chunks, refused + 1, "{:?}", relay.stats());
+    liar_task.abort();
+}

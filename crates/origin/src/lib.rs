@@ -59,6 +59,8 @@ pub struct OriginStats {
     pub chunk_bytes_sent: u64,
     /// Chunk requests a child made for a chunk it had already been sent in full.
     pub duplicate_chunk_sends: u64,
+    /// Manifests sent to children.
+    pub manifests_sent: u64,
 }
 
 struct Service {
@@ -72,6 +74,7 @@ struct Service {
     chunk_bytes_sent: AtomicU64,
     sent_to: Mutex<HashSet<(NodeName, ChunkId)>>,
     duplicate_chunk_sends: AtomicU64,
+    manifests_sent: AtomicU64,
 }
 
 /// A running origin.
@@ -111,6 +114,7 @@ impl Origin {
             chunk_bytes_sent: AtomicU64::new(0),
             sent_to: Mutex::new(HashSet::new()),
             duplicate_chunk_sends: AtomicU64::new(0),
+            manifests_sent: AtomicU64::new(0),
         });
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let accept = {
@@ -140,6 +144,7 @@ impl Origin {
             catalog_version: self.catalog().map(|c| c.body.version).unwrap_or(0),
             chunk_bytes_sent: self.service.chunk_bytes_sent.load(Ordering::Relaxed),
             duplicate_chunk_sends: self.service.duplicate_chunk_sends.load(Ordering::Relaxed),
+            manifests_sent: self.service.manifests_sent.load(Ordering::Relaxed),
         }
     }
 
@@ -247,7 +252,10 @@ impl NodeService for Service {
 
     async fn manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
         match store_io(&self.store, move |s| s.get_meta(&manifest_key(&hash))).await {
-            Ok(Some(bytes)) => Ok(bytes),
+            Ok(Some(bytes)) => {
+                self.manifests_sent.fetch_add(1, Ordering::Relaxed);
+                Ok(bytes)
+            }
             Ok(None) => Err(ErrorReply::new(
                 ErrorCode::NotFound,
                 format!("no manifest {hash} is published here"),

@@ -16,12 +16,13 @@ use courseway_node::{
 use courseway_proto::{
     Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
 };
-use courseway_store::{Durability, Store, StoreConfig, StoreError};
+use courseway_store::{Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::fetch::{run_fetch, serve_from_flight, Fetches, Joined};
+use crate::manifests::{ManifestSource, Manifests};
 
 /// Which published lessons a relay fetches before any child asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,7 @@ pub(crate) struct RelayService {
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
     announce: broadcast::Sender<Announcement>,
     fetches: Arc<Fetches>,
+    manifests: Arc<Manifests>,
     counters: Arc<Counters>,
     wait_timeout: Duration,
     max_attempts: u32,
@@ -131,10 +133,6 @@ impl std::fmt::Debug for Relay {
             .field("name", &self.service.name)
             .finish_non_exhaustive()
     }
-}
-
-fn manifest_key(hash: &ChunkId) -> Vec<u8> {
-    format!("manifest/{hash}").into_bytes()
 }
 
 impl Relay {
@@ -157,6 +155,7 @@ impl Relay {
             catalog: RwLock::new(catalog),
             announce,
             fetches: Arc::new(Fetches::default()),
+            manifests: Arc::new(Manifests::default()),
             counters: Arc::new(Counters::default()),
             wait_timeout: config.wait_timeout,
             max_attempts,
@@ -268,24 +267,15 @@ impl RelayService {
         ));
     }
 
+    /// A manifest from the cache, or fetched once from the parents however many children ask.
     async fn fetch_manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
-        if let Ok(Some(bytes)) = store_io(&self.store, move |s| s.get_meta(&manifest_key(&hash))).await {
-            return Ok(bytes);
-        }
-        let bytes = self.upstream.fetch_manifest(hash).await.map_err(|e| e.to_reply())?;
-        if ChunkId::of(&bytes) != hash {
-            self.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
-            return Err(ErrorReply::new(
-                ErrorCode::UpstreamUnavailable,
-                "the parent sent a manifest that does not match its hash",
-            ));
-        }
-        let cached = bytes.clone();
-        let put = move |s: &Store| s.put_meta(&manifest_key(&hash), &cached, Durability::Buffered);
-        if let Err(e) = store_io(&self.store, put).await {
-            tracing::warn!(error = %e, "could not cache a manifest");
-        }
-        Ok(bytes)
+        let source = ManifestSource {
+            upstream: self.upstream.clone(),
+            store: self.store.clone(),
+            counters: self.counters.clone(),
+            wait: self.wait_timeout,
+        };
+        self.manifests.get(hash, &source).await
     }
 }
 
