@@ -6,6 +6,7 @@
 //!   failover, and chunk fetches that resume from the last byte received and verify every chunk.
 //! - [`persist`]: the accepted catalog and schedule kept in the node's store, so rollback
 //!   protection and the last verified catalog and schedule survive a restart.
+//! - [`blocking`]: store IO run on tokio's blocking pool, never on an async worker.
 //! - [`clock`]: the one place a node reads the wall clock.
 //! - [`task`]: background tasks that never outlive their owner.
 //! - [`http`]: a small HTTP/1.1 server (hyper) for what nodes serve over HTTP.
@@ -14,6 +15,7 @@
 //! This crate is IO: it sits between the pure core (content, proto) and the role crates
 //! (origin, relay, station), which keep only what is particular to their role.
 
+pub mod blocking;
 pub mod clock;
 pub mod http;
 pub mod metrics;
@@ -22,5 +24,6 @@ pub mod service;
 pub mod task;
 pub mod upstream;
 
+pub use blocking::store_io;
 pub use service::{reply_error, send_stored_chunk, serve_connection, NodeService};
 pub use upstream::{FetchStats, Parent, Upstream, UpstreamConfig, UpstreamError};

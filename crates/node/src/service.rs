@@ -13,6 +13,8 @@ use courseway_proto::{
     Request, Response, Topic, Welcome,
 };
 use courseway_store::{Store, StoreError};
+
+use crate::blocking::store_io;
 use tokio::sync::broadcast;
 
 /// What a role provides so that [`serve_connection`] can answer its children.
@@ -170,8 +172,9 @@ async fn subscription<S: NodeService>(
 }
 
 /// Answers a `GetChunk` from `store`: `Ok(false)` if the chunk is not stored (nothing was sent).
+/// The read runs on a blocking thread.
 pub async fn send_stored_chunk(
-    store: &Store,
+    store: &Arc<Store>,
     req: &mut IncomingRequest,
     get: GetChunk,
     limiters: &[&SharedLimiter],
@@ -180,7 +183,8 @@ pub async fn send_stored_chunk(
         Some(size) => size,
         None => return Ok(false),
     };
-    match store.get(&get.id, get.offset) {
+    let (id, offset) = (get.id, get.offset);
+    match store_io(store, move |s| s.get(&id, offset)).await {
         Ok(Some(body)) => {
             let header = ChunkHeader {
                 id: get.id,

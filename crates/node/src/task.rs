@@ -11,6 +11,11 @@ impl AbortOnDrop {
         Self(Some(task))
     }
 
+    /// Whether the owned task is still running.
+    pub fn is_running(&self) -> bool {
+        self.0.as_ref().is_some_and(|task| !task.is_finished())
+    }
+
     /// Owns `task` from now on, aborting the task owned before.
     pub fn replace(&mut self, task: tokio::task::JoinHandle<()>) {
         if let Some(old) = self.0.replace(task) {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courseway_content::{Catalog, ChunkId, ChunkRef, NodeName, Signed};
@@ -12,6 +13,8 @@ use courseway_proto::{
 };
 use parking_lot::Mutex;
 use quinn::RecvStream;
+
+use crate::task::AbortOnDrop;
 
 /// One parent: where it listens and the node name its certificate must carry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +32,8 @@ pub struct UpstreamConfig {
     pub retry_after: Duration,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
-    /// While on a backup parent, how often to try the preferred ones again.
+    /// While on a backup parent, how often to probe the preferred ones again (in the
+    /// background: requests keep going to the backup meanwhile).
     pub primary_recheck: Duration,
     /// A fetch gives up after this many failed attempts in a row (the caller retries later).
     pub max_attempts: u32,
@@ -62,12 +66,29 @@ pub enum UpstreamError {
     Unreachable { last: String },
     #[error("every parent refused: {0}")]
     Refused(ErrorReply),
+    #[error(
+        "no parent has it ({}); it was never published or has been withdrawn: check the catalog the request \
+         came from",
+        .0.message
+    )]
+    NotFound(ErrorReply),
     #[error("chunk {id} could not be fetched after {attempts} attempts (last problem: {last})")]
     GaveUp { id: ChunkId, attempts: u32, last: String },
     #[error("a parent answered {request} with an unexpected {got} frame")]
     Unexpected { request: &'static str, got: String },
     #[error("a parent sent a catalog that cannot be decoded: {0}")]
     Undecodable(#[from] courseway_content::DecodeError),
+}
+
+impl UpstreamError {
+    /// How a relay passes this failure down to its children: a `NotFound` stays `NotFound` (the
+    /// answer came from the top of the tree), anything else means the relay's way up failed.
+    pub fn to_reply(&self) -> ErrorReply {
+        match self {
+            UpstreamError::NotFound(reply) => reply.clone(),
+            other => ErrorReply::new(ErrorCode::UpstreamUnavailable, other.to_string()),
+        }
+    }
 }
 
 /// Counters of what fetching cost.
@@ -81,6 +102,8 @@ pub struct FetchStats {
     pub resumed: AtomicU64,
     /// Times the node switched to another parent.
     pub failovers: AtomicU64,
+    /// Chunk requests sent to parents (first requests, resumptions and retries).
+    pub chunk_requests: AtomicU64,
 }
 
 /// The parent used last, kept across failures so a switch can be counted.
@@ -90,66 +113,26 @@ struct LastUsed(Option<usize>);
 struct Current {
     index: usize,
     conn: PeerConnection,
-    since: Instant,
 }
 
-/// A node's link to its parents.
-pub struct Upstream {
+impl Current {
+    fn is_open(&self) -> bool {
+        self.conn.connection.close_reason().is_none()
+    }
+}
+
+/// What the requests and the background probe of preferred parents share.
+struct Shared {
     client: Client,
     config: UpstreamConfig,
     current: Mutex<Option<Current>>,
     last_used: Mutex<LastUsed>,
-    connecting: tokio::sync::Mutex<()>,
     down_until: Mutex<Vec<Option<Instant>>>,
     stats: FetchStats,
 }
 
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("parents", &self.config.parents)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Upstream {
-    /// An upstream that connects through `client`.
-    pub fn new(client: Client, config: UpstreamConfig) -> Self {
-        let n = config.parents.len();
-        Self {
-            client,
-            config,
-            current: Mutex::new(None),
-            last_used: Mutex::new(LastUsed::default()),
-            connecting: tokio::sync::Mutex::new(()),
-            down_until: Mutex::new(vec![None; n]),
-            stats: FetchStats::default(),
-        }
-    }
-
-    /// What fetching has cost so far.
-    pub fn stats(&self) -> &FetchStats {
-        &self.stats
-    }
-
-    /// The parents, in priority order.
-    pub fn parents(&self) -> &[Parent] {
-        &self.config.parents
-    }
-
-    /// The parent in use, if connected.
-    pub fn current_parent(&self) -> Option<&Parent> {
-        let index = self
-            .current
-            .lock()
-            .as_ref()
-            .filter(|c| c.conn.connection.close_reason().is_none())?
-            .index;
-        self.config.parents.get(index)
-    }
-
-    /// Marks a parent as failed: it is skipped for `retry_after`, and its connection dropped.
-    pub fn mark_failed(&self, index: usize) {
+impl Shared {
+    fn mark_failed(&self, index: usize) {
         if let Some(slot) = self.down_until.lock().get_mut(index) {
             *slot = Some(Instant::now() + self.config.retry_after);
         }
@@ -168,78 +151,175 @@ impl Upstream {
             .is_some_and(|t| t > Instant::now())
     }
 
-    /// A connection to the best reachable parent not in `exclude`.
+    /// Records that requests now go to `index`, counting a switch of parent.
+    fn used(&self, index: usize) {
+        if let Some(slot) = self.down_until.lock().get_mut(index) {
+            *slot = None;
+        }
+        let previous = self.last_used.lock().0.replace(index);
+        if previous.is_some_and(|p| p != index) {
+            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(parent = %self.config.parents[index].name, "switched parent");
+        }
+    }
+
+    async fn connect(&self, index: usize) -> Result<PeerConnection, String> {
+        let parent = &self.config.parents[index];
+        match tokio::time::timeout(
+            self.config.connect_timeout,
+            self.client.connect(parent.addr, &parent.name),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(format!("{}: {e}", parent.name)),
+            Err(_) => Err(format!(
+                "{}: no answer within {:?}",
+                parent.name, self.config.connect_timeout
+            )),
+        }
+    }
+}
+
+/// While the node is on a backup parent, tries the preferred ones every `primary_recheck` and
+/// moves requests to the best one that answers. Runs beside the requests, never in their way:
+/// a preferred parent that silently drops packets costs the probe a connect timeout, not them.
+/// Ends when the node is on its first parent or has no connection (then the next request picks
+/// the best parent itself).
+async fn probe_preferred(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(shared.config.primary_recheck).await;
+        let on = match shared.current.lock().as_ref().filter(|c| c.is_open()) {
+            Some(c) if c.index > 0 => c.index,
+            _ => return,
+        };
+        for index in 0..on {
+            match shared.connect(index).await {
+                Ok(conn) => {
+                    let mut current = shared.current.lock();
+                    // Only if nothing better happened meanwhile.
+                    if current.as_ref().is_some_and(|c| c.is_open() && c.index > index) {
+                        *current = Some(Current { index, conn });
+                        drop(current);
+                        shared.used(index);
+                        tracing::info!(parent = %shared.config.parents[index].name, "back on a preferred parent");
+                    }
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "preferred parent still unreachable");
+                    shared.mark_failed(index);
+                }
+            }
+        }
+    }
+}
+
+/// A node's link to its parents.
+pub struct Upstream {
+    shared: Arc<Shared>,
+    connecting: tokio::sync::Mutex<()>,
+    /// The background probe of preferred parents, aborted with the upstream.
+    probe: Mutex<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("parents", &self.shared.config.parents)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// An upstream that connects through `client`.
+    pub fn new(client: Client, config: UpstreamConfig) -> Self {
+        let n = config.parents.len();
+        Self {
+            shared: Arc::new(Shared {
+                client,
+                config,
+                current: Mutex::new(None),
+                last_used: Mutex::new(LastUsed::default()),
+                down_until: Mutex::new(vec![None; n]),
+                stats: FetchStats::default(),
+            }),
+            connecting: tokio::sync::Mutex::new(()),
+            probe: Mutex::new(AbortOnDrop::default()),
+        }
+    }
+
+    /// What fetching has cost so far.
+    pub fn stats(&self) -> &FetchStats {
+        &self.shared.stats
+    }
+
+    /// The parents, in priority order.
+    pub fn parents(&self) -> &[Parent] {
+        &self.shared.config.parents
+    }
+
+    /// The parent in use, if connected.
+    pub fn current_parent(&self) -> Option<&Parent> {
+        let index = self.shared.current.lock().as_ref().filter(|c| c.is_open())?.index;
+        self.shared.config.parents.get(index)
+    }
+
+    /// Marks a parent as failed: it is skipped for `retry_after`, and its connection dropped.
+    pub fn mark_failed(&self, index: usize) {
+        self.shared.mark_failed(index);
+    }
+
+    /// A connection to the best reachable parent not in `exclude`. On a backup parent, the
+    /// preferred ones are probed in the background (see `primary_recheck`).
     pub async fn connection(&self, exclude: &[usize]) -> Result<(usize, PeerConnection), UpstreamError> {
-        if self.config.parents.is_empty() {
+        let shared = &self.shared;
+        if shared.config.parents.is_empty() {
             return Err(UpstreamError::NoParents);
         }
-        let keep = |c: &Current| {
-            c.conn.connection.close_reason().is_none()
-                && !exclude.contains(&c.index)
-                && (c.index == 0 || c.since.elapsed() < self.config.primary_recheck)
-        };
-        if let Some(c) = self.current.lock().as_ref().filter(|c| keep(c)) {
+        let keep = |c: &Current| c.is_open() && !exclude.contains(&c.index);
+        if let Some(c) = shared.current.lock().as_ref().filter(|c| keep(c)) {
             return Ok((c.index, c.conn.clone()));
         }
         // A parent that closed our connection is skipped for `retry_after` (it is likely gone,
         // and dialling a dead address costs a whole connect timeout).
-        let closed = self
-            .current
-            .lock()
-            .as_ref()
-            .filter(|c| c.conn.connection.close_reason().is_some())
-            .map(|c| c.index);
+        let closed = shared.current.lock().as_ref().filter(|c| !c.is_open()).map(|c| c.index);
         if let Some(index) = closed {
-            self.mark_failed(index);
+            shared.mark_failed(index);
         }
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = self.current.lock().as_ref().filter(|c| keep(c)) {
+        if let Some(c) = shared.current.lock().as_ref().filter(|c| keep(c)) {
             return Ok((c.index, c.conn.clone()));
         }
         let mut last = String::from("every parent is marked down");
         // Healthy parents first in priority order, then those marked down (better a parent that
         // failed recently than none at all).
-        let candidates: Vec<usize> = (0..self.config.parents.len())
-            .filter(|i| !exclude.contains(i) && !self.is_down(*i))
-            .chain((0..self.config.parents.len()).filter(|i| !exclude.contains(i) && self.is_down(*i)))
+        let n = shared.config.parents.len();
+        let candidates: Vec<usize> = (0..n)
+            .filter(|i| !exclude.contains(i) && !shared.is_down(*i))
+            .chain((0..n).filter(|i| !exclude.contains(i) && shared.is_down(*i)))
             .collect();
         for index in candidates {
-            // Still connected to a backup and trying the preferred parents again: stop at the backup.
-            if let Some(c) = self.current.lock().as_mut() {
-                if c.index == index && c.conn.connection.close_reason().is_none() && !exclude.contains(&index) {
-                    c.since = Instant::now();
-                    return Ok((c.index, c.conn.clone()));
-                }
-            }
-            let parent = &self.config.parents[index];
-            match tokio::time::timeout(
-                self.config.connect_timeout,
-                self.client.connect(parent.addr, &parent.name),
-            )
-            .await
-            {
-                Ok(Ok(conn)) => {
-                    let previous = self.last_used.lock().0.replace(index);
-                    if previous.is_some_and(|p| p != index) {
-                        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(parent = %parent.name, "switched parent");
-                    }
+            match shared.connect(index).await {
+                Ok(conn) => {
+                    shared.used(index);
                     if exclude.is_empty() {
-                        *self.current.lock() = Some(Current {
+                        *shared.current.lock() = Some(Current {
                             index,
                             conn: conn.clone(),
-                            since: Instant::now(),
                         });
+                        if index > 0 {
+                            let mut probe = self.probe.lock();
+                            if !probe.is_running() {
+                                probe.replace(tokio::spawn(probe_preferred(shared.clone())));
+                            }
+                        }
                     }
                     return Ok((index, conn));
                 }
-                Ok(Err(e)) => {
-                    last = format!("{}: {e}", parent.name);
-                    self.mark_failed(index);
-                }
-                Err(_) => {
-                    last = format!("{}: no answer within {:?}", parent.name, self.config.connect_timeout);
-                    self.mark_failed(index);
+                Err(e) => {
+                    last = e;
+                    shared.mark_failed(index);
                 }
             }
         }
@@ -247,24 +327,26 @@ impl Upstream {
     }
 
     /// Sends `request` to the best parent, failing over to the others when one is unreachable
-    /// or cannot answer (not found, overloaded, its own upstream down).
+    /// or cannot answer (not found, overloaded, its own upstream down). Each parent is asked at
+    /// most once; if one of them answered `NotFound` and none had it, the result is
+    /// [`UpstreamError::NotFound`], which callers do not retry.
     pub async fn request(&self, request: &Request) -> Result<(usize, Response, RecvStream), UpstreamError> {
         let mut exclude = Vec::new();
-        let mut last_refusal = None;
+        let mut refusals = Refusals::default();
         loop {
             let (index, conn) = match self.connection(&exclude).await {
                 Ok(c) => c,
-                Err(e) => return Err(last_refusal.map(UpstreamError::Refused).unwrap_or(e)),
+                Err(e) => return Err(refusals.into_error(e)),
             };
             match conn.request(request).await {
                 Ok((response, recv)) => return Ok((index, response, recv)),
                 Err(NetError::Refused(reply)) if retry_elsewhere(&reply) => {
                     exclude.push(index);
-                    last_refusal = Some(reply);
+                    refusals.add(reply);
                 }
                 Err(NetError::Refused(reply)) => return Err(UpstreamError::Refused(reply)),
                 Err(e) => {
-                    tracing::debug!(parent = %self.config.parents[index].name, error = %e, "request failed");
+                    tracing::debug!(parent = %self.shared.config.parents[index].name, error = %e, "request failed");
                     self.mark_failed(index);
                     exclude.push(index);
                 }
@@ -290,29 +372,30 @@ impl Upstream {
     }
 
     /// Opens a chunk transfer from `offset` on a parent not in `exclude`; the body follows on
-    /// the returned stream.
+    /// the returned stream. Parents are tried as in [`Upstream::request`].
     pub async fn open_chunk(
         &self,
         get: GetChunk,
         exclude: &[usize],
     ) -> Result<(usize, ChunkHeader, RecvStream), UpstreamError> {
         let mut exclude = exclude.to_vec();
-        let mut last_refusal = None;
+        let mut refusals = Refusals::default();
         loop {
             let (index, conn) = match self.connection(&exclude).await {
                 Ok(c) => c,
-                Err(e) => return Err(last_refusal.map(UpstreamError::Refused).unwrap_or(e)),
+                Err(e) => return Err(refusals.into_error(e)),
             };
+            self.shared.stats.chunk_requests.fetch_add(1, Ordering::Relaxed);
             match conn.request(&Request::GetChunk(get)).await {
                 Ok((Response::Chunk(header), recv)) => return Ok((index, header, recv)),
                 Ok((other, _)) => return Err(unexpected("chunk request", &other)),
                 Err(NetError::Refused(reply)) if retry_elsewhere(&reply) => {
                     exclude.push(index);
-                    last_refusal = Some(reply);
+                    refusals.add(reply);
                 }
                 Err(NetError::Refused(reply)) => return Err(UpstreamError::Refused(reply)),
                 Err(e) => {
-                    tracing::debug!(parent = %self.config.parents[index].name, error = %e, "chunk request failed");
+                    tracing::debug!(parent = %self.shared.config.parents[index].name, error = %e, "chunk request failed");
                     self.mark_failed(index);
                     exclude.push(index);
                 }
@@ -333,16 +416,16 @@ impl Upstream {
         let mut exclude: Vec<usize> = Vec::new();
         let mut last = String::new();
         let mut piece = vec![0u8; 64 * 1024];
-        for attempt in 1..=self.config.max_attempts {
-            if exclude.len() >= self.config.parents.len() {
+        for attempt in 1..=self.shared.config.max_attempts {
+            if exclude.len() >= self.shared.config.parents.len() {
                 exclude.clear();
             }
             let offset = buf.len() as u32;
             let (index, header, mut recv) = match self.open_chunk(GetChunk { id: chunk.id, offset }, &exclude).await {
                 Ok(opened) => opened,
-                Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => {
-                    return Err(UpstreamError::Refused(reply));
-                }
+                // Every parent was asked and the chunk does not exist up the tree: asking the same
+                // parents again cannot help.
+                Err(e @ UpstreamError::NotFound(_)) => return Err(e),
                 Err(e) => {
                     last = e.to_string();
                     tokio::time::sleep(backoff(attempt)).await;
@@ -350,37 +433,38 @@ impl Upstream {
                 }
             };
             if offset > 0 {
-                self.stats.resumed.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.resumed.fetch_add(1, Ordering::Relaxed);
             }
             if header.id != chunk.id || header.size != chunk.size || header.offset != offset {
                 last = format!(
                     "parent {} sent a header for another chunk or offset",
-                    self.config.parents[index].name
+                    self.shared.config.parents[index].name
                 );
-                self.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
                 buf.clear();
                 exclude.push(index);
                 continue;
             }
             while buf.len() < size {
                 let want = piece.len().min(size - buf.len());
-                let read = match tokio::time::timeout(self.config.stall_timeout, recv.read(&mut piece[..want])).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        last = format!(
-                            "no bytes from {} for {:?}",
-                            self.config.parents[index].name, self.config.stall_timeout
-                        );
-                        self.mark_failed(index);
-                        break;
-                    }
-                };
+                let read =
+                    match tokio::time::timeout(self.shared.config.stall_timeout, recv.read(&mut piece[..want])).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            last = format!(
+                                "no bytes from {} for {:?}",
+                                self.shared.config.parents[index].name, self.shared.config.stall_timeout
+                            );
+                            self.mark_failed(index);
+                            break;
+                        }
+                    };
                 match read {
                     Ok(Some(n)) => {
                         if let Some(l) = limiter {
                             l.acquire(n as u64).await;
                         }
-                        self.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+                        self.shared.stats.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                         buf.extend_from_slice(&piece[..n]);
                     }
                     Ok(None) => {
@@ -392,13 +476,13 @@ impl Upstream {
                         // may not continue correctly elsewhere, so start the chunk over.
                         last = format!(
                             "{} abandoned the transfer (code {code})",
-                            self.config.parents[index].name
+                            self.shared.config.parents[index].name
                         );
                         buf.clear();
                         break;
                     }
                     Err(e) => {
-                        last = format!("transfer from {} cut: {e}", self.config.parents[index].name);
+                        last = format!("transfer from {} cut: {e}", self.shared.config.parents[index].name);
                         self.mark_failed(index);
                         break;
                     }
@@ -413,20 +497,47 @@ impl Upstream {
             if chunk.id.verify(&buf).is_ok() {
                 return Ok(buf);
             }
-            self.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(chunk = %chunk.id, parent = %self.config.parents[index].name, "chunk failed verification; refused, fetching it elsewhere");
+            self.shared.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(chunk = %chunk.id, parent = %self.shared.config.parents[index].name, "chunk failed verification; refused, fetching it elsewhere");
             last = format!(
                 "bytes from {} did not match the chunk's hash",
-                self.config.parents[index].name
+                self.shared.config.parents[index].name
             );
             buf.clear();
             exclude.push(index);
         }
         Err(UpstreamError::GaveUp {
             id: chunk.id,
-            attempts: self.config.max_attempts,
+            attempts: self.shared.config.max_attempts,
             last,
         })
+    }
+}
+
+/// The refusals collected while trying every parent once.
+#[derive(Default)]
+struct Refusals {
+    not_found: Option<ErrorReply>,
+    last: Option<ErrorReply>,
+}
+
+impl Refusals {
+    fn add(&mut self, reply: ErrorReply) {
+        if reply.code == ErrorCode::NotFound {
+            self.not_found = Some(reply);
+        } else {
+            self.last = Some(reply);
+        }
+    }
+
+    /// What to report once no parent is left to ask. A `NotFound` wins: with every parent
+    /// asked, one that is down or overloaded does not make the item exist.
+    fn into_error(self, unreachable: UpstreamError) -> UpstreamError {
+        match (self.not_found, self.last) {
+            (Some(reply), _) => UpstreamError::NotFound(reply),
+            (None, Some(reply)) => UpstreamError::Refused(reply),
+            (None, None) => unreachable,
+        }
     }
 }
 

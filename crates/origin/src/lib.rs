@@ -23,7 +23,7 @@ use courseway_content::{
 };
 use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
-use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, NodeService};
+use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, store_io, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
 use courseway_store::{Durability, PinReason, Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
@@ -70,11 +70,13 @@ pub struct OriginStats {
     pub chunk_bytes_sent: u64,
     /// Chunk requests a child made for a chunk it had already been sent in full.
     pub duplicate_chunk_sends: u64,
+    /// Manifests sent to children.
+    pub manifests_sent: u64,
 }
 
 struct Service {
     name: NodeName,
-    store: Store,
+    store: Arc<Store>,
     signer: OnlineKey,
     catalog_validity: Duration,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
@@ -84,6 +86,7 @@ struct Service {
     chunk_bytes_sent: AtomicU64,
     sent_to: Mutex<HashSet<(NodeName, ChunkId)>>,
     duplicate_chunk_sends: AtomicU64,
+    manifests_sent: AtomicU64,
 }
 
 /// A running origin.
@@ -109,7 +112,7 @@ fn manifest_key(hash: &ChunkId) -> Vec<u8> {
 impl Origin {
     /// Opens the store, restores the last catalog and schedule, and starts serving.
     pub async fn start(config: OriginConfig, enrollment: Enrollment, signer: OnlineKey) -> Result<Self, OriginError> {
-        let store = Store::open(config.store)?;
+        let store = Arc::new(Store::open(config.store)?);
         let trust = persist::load_trust(&store, signer.delegation().root)?;
         let catalog = trust.catalog().cloned().map(Arc::new);
         let schedule = trust.schedule().cloned().map(Arc::new);
@@ -126,6 +129,7 @@ impl Origin {
             chunk_bytes_sent: AtomicU64::new(0),
             sent_to: Mutex::new(HashSet::new()),
             duplicate_chunk_sends: AtomicU64::new(0),
+            manifests_sent: AtomicU64::new(0),
         });
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let accept = {
@@ -163,6 +167,7 @@ impl Origin {
             schedule_version: self.schedule().map(|s| s.body.version).unwrap_or(0),
             chunk_bytes_sent: self.service.chunk_bytes_sent.load(Ordering::Relaxed),
             duplicate_chunk_sends: self.service.duplicate_chunk_sends.load(Ordering::Relaxed),
+            manifests_sent: self.service.manifests_sent.load(Ordering::Relaxed),
         }
     }
 
@@ -405,8 +410,11 @@ impl NodeService for Service {
     }
 
     async fn manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
-        match self.store.get_meta(&manifest_key(&hash)) {
-            Ok(Some(bytes)) => Ok(bytes),
+        match store_io(&self.store, move |s| s.get_meta(&manifest_key(&hash))).await {
+            Ok(Some(bytes)) => {
+                self.manifests_sent.fetch_add(1, Ordering::Relaxed);
+                Ok(bytes)
+            }
             Ok(None) => Err(ErrorReply::new(
                 ErrorCode::NotFound,
                 format!("no manifest {hash} is published here"),

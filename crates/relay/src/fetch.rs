@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use courseway_content::ChunkId;
 use courseway_net::{send_response, stream_error_code, IncomingRequest, NetError};
-use courseway_node::{reply_error, Upstream, UpstreamError};
-use courseway_proto::{ChunkHeader, ErrorCode, GetChunk, Response};
+use courseway_node::{reply_error, store_io, Upstream, UpstreamError};
+use courseway_proto::{ChunkHeader, ErrorCode, ErrorReply, GetChunk, Response};
 use courseway_store::Store;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use crate::service::Counters;
@@ -26,15 +26,17 @@ pub struct Progress {
     pub size: Option<u32>,
     /// Bytes received so far (the buffer only grows while the fetch lives).
     pub received: usize,
-    /// Set when the fetch ends: verified, or failed with a reason.
-    pub outcome: Option<Result<(), String>>,
+    /// Set when the fetch ends: verified, or failed with the answer to give the children
+    /// (`NotFound` when the top of the tree said so, `UpstreamUnavailable` otherwise).
+    pub outcome: Option<Result<(), ErrorReply>>,
 }
 
 /// One chunk being fetched from upstream.
 #[derive(Debug)]
 pub struct InFlight {
     id: ChunkId,
-    data: Mutex<Vec<u8>>,
+    /// Written only by the fetch; children copy out of it under short read locks.
+    data: RwLock<Vec<u8>>,
     progress: watch::Sender<Progress>,
 }
 
@@ -73,7 +75,7 @@ impl Fetches {
         }
         let f = Arc::new(InFlight {
             id,
-            data: Mutex::new(Vec::new()),
+            data: RwLock::new(Vec::new()),
             progress: watch::Sender::new(Progress::default()),
         });
         table.insert(id, f.clone());
@@ -89,17 +91,21 @@ impl Fetches {
 
 impl InFlight {
     /// Waits for the fetch to end and returns its outcome.
-    pub async fn outcome(&self) -> Result<(), String> {
+    pub async fn outcome(&self) -> Result<(), ErrorReply> {
         let mut rx = self.progress.subscribe();
         loop {
             if let Some(outcome) = rx.borrow_and_update().outcome.clone() {
                 return outcome;
             }
             if rx.changed().await.is_err() {
-                return Err("the fetch was abandoned".into());
+                return Err(unavailable("the fetch was abandoned"));
             }
         }
     }
+}
+
+fn unavailable(message: impl Into<String>) -> ErrorReply {
+    ErrorReply::new(ErrorCode::UpstreamUnavailable, message)
 }
 
 /// Runs one fetch to its end: from the parent, resuming after cuts, verifying, storing.
@@ -113,9 +119,11 @@ pub async fn run_fetch(
 ) {
     let outcome = fetch_into(&f, &upstream, &counters, max_attempts).await;
     if outcome.is_ok() {
-        let data = f.data.lock();
-        // Kept only after its hash checked (fetch_into verified it; put checks again).
-        if let Err(e) = store.put(f.id, &data) {
+        // Kept only after its hash checked (fetch_into verified it; put checks again). The write
+        // runs on a blocking thread; the read lock it holds does not stop children copying out.
+        let flight = f.clone();
+        let stored = store_io(&store, move |s| s.put(flight.id, &flight.data.read())).await;
+        if let Err(e) = stored {
             tracing::warn!(chunk = %f.id, error = %e, "verified chunk not cached; children were still served");
         }
     }
@@ -123,7 +131,12 @@ pub async fn run_fetch(
     f.progress.send_modify(|p| p.outcome = Some(outcome));
 }
 
-async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_attempts: u32) -> Result<(), String> {
+async fn fetch_into(
+    f: &InFlight,
+    upstream: &Upstream,
+    counters: &Counters,
+    max_attempts: u32,
+) -> Result<(), ErrorReply> {
     let mut exclude = Vec::new();
     let mut last = String::new();
     let mut piece = vec![0u8; 64 * 1024];
@@ -131,10 +144,11 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         if exclude.len() >= upstream.parents().len() {
             exclude.clear();
         }
-        let offset = f.data.lock().len() as u32;
+        let offset = f.data.read().len() as u32;
         let (index, header, mut recv) = match upstream.open_chunk(GetChunk { id: f.id, offset }, &exclude).await {
             Ok(opened) => opened,
-            Err(UpstreamError::Refused(reply)) if reply.code == ErrorCode::NotFound => return Err(reply.message),
+            // Every parent was asked and the chunk does not exist up the tree: say so, do not retry.
+            Err(e @ UpstreamError::NotFound(_)) => return Err(e.to_reply()),
             Err(e) => {
                 last = e.to_string();
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
@@ -150,7 +164,7 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         f.progress.send_modify(|p| p.size = Some(header.size));
         let size = header.size as usize;
         loop {
-            let have = f.data.lock().len();
+            let have = f.data.read().len();
             if have >= size {
                 break;
             }
@@ -167,7 +181,7 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                 Ok(Some(n)) => {
                     counters.bytes_fetched.fetch_add(n as u64, Ordering::Relaxed);
                     let received = {
-                        let mut data = f.data.lock();
+                        let mut data = f.data.write();
                         data.extend_from_slice(&piece[..n]);
                         data.len()
                     };
@@ -181,7 +195,9 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                     // The parent abandoned the transfer. Bytes already streamed to children
                     // cannot be taken back: fail this fetch so they start over too.
                     let parent = &upstream.parents()[index].name;
-                    return Err(format!("parent {parent} abandoned the transfer (code {code})"));
+                    return Err(unavailable(format!(
+                        "parent {parent} abandoned the transfer (code {code})"
+                    )));
                 }
                 Err(e) => {
                     last = format!("transfer cut: {e}");
@@ -190,13 +206,13 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
                 }
             }
         }
-        if f.data.lock().len() < size {
-            if f.data.lock().len() as u32 == offset {
+        if f.data.read().len() < size {
+            if f.data.read().len() as u32 == offset {
                 tokio::time::sleep(Duration::from_millis(100 << attempt.min(5))).await;
             }
             continue; // resume from where the bytes stopped
         }
-        if f.id.verify(&f.data.lock()).is_ok() {
+        if f.id.verify(&f.data.read()).is_ok() {
             return Ok(());
         }
         counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
@@ -204,12 +220,12 @@ async fn fetch_into(f: &InFlight, upstream: &Upstream, counters: &Counters, max_
         // Children already streaming this fetch cannot be given different bytes: fail it, they
         // ask again and get a fresh fetch from another parent.
         upstream.mark_failed(index);
-        return Err(format!(
+        return Err(unavailable(format!(
             "the bytes from parent {} did not match the chunk's hash",
             upstream.parents()[index].name
-        ));
+        )));
     }
-    Err(format!("gave up after {max_attempts} attempts: {last}"))
+    Err(unavailable(format!("gave up after {max_attempts} attempts: {last}")))
 }
 
 /// Streams an in-flight chunk to one child from `get.offset`, as bytes arrive.
@@ -223,8 +239,8 @@ pub async fn serve_from_flight(
     let mut rx = f.progress.subscribe();
     let size = loop {
         let p = rx.borrow_and_update().clone();
-        if let Some(Err(reason)) = p.outcome {
-            return reply_error(req, ErrorCode::UpstreamUnavailable, reason).await;
+        if let Some(Err(reply)) = p.outcome {
+            return reply_error(req, reply.code, reply.message).await;
         }
         if let Some(size) = p.size {
             break size;
@@ -264,7 +280,7 @@ pub async fn serve_from_flight(
             None => p.received.min(size.saturating_sub(1)),
         };
         if available > sent {
-            let bytes = f.data.lock()[sent..available].to_vec();
+            let bytes = f.data.read()[sent..available].to_vec();
             req.send.write_all(&bytes).await.map_err(|_| NetError::StreamClosed {
                 action: "stream a chunk",
             })?;

@@ -11,17 +11,19 @@ use courseway_net::{
 };
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{
-    clock, persist, send_stored_chunk, serve_connection, task::AbortOnDrop, NodeService, Upstream, UpstreamConfig,
+    clock, persist, send_stored_chunk, serve_connection, store_io, task::AbortOnDrop, NodeService, Upstream,
+    UpstreamConfig,
 };
 use courseway_proto::{
     Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
 };
-use courseway_store::{Durability, Store, StoreConfig, StoreError};
+use courseway_store::{Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::fetch::{run_fetch, serve_from_flight, Fetches, Joined};
+use crate::manifests::{ManifestSource, Manifests};
 
 /// Which published lessons a relay fetches before any child asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,7 @@ pub(crate) struct RelayService {
     schedule: RwLock<Option<Arc<Signed<Schedule>>>>,
     announce: broadcast::Sender<Announcement>,
     fetches: Arc<Fetches>,
+    manifests: Arc<Manifests>,
     counters: Arc<Counters>,
     wait_timeout: Duration,
     max_attempts: u32,
@@ -140,10 +143,6 @@ impl std::fmt::Debug for Relay {
             .field("name", &self.service.name)
             .finish_non_exhaustive()
     }
-}
-
-fn manifest_key(hash: &ChunkId) -> Vec<u8> {
-    format!("manifest/{hash}").into_bytes()
 }
 
 impl Relay {
@@ -168,6 +167,7 @@ impl Relay {
             schedule: RwLock::new(schedule),
             announce,
             fetches: Arc::new(Fetches::default()),
+            manifests: Arc::new(Manifests::default()),
             counters: Arc::new(Counters::default()),
             wait_timeout: config.wait_timeout,
             max_attempts,
@@ -282,11 +282,14 @@ impl Drop for Relay {
 }
 
 impl RelayService {
-    fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> bool {
-        let mut trust = self.trust.lock();
-        match trust.accept_catalog(catalog.clone(), clock::now()) {
+    async fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> bool {
+        // Only the sync loop accepts catalogs, so saves cannot overtake each other; the trust
+        // lock is not held across the (synced) write.
+        let accepted = self.trust.lock().accept_catalog(catalog.clone(), clock::now());
+        match accepted {
             Ok(courseway_content::Acceptance::New) => {
-                if let Err(e) = persist::save_catalog(&self.store, &catalog) {
+                let saved = catalog.clone();
+                if let Err(e) = store_io(&self.store, move |s| persist::save_catalog(s, &saved)).await {
                     tracing::error!(error = %e, "could not save the accepted catalog");
                 }
                 let version = catalog.body.version;
@@ -303,11 +306,13 @@ impl RelayService {
         }
     }
 
-    fn accept_schedule(self: &Arc<Self>, schedule: Signed<Schedule>) -> bool {
-        let mut trust = self.trust.lock();
-        match trust.accept_schedule(schedule.clone(), clock::now()) {
+    async fn accept_schedule(self: &Arc<Self>, schedule: Signed<Schedule>) -> bool {
+        // As for catalogs: the trust lock is not held across the (synced) write.
+        let accepted = self.trust.lock().accept_schedule(schedule.clone(), clock::now());
+        match accepted {
             Ok(courseway_content::Acceptance::New) => {
-                if let Err(e) = persist::save_schedule(&self.store, &schedule) {
+                let saved = schedule.clone();
+                if let Err(e) = store_io(&self.store, move |s| persist::save_schedule(s, &saved)).await {
                     tracing::error!(error = %e, "could not save the accepted schedule");
                 }
                 let version = schedule.body.version;
@@ -325,7 +330,7 @@ impl RelayService {
     }
 
     /// Ensures the chunk is cached, fetching it (once) if needed.
-    async fn ensure_chunk(self: &Arc<Self>, id: ChunkId) -> Result<(), String> {
+    async fn ensure_chunk(self: &Arc<Self>, id: ChunkId) -> Result<(), ErrorReply> {
         if self.store.has(&id) {
             return Ok(());
         }
@@ -349,26 +354,15 @@ impl RelayService {
         ));
     }
 
+    /// A manifest from the cache, or fetched once from the parents however many children ask.
     async fn fetch_manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
-        if let Ok(Some(bytes)) = self.store.get_meta(&manifest_key(&hash)) {
-            return Ok(bytes);
-        }
-        let bytes = self
-            .upstream
-            .fetch_manifest(hash)
-            .await
-            .map_err(|e| ErrorReply::new(ErrorCode::UpstreamUnavailable, e.to_string()))?;
-        if ChunkId::of(&bytes) != hash {
-            self.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
-            return Err(ErrorReply::new(
-                ErrorCode::UpstreamUnavailable,
-                "the parent sent a manifest that does not match its hash",
-            ));
-        }
-        if let Err(e) = self.store.put_meta(&manifest_key(&hash), &bytes, Durability::Buffered) {
-            tracing::warn!(error = %e, "could not cache a manifest");
-        }
-        Ok(bytes)
+        let source = ManifestSource {
+            upstream: self.upstream.clone(),
+            store: self.store.clone(),
+            counters: self.counters.clone(),
+            wait: self.wait_timeout,
+        };
+        self.manifests.get(hash, &source).await
     }
 }
 
@@ -486,11 +480,11 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: Prefetch) {
         while let Some(response) = next.take() {
             let restart = match response {
                 Response::Announce(Announcement::Catalog(c)) => {
-                    let (new, first) = (service.accept_catalog(*c), std::mem::take(&mut first_catalog));
+                    let (new, first) = (service.accept_catalog(*c).await, std::mem::take(&mut first_catalog));
                     (new || first) && prefetch.policy != PrefetchPolicy::None
                 }
                 Response::Announce(Announcement::Schedule(s)) => {
-                    let (new, first) = (service.accept_schedule(*s), std::mem::take(&mut first_schedule));
+                    let (new, first) = (service.accept_schedule(*s).await, std::mem::take(&mut first_schedule));
                     (new || first) && prefetch.policy == PrefetchPolicy::ScheduledOnly
                 }
                 _ => false,
@@ -576,7 +570,7 @@ async fn prefetch_lessons(
         let service = service.clone();
         running.spawn(async move {
             if let Err(e) = service.ensure_chunk(id).await {
-                tracing::warn!(chunk = %id, error = %e, "prefetch failed; a child's request will fetch it");
+                tracing::warn!(chunk = %id, error = %e.message, "prefetch failed; a child's request will fetch it");
             }
         });
     }

@@ -29,7 +29,7 @@ use courseway_content::{
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
-use courseway_node::{clock, persist, task::AbortOnDrop, Upstream, UpstreamConfig};
+use courseway_node::{clock, persist, store_io, task::AbortOnDrop, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
@@ -118,7 +118,7 @@ pub struct SyncStatus {
 
 struct State {
     name: NodeName,
-    store: Store,
+    store: Arc<Store>,
     upstream: Upstream,
     trust: Mutex<TrustState>,
     status: watch::Sender<SyncStatus>,
@@ -146,7 +146,7 @@ impl std::fmt::Debug for Station {
 impl Station {
     /// Opens the store, restores the accepted catalog, and starts following the parents.
     pub async fn start(config: StationConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, StationError> {
-        let store = Store::open(config.store)?;
+        let store = Arc::new(Store::open(config.store)?);
         let trust = persist::load_trust(&store, root)?;
         let mut transport = config.transport.clone();
         if let Some(cap) = config.rate_cap {
@@ -273,13 +273,15 @@ async fn follow(state: Arc<State>) {
         let mut next = Some(first);
         while let Some(response) = next.take() {
             if let Response::Announce(Announcement::Schedule(sched)) = &response {
-                accept_schedule(&state, sched);
+                accept_schedule(&state, sched).await;
             }
             if let Response::Announce(Announcement::Catalog(c)) = response {
                 let accepted = state.trust.lock().accept_catalog((*c).clone(), clock::now());
                 match accepted {
                     Ok(courseway_content::Acceptance::New) => {
-                        if let Err(e) = persist::save_catalog(&state.store, &c) {
+                        let saved = (*c).clone();
+                        let save = move |s: &Store| persist::save_catalog(s, &saved);
+                        if let Err(e) = store_io(&state.store, save).await {
                             tracing::error!(error = %e, "could not save the accepted catalog");
                         }
                         state.status.send_modify(|s| {
@@ -303,11 +305,12 @@ async fn follow(state: Arc<State>) {
 }
 
 /// Checks a schedule from upstream and, if it is newer, saves and keeps it.
-fn accept_schedule(state: &State, schedule: &Signed<Schedule>) {
+async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) {
     let accepted = state.trust.lock().accept_schedule(schedule.clone(), clock::now());
     match accepted {
         Ok(courseway_content::Acceptance::New) => {
-            if let Err(e) = persist::save_schedule(&state.store, schedule) {
+            let saved = schedule.clone();
+            if let Err(e) = store_io(&state.store, move |s| persist::save_schedule(s, &saved)).await {
                 tracing::error!(error = %e, "could not save the accepted schedule");
             }
             state.status.send_modify(|s| s.schedule_version = schedule.body.version);
@@ -379,10 +382,12 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
     update(state);
     for (lesson, refs) in &lessons {
         let ids: Vec<_> = refs.iter().map(|c| c.id).collect();
-        state
-            .store
-            .pin(&ids, PinReason::Scheduled, lesson.as_str())
-            .map_err(|e| e.to_string())?;
+        let holder = lesson.clone();
+        store_io(&state.store, move |s| {
+            s.pin(&ids, PinReason::Scheduled, holder.as_str())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         let mut running = JoinSet::new();
         let mut failure = None;
         for chunk in refs.iter().copied().filter(|c| !state.store.has(&c.id)) {
@@ -398,7 +403,9 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
                     .fetch_chunk(chunk, state.limiter.as_ref())
                     .await
                     .map_err(|e| e.to_string())?;
-                state.store.put(chunk.id, &bytes).map_err(|e| e.to_string())?;
+                store_io(&state.store, move |s| s.put(chunk.id, &bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 state.status.send_modify(|s| s.bytes_ready += u64::from(chunk.size));
                 Ok::<(), String>(())
             });

@@ -12,7 +12,7 @@ use rocksdb::{
 use thiserror::Error;
 
 use crate::keys::*;
-use crate::policy::{Change, PolicyConfig, PolicyError, S3Fifo};
+use crate::policy::{Change, EntryState, PolicyConfig, PolicyError, S3Fifo};
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -160,6 +160,9 @@ impl Verification {
 
 struct State {
     policy: S3Fifo,
+    /// The chunk a [`Store::put`] has admitted to `policy` but not yet written (at most one:
+    /// writes are serialised). It is not reported as stored until its batch is on disk.
+    pending: Option<ChunkId>,
     /// Pins per chunk (a chunk may be pinned by several lessons or reasons).
     pin_counts: HashMap<ChunkId, u32>,
     /// Chunks whose hit counter changed since it was last written.
@@ -169,11 +172,34 @@ struct State {
     corrupt_chunks: u64,
 }
 
+impl State {
+    /// The chunk's entry, if it is stored (written, not merely admitted).
+    fn stored(&self, id: &ChunkId) -> Option<EntryState> {
+        if self.pending.as_ref() == Some(id) {
+            return None;
+        }
+        self.policy.entry(id)
+    }
+}
+
 /// A chunk store. Cheap to share behind an `Arc`; every method takes `&self`.
+///
+/// Every method blocks on disk IO except `has`, `size_of`, `is_pinned`, `stats` and
+/// `chunk_ids`, which only read memory: async callers run the others on a blocking thread.
+///
+/// Two locks. `state` guards the in-memory policy and is only ever held for memory work, so
+/// the memory-only methods never wait on the disk. `write_order` is held by every method that
+/// writes, from the moment it decides what to write until the batch is on disk: batches land in
+/// the order their policy changes were made (a batch evicting a chunk can never overtake the
+/// batch that stored it), and nothing else changes the policy's structure while a write is in
+/// flight, so a failed write can rebuild the policy from disk. While a batch is in flight,
+/// memory is at most one batch ahead of disk: the evicted chunks already read as misses, the
+/// admitted chunk does not read as stored until its batch landed (`State::pending`).
 pub struct Store {
     db: DB,
     config: StoreConfig,
     state: Mutex<State>,
+    write_order: Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -239,6 +265,7 @@ impl Store {
             db,
             config,
             state: Mutex::new(state),
+            write_order: Mutex::new(()),
         })
     }
 
@@ -263,36 +290,54 @@ impl Store {
             return Err(StoreError::TooLarge { size: bytes.len() });
         }
         id.verify(bytes)?;
-        let mut state = self.state.lock();
-        if state.policy.contains(&id) {
-            state.policy.access(&id);
-            state.dirty_hits.insert(id);
-            return Ok(PutOutcome::AlreadyPresent);
-        }
+        let _in_order = self.write_order.lock();
         let mut changes = Vec::new();
-        let admitted = state.policy.insert(id, bytes.len() as u32, &mut changes);
+        let admitted = {
+            let mut state = self.state.lock();
+            if state.policy.contains(&id) {
+                state.policy.access(&id);
+                state.dirty_hits.insert(id);
+                return Ok(PutOutcome::AlreadyPresent);
+            }
+            let admitted = state.policy.insert(id, bytes.len() as u32, &mut changes);
+            if admitted.is_ok() {
+                state.pending = Some(id);
+            }
+            for change in &changes {
+                if let Change::Evicted { id, size } = change {
+                    state.evicted_bytes += u64::from(*size);
+                    state.evicted_chunks += 1;
+                    state.dirty_hits.remove(id);
+                }
+            }
+            admitted
+        };
         let mut batch = WriteBatch::default();
         self.add_changes(&mut batch, &changes);
         if admitted.is_ok() {
             batch.put_cf(self.cf(CF_CHUNKS), id.as_bytes(), bytes);
         }
-        if let Err(source) = self.db.write_opt(batch, &self.chunk_write_options()) {
+        let written = self.db.write_opt(batch, &self.chunk_write_options());
+        if let Err(source) = written {
             // Memory ran ahead of disk: rebuild the policy from what is really stored.
-            state.policy = load_state(&self.db, &self.config)?.policy;
+            self.reload_policy()?;
             return Err(StoreError::Io {
                 operation: "chunk write",
                 source,
             });
         }
-        for change in &changes {
-            if let Change::Evicted { id, size } = change {
-                state.evicted_bytes += u64::from(*size);
-                state.evicted_chunks += 1;
-                state.dirty_hits.remove(id);
-            }
-        }
+        self.state.lock().pending = None;
         admitted?;
         Ok(PutOutcome::Stored)
+    }
+
+    /// Rebuilds the policy from disk after a failed write. Call with `write_order` held.
+    fn reload_policy(&self) -> Result<(), StoreError> {
+        let loaded = load_state(&self.db, &self.config);
+        let mut state = self.state.lock();
+        state.pending = None;
+        state.policy = loaded?.policy;
+        Ok(())
     }
 
     fn add_changes(&self, batch: &mut WriteBatch, changes: &[Change]) {
@@ -313,19 +358,19 @@ impl Store {
 
     /// Whether the chunk is stored.
     pub fn has(&self, id: &ChunkId) -> bool {
-        self.state.lock().policy.contains(id)
+        self.state.lock().stored(id).is_some()
     }
 
     /// The stored chunk's size.
     pub fn size_of(&self, id: &ChunkId) -> Option<u32> {
-        self.state.lock().policy.entry(id).map(|e| e.size)
+        self.state.lock().stored(id).map(|e| e.size)
     }
 
     /// The chunk's bytes from `offset` to its end, or `None` if it is not stored. Counts as a hit.
     pub fn get(&self, id: &ChunkId, offset: u32) -> Result<Option<Vec<u8>>, StoreError> {
         {
             let mut state = self.state.lock();
-            let Some(entry) = state.policy.entry(id) else {
+            let Some(entry) = state.stored(id) else {
                 return Ok(None);
             };
             if offset > entry.size {
@@ -358,9 +403,14 @@ impl Store {
 
     fn drop_corrupt(&self, id: &ChunkId, reason: &'static str) -> StoreError {
         tracing::error!(chunk = %id, reason, "damaged chunk dropped from the store");
-        let mut state = self.state.lock();
-        state.corrupt_chunks += 1;
-        if state.policy.remove(id).is_some() {
+        let _in_order = self.write_order.lock();
+        let removed = {
+            let mut state = self.state.lock();
+            state.corrupt_chunks += 1;
+            state.dirty_hits.remove(id);
+            state.policy.remove(id).is_some()
+        };
+        if removed {
             let mut batch = WriteBatch::default();
             batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
             batch.delete_cf(self.cf(CF_ENTRIES), id.as_bytes());
@@ -373,21 +423,28 @@ impl Store {
 
     /// Deletes a chunk that is not pinned. Returns whether it was stored.
     pub fn remove(&self, id: &ChunkId) -> Result<bool, StoreError> {
-        let mut state = self.state.lock();
-        if state.policy.is_pinned(id) {
-            return Err(StoreError::Pinned { id: *id });
-        }
-        if !state.policy.contains(id) {
-            return Ok(false);
+        let _in_order = self.write_order.lock();
+        {
+            // Gone from memory first, so a concurrent `get` reads a miss, not a missing body.
+            let mut state = self.state.lock();
+            if state.policy.is_pinned(id) {
+                return Err(StoreError::Pinned { id: *id });
+            }
+            if state.policy.remove(id).is_none() {
+                return Ok(false);
+            }
+            state.dirty_hits.remove(id);
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
         batch.delete_cf(self.cf(CF_ENTRIES), id.as_bytes());
-        self.db
-            .write_opt(batch, &self.chunk_write_options())
-            .map_err(io("chunk delete"))?;
-        state.policy.remove(id);
-        state.dirty_hits.remove(id);
+        if let Err(source) = self.db.write_opt(batch, &self.chunk_write_options()) {
+            self.reload_policy()?;
+            return Err(StoreError::Io {
+                operation: "chunk delete",
+                source,
+            });
+        }
         Ok(true)
     }
 
@@ -399,7 +456,7 @@ impl Store {
                 holder: holder.to_owned(),
             });
         }
-        let mut state = self.state.lock();
+        let _in_order = self.write_order.lock();
         let mut batch = WriteBatch::default();
         let mut new = Vec::new();
         for id in ids {
@@ -418,6 +475,7 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(io("pin write"))?;
+        let mut state = self.state.lock();
         for id in new {
             *state.pin_counts.entry(id).or_default() += 1;
             state.policy.set_pinned(id, true);
@@ -433,7 +491,7 @@ impl Store {
             });
         }
         let prefix = pin_prefix(reason.to_u8(), holder);
-        let mut state = self.state.lock();
+        let _in_order = self.write_order.lock();
         let mut batch = WriteBatch::default();
         let mut dropped = Vec::new();
         let iter = self
@@ -452,6 +510,7 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(batch, &wo).map_err(io("unpin write"))?;
+        let mut state = self.state.lock();
         for id in &dropped {
             let remaining = state.pin_counts.get_mut(id).map(|c| {
                 *c -= 1;
@@ -521,18 +580,28 @@ impl Store {
     /// Writes the hit counters that changed since the last flush. Run it now and then; a crash
     /// loses only the counters since the last flush (eviction gets a little less precise).
     pub fn flush_policy(&self) -> Result<(), StoreError> {
-        let mut state = self.state.lock();
-        if state.dirty_hits.is_empty() {
+        let _in_order = self.write_order.lock();
+        let mut batch = WriteBatch::default();
+        let flushed: Vec<ChunkId> = {
+            let mut state = self.state.lock();
+            let dirty = std::mem::take(&mut state.dirty_hits);
+            for id in &dirty {
+                if let Some(e) = state.policy.entry(id) {
+                    batch.put_cf(self.cf(CF_ENTRIES), id.as_bytes(), encode_entry(&e));
+                }
+            }
+            dirty.into_iter().collect()
+        };
+        if flushed.is_empty() {
             return Ok(());
         }
-        let mut batch = WriteBatch::default();
-        for id in &state.dirty_hits {
-            if let Some(e) = state.policy.entry(id) {
-                batch.put_cf(self.cf(CF_ENTRIES), id.as_bytes(), encode_entry(&e));
-            }
+        if let Err(source) = self.db.write(batch) {
+            self.state.lock().dirty_hits.extend(flushed);
+            return Err(StoreError::Io {
+                operation: "policy flush",
+                source,
+            });
         }
-        self.db.write(batch).map_err(io("policy flush"))?;
-        state.dirty_hits.clear();
         Ok(())
     }
 
@@ -556,7 +625,14 @@ impl Store {
 
     /// The ids of every stored chunk.
     pub fn chunk_ids(&self) -> Vec<ChunkId> {
-        self.state.lock().policy.entries().map(|(id, _)| *id).collect()
+        let state = self.state.lock();
+        let pending = state.pending;
+        state
+            .policy
+            .entries()
+            .map(|(id, _)| *id)
+            .filter(|id| Some(*id) != pending)
+            .collect()
     }
 
     /// Reads and hashes every stored chunk, and checks that entries and bodies match one to one.
@@ -640,6 +716,7 @@ fn load_state(db: &DB, config: &StoreConfig) -> Result<State, StoreError> {
     );
     Ok(State {
         policy,
+        pending: None,
         pin_counts,
         dirty_hits: HashSet::new(),
         evicted_bytes: 0,
