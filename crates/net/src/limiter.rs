@@ -77,6 +77,14 @@ impl TokenBucket {
         self.limit
     }
 
+    /// Changes the limit from `now` on: credit earned so far counts at the old rate, and is
+    /// capped at the new burst.
+    pub fn set_limit(&mut self, limit: RateLimit, now: Instant) {
+        self.refill(now);
+        self.limit = limit;
+        self.credit = self.credit.min(Self::capacity(limit));
+    }
+
     fn capacity(limit: RateLimit) -> u128 {
         u128::from(limit.burst) * NANOS_PER_SEC
     }
@@ -169,6 +177,20 @@ mod tests {
         assert_eq!(b.available(t0), 0);
         assert_eq!(b.available(t1), 0);
         assert_eq!(b.available(t1 + Duration::from_millis(10)), 10);
+    }
+
+    #[test]
+    fn a_new_limit_applies_from_then_on() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(limit(1000, 1000), t0);
+        assert!(b.try_take(1000, t0));
+        // Half a second at the old rate, then the rate drops to a tenth.
+        let t1 = t0 + Duration::from_millis(500);
+        b.set_limit(limit(100, 100), t1);
+        // 500 bytes earned, capped at the new burst of 100.
+        assert_eq!(b.available(t1), 100);
+        assert!(b.try_take(100, t1));
+        assert_eq!(b.time_until(50, t1), Some(Duration::from_millis(500)));
     }
 
     #[test]

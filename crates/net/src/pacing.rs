@@ -42,6 +42,11 @@ impl SharedLimiter {
         self.bucket.lock().limit()
     }
 
+    /// Changes the limit for every holder of this limiter, from now on.
+    pub fn set_limit(&self, limit: RateLimit) {
+        self.bucket.lock().set_limit(limit, now());
+    }
+
     /// Waits until `n` bytes may be sent and takes them. More than the burst is taken in
     /// burst-sized parts, one after another.
     pub async fn acquire(&self, mut n: u64) {

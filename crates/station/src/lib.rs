@@ -14,25 +14,34 @@
 //! - A sync pass that could not finish (parents down) is retried; a newer catalog replaces the
 //!   pass in progress.
 //!
-//! The schedule-driven planner, bandwidth windows, LAN HLS page and viewing reports come with
-//! the station issue (#5).
+//! - [`planner`] (pure) orders the downloads by the schedule: the lessons shown here soonest
+//!   first, with a finish estimate for each and an at-risk flag for those that will miss their
+//!   showing; [`throttle`] applies the bandwidth windows and the daily quota to the rate cap and
+//!   measures goodput. Both are re-run every [`PACER_TICK`] and on every new catalog or schedule.
+//!
+//! The LAN HLS page and viewing reports come with the station issue (#5).
 
 pub mod planner;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use courseway_content::schedule::Place;
 use courseway_content::{
-    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustState,
+    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustState, UnixTime,
 };
-use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, SharedLimiter, TransportConfig};
+use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, store_io, task::AbortOnDrop, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
+
+use crate::planner::{next_showings, plan, BandwidthPolicy, LessonNeed, Plan, PlanContext};
+use crate::throttle::Throttle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -69,6 +78,13 @@ pub struct StationConfig {
     pub concurrency: usize,
     /// Wait before retrying a sync pass that could not finish.
     pub retry_after: Duration,
+    /// Where the station sits, for matching schedule targets (its name is filled in from the
+    /// config's `name`).
+    pub place: Place,
+    /// Bandwidth windows and daily quota; shares apply to `rate_cap` (the line's rate).
+    pub bandwidth: BandwidthPolicy,
+    /// A lesson must be ready this long before its showing, or it is at risk.
+    pub ready_margin: Duration,
 }
 
 impl StationConfig {
@@ -84,6 +100,9 @@ impl StationConfig {
             rate_cap: None,
             concurrency: 2,
             retry_after: Duration::from_secs(5),
+            place: Place::default(),
+            bandwidth: BandwidthPolicy::default(),
+            ready_margin: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -114,7 +133,18 @@ pub struct SyncStatus {
     pub bad_chunks: u64,
     /// Every wanted lesson of the accepted catalog is held.
     pub synced: bool,
+    /// Wanted lessons with a showing here still ahead.
+    pub lessons_due: u32,
+    /// Lessons that will not be ready by their showing minus the margin.
+    pub lessons_at_risk: u32,
+    /// Measured goodput at a full share of the line, bytes per second (None until measured).
+    pub goodput: Option<u64>,
+    /// When every wanted lesson was last held (None: not since the station started).
+    pub last_synced_at: Option<UnixTime>,
 }
+
+/// How often the throttle and the plan are brought up to date.
+pub const PACER_TICK: Duration = Duration::from_secs(5);
 
 struct State {
     name: NodeName,
@@ -122,7 +152,12 @@ struct State {
     upstream: Upstream,
     trust: Mutex<TrustState>,
     status: watch::Sender<SyncStatus>,
-    limiter: Option<SharedLimiter>,
+    throttle: Throttle,
+    place: Place,
+    ready_margin: Duration,
+    /// The wanted lessons of the current sync pass, in catalog order.
+    wanted: Mutex<Vec<(LessonId, Vec<ChunkRef>)>>,
+    plan: Mutex<Option<Arc<Plan>>>,
     filter: LessonFilter,
     concurrency: usize,
     retry_after: Duration,
@@ -162,19 +197,30 @@ impl Station {
             schedule_version: trust.schedule().map(|s| s.body.version).unwrap_or(0),
             ..SyncStatus::default()
         });
+        let throttle_store = store.clone();
         let state = Arc::new(State {
-            name: config.name,
+            name: config.name.clone(),
             store,
             upstream: Upstream::new(client.clone(), config.upstream),
             trust: Mutex::new(trust),
             status,
-            limiter: config.rate_cap.map(SharedLimiter::new),
+            throttle: Throttle::new(config.bandwidth, config.rate_cap, throttle_store),
+            place: Place {
+                station: Some(config.name.clone()),
+                ..config.place
+            },
+            ready_margin: config.ready_margin,
+            wanted: Mutex::new(Vec::new()),
+            plan: Mutex::new(None),
             filter: config.filter,
             concurrency: config.concurrency.max(1),
             retry_after: config.retry_after,
         });
+        // The window and quota in force from the first chunk on.
+        state.throttle.tick(clock::now(), 0, false);
         let mut tasks = JoinSet::new();
         tasks.spawn(follow(state.clone()));
+        tasks.spawn(pace(state.clone()));
         Ok(Self { state, client, tasks })
     }
 
@@ -191,6 +237,12 @@ impl Station {
     /// The latest verified schedule (restored from the store after a restart).
     pub fn schedule(&self) -> Option<Signed<Schedule>> {
         self.state.trust.lock().schedule().cloned()
+    }
+
+    /// The current download plan: lessons in download order with finish estimates and at-risk
+    /// flags (None before the first sync pass has listed the wanted lessons).
+    pub fn plan(&self) -> Option<Arc<Plan>> {
+        self.state.plan.lock().clone()
     }
 
     /// The station's store (for inspection).
@@ -233,6 +285,38 @@ impl Station {
                 "1 when every wanted lesson of the accepted catalog is held",
                 i64::from(status.synced),
             )?;
+            s.gauge(
+                "station_lessons_due",
+                "Wanted lessons with a showing here still ahead",
+                i64::from(status.lessons_due),
+            )?;
+            s.gauge(
+                "station_lessons_at_risk",
+                "Lessons that will not be ready by their showing minus the margin",
+                i64::from(status.lessons_at_risk),
+            )?;
+            s.gauge(
+                "station_goodput_bytes_per_second",
+                "Measured download goodput at a full share of the line (0 until measured)",
+                status.goodput.map_or(0, |g| i64::try_from(g).unwrap_or(i64::MAX)),
+            )?;
+            s.gauge(
+                "station_last_synced_timestamp_seconds",
+                "When every wanted lesson was last held, Unix time (0: not since start)",
+                status
+                    .last_synced_at
+                    .map_or(0, |t| i64::try_from(t.0).unwrap_or(i64::MAX)),
+            )?;
+            s.gauge(
+                "station_downloads_allowed",
+                "1 when the bandwidth window and the daily quota allow downloads now",
+                i64::from(st.throttle.is_open()),
+            )?;
+            s.gauge(
+                "station_downloaded_today_bytes",
+                "Bytes downloaded since local midnight (counted against the daily quota)",
+                i64::try_from(st.throttle.used_today()).unwrap_or(i64::MAX),
+            )?;
             metrics::scrape_catalog(s, st.trust.lock().catalog(), clock::now())?;
             metrics::scrape_store(s, &st.store.stats())?;
             metrics::scrape_upstream(s, st.upstream.stats())
@@ -273,7 +357,13 @@ async fn follow(state: Arc<State>) {
         let mut next = Some(first);
         while let Some(response) = next.take() {
             if let Response::Announce(Announcement::Schedule(sched)) = &response {
-                accept_schedule(&state, sched).await;
+                // A new schedule changes the download order: start the pass again.
+                let current = state.trust.lock().catalog().cloned();
+                if accept_schedule(&state, sched).await {
+                    if let Some(catalog) = current {
+                        pass.replace(tokio::spawn(sync(state.clone(), catalog)));
+                    }
+                }
             }
             if let Response::Announce(Announcement::Catalog(c)) = response {
                 let accepted = state.trust.lock().accept_catalog((*c).clone(), clock::now());
@@ -305,7 +395,7 @@ async fn follow(state: Arc<State>) {
 }
 
 /// Checks a schedule from upstream and, if it is newer, saves and keeps it.
-async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) {
+async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) -> bool {
     let accepted = state.trust.lock().accept_schedule(schedule.clone(), clock::now());
     match accepted {
         Ok(courseway_content::Acceptance::New) => {
@@ -315,9 +405,13 @@ async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) {
             }
             state.status.send_modify(|s| s.schedule_version = schedule.body.version);
             tracing::info!(station = %state.name, version = schedule.body.version, "accepted a new schedule");
+            true
         }
-        Ok(courseway_content::Acceptance::Unchanged) => {}
-        Err(e) => tracing::warn!(station = %state.name, error = %e, "refused a schedule"),
+        Ok(courseway_content::Acceptance::Unchanged) => false,
+        Err(e) => {
+            tracing::warn!(station = %state.name, error = %e, "refused a schedule");
+            false
+        }
     }
 }
 
@@ -326,7 +420,10 @@ async fn sync(state: Arc<State>, catalog: Signed<Catalog>) {
     loop {
         match sync_pass(&state, &catalog).await {
             Ok(()) => {
-                state.status.send_modify(|s| s.synced = true);
+                state.status.send_modify(|s| {
+                    s.synced = true;
+                    s.last_synced_at = Some(clock::now());
+                });
                 tracing::info!(station = %state.name, version = catalog.body.version, "synced");
                 return;
             }
@@ -356,6 +453,11 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         }
     }
     unpin_unwanted(state, &lessons).map_err(|e| e.to_string())?;
+    *state.wanted.lock() = lessons.clone();
+    // Download in the plan's order: the lesson shown here soonest first.
+    let planned = replan(state);
+    let position = |id: &LessonId| planned.lessons.iter().position(|l| &l.lesson == id);
+    lessons.sort_by_key(|(id, _)| position(id));
     let bytes_wanted: u64 = lessons
         .iter()
         .flat_map(|(_, c)| c.iter())
@@ -391,6 +493,8 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         let mut running = JoinSet::new();
         let mut failure = None;
         for chunk in refs.iter().copied().filter(|c| !state.store.has(&c.id)) {
+            // Outside the bandwidth windows, or the day's quota spent: wait.
+            state.throttle.wait_open().await;
             while running.len() >= state.concurrency {
                 if let Some(Ok(Err(e))) = running.join_next().await {
                     failure = Some(e);
@@ -400,7 +504,7 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
             running.spawn(async move {
                 let bytes = state
                     .upstream
-                    .fetch_chunk(chunk, state.limiter.as_ref())
+                    .fetch_chunk(chunk, state.throttle.limiter())
                     .await
                     .map_err(|e| e.to_string())?;
                 store_io(&state.store, move |s| s.put(chunk.id, &bytes))
@@ -416,11 +520,85 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
             }
         }
         update(state);
+        replan(state);
         if let Some(e) = failure {
             return Err(format!("lesson {lesson}: {e}"));
         }
     }
     Ok(())
+}
+
+/// Plans the wanted lessons of the current pass from what is held now, the schedule and the
+/// throttle; keeps the plan and its figures in the status.
+fn replan(state: &State) -> Arc<Plan> {
+    let now = clock::now();
+    let showings = state
+        .trust
+        .lock()
+        .schedule()
+        .map(|s| next_showings(&s.body, &state.place, now))
+        .unwrap_or_default();
+    let needs: Vec<LessonNeed> = state
+        .wanted
+        .lock()
+        .iter()
+        .map(|(lesson, refs)| LessonNeed {
+            lesson: lesson.clone(),
+            remaining_bytes: refs
+                .iter()
+                .filter(|c| !state.store.has(&c.id))
+                .map(|c| u64::from(c.size))
+                .sum(),
+            showing: showings.get(lesson).copied(),
+        })
+        .collect();
+    let planned = Arc::new(plan(
+        needs,
+        &PlanContext {
+            now,
+            link_bytes_per_sec: state.throttle.link_bytes_per_sec(),
+            policy: state.throttle.policy(),
+            used_today: state.throttle.used_today(),
+            margin_secs: state.ready_margin.as_secs(),
+        },
+    ));
+    let due = planned.lessons.iter().filter(|l| l.showing.is_some()).count() as u32;
+    let at_risk = planned.at_risk().count() as u32;
+    for l in planned.at_risk() {
+        tracing::warn!(
+            station = %state.name,
+            lesson = %l.lesson,
+            showing = ?l.showing,
+            estimated_ready = ?l.estimated_ready,
+            "lesson will not be ready before its showing"
+        );
+    }
+    let goodput = state.throttle.measured_goodput();
+    state.status.send_if_modified(|s| {
+        let changed = (s.lessons_due, s.lessons_at_risk, s.goodput) != (due, at_risk, goodput);
+        (s.lessons_due, s.lessons_at_risk, s.goodput) = (due, at_risk, goodput);
+        changed
+    });
+    *state.plan.lock() = Some(planned.clone());
+    planned
+}
+
+/// Every [`PACER_TICK`]: the throttle follows the clock (windows, quota, goodput) and the plan
+/// is brought up to date.
+async fn pace(state: Arc<State>) {
+    let mut tick = tokio::time::interval(PACER_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let received = state.upstream.stats().bytes_received.load(Ordering::Relaxed);
+        let downloading = !state.status.borrow().synced;
+        let throttle_state = state.clone();
+        store_io(&state.store, move |_| {
+            throttle_state.throttle.tick(clock::now(), received, downloading)
+        })
+        .await;
+        replan(&state);
+    }
 }
 
 /// Drops the pins of every lesson the station no longer wants (withdrawn from the catalog, or
