@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use bytesize::ByteSize;
-use courseway_content::{Category, NodeName};
+use courseway_content::schedule::Place;
+use courseway_content::{AreaName, Category, NodeName};
 use courseway_net::{CongestionControl, RateLimit, TransportConfig};
 use courseway_node::{Parent, UpstreamConfig};
 use courseway_relay::PrefetchPolicy;
+use courseway_station::planner::{BandwidthPolicy, BandwidthWindow, TimeOfDay};
 use courseway_station::LessonFilter;
 use courseway_store::StoreConfig;
 use serde::de::Error as _;
@@ -384,6 +386,99 @@ pub struct StationSection {
     /// Only lessons with one of these tags (absent or empty: any).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The district (county) this station is in, for schedule targets.
+    pub district: Option<AreaValue>,
+    /// The town this station is in, for schedule targets.
+    pub town: Option<AreaValue>,
+    /// Named groups this station belongs to, for schedule targets.
+    #[serde(default)]
+    pub groups: Vec<AreaValue>,
+    /// Minutes before a showing its lesson must be ready (else it is reported at risk).
+    pub ready_margin_minutes: Option<u64>,
+    #[serde(default)]
+    pub bandwidth: Option<BandwidthSection>,
+}
+
+/// `[station.bandwidth]`: how much of the village line the station may use, and when.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandwidthSection {
+    /// Percent of `rate_limit` outside every window.
+    pub default_share_percent: Option<u8>,
+    /// Bytes per local day, e.g. "5 GB" (absent: no quota).
+    pub daily_quota: Option<ByteSize>,
+    /// Local time's offset from UTC in hours, e.g. 8 for China.
+    pub utc_offset_hours: Option<i8>,
+    /// `[[station.bandwidth.window]]`: the first window containing a time of day gives its share.
+    #[serde(default)]
+    pub window: Vec<WindowSection>,
+}
+
+/// `[[station.bandwidth.window]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSection {
+    /// "HH:MM" local time.
+    pub from: TimeValue,
+    /// "HH:MM" local time; before `from` means the window runs past midnight.
+    pub until: TimeValue,
+    /// Percent of `rate_limit` in this window.
+    pub share_percent: u8,
+}
+
+/// A time of day in a config file.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeValue(pub TimeOfDay);
+
+impl<'de> Deserialize<'de> for TimeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map(Self).map_err(D::Error::custom)
+    }
+}
+
+/// A district, town or group name in a config file.
+#[derive(Debug, Clone)]
+pub struct AreaValue(pub AreaName);
+
+impl<'de> Deserialize<'de> for AreaValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        AreaName::new(s).map(Self).map_err(D::Error::custom)
+    }
+}
+
+fn bandwidth_policy(section: Option<BandwidthSection>, cap: Option<&RateLimit>) -> anyhow::Result<BandwidthPolicy> {
+    let Some(b) = section else {
+        return Ok(BandwidthPolicy::default());
+    };
+    let mut policy = BandwidthPolicy::default();
+    let percent = |key: &str, v: u8| -> anyhow::Result<u8> {
+        ensure!(v <= 100, "{key} = {v} is not a percentage; give 0 to 100");
+        Ok(v)
+    };
+    if let Some(p) = b.default_share_percent {
+        policy.default_share_percent = percent("station.bandwidth.default_share_percent", p)?;
+    }
+    policy.daily_quota = b.daily_quota.map(|q| q.as_u64());
+    if let Some(h) = b.utc_offset_hours {
+        ensure!(
+            (-12..=14).contains(&h),
+            "station.bandwidth.utc_offset_hours = {h} is not a time zone; give -12 to 14 (8 for China)"
+        );
+        policy.utc_offset_secs = i32::from(h) * 3600;
+    }
+    for w in b.window {
+        policy.windows.push(BandwidthWindow {
+            start: w.from.0,
+            end: w.until.0,
+            share_percent: percent("station.bandwidth.window.share_percent", w.share_percent)?,
+        });
+    }
+    ensure!(
+        cap.is_some() || (policy.windows.is_empty() && policy.default_share_percent == 100),
+        "[station.bandwidth] shares are percentages of the line: set station.rate_limit to the line's rate"
+    );
+    Ok(policy)
 }
 
 /// Reads and parses a config file.
@@ -491,6 +586,9 @@ pub struct StationSettings {
     pub rate_cap: Option<RateLimit>,
     pub concurrency: Option<usize>,
     pub filter: LessonFilter,
+    pub place: Place,
+    pub bandwidth: BandwidthPolicy,
+    pub ready_margin: Option<Duration>,
 }
 
 /// Reads `station.toml`.
@@ -505,6 +603,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         .map(|r| RateLimit::from_bits_per_sec(r.bits_per_sec, 100))
         .transpose()
         .with_context(|| "station.rate_limit")?;
+    let bandwidth = bandwidth_policy(f.station.bandwidth, rate_cap.as_ref())?;
     Ok(StationSettings {
         metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
@@ -521,6 +620,14 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
             categories: f.station.categories.iter().map(|c| c.0).collect(),
             tags: f.station.tags,
         },
+        place: Place {
+            station: None,
+            district: f.station.district.map(|a| a.0),
+            town: f.station.town.map(|a| a.0),
+            groups: f.station.groups.into_iter().map(|a| a.0).collect(),
+        },
+        bandwidth,
+        ready_margin: f.station.ready_margin_minutes.map(|m| Duration::from_secs(m * 60)),
     })
 }
 
@@ -580,6 +687,34 @@ mod tests {
         for (text, key) in cases {
             let path = write(dir.path(), "station.toml", &text);
             let err = format!("{:#}", station(&path).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
+    }
+
+    #[test]
+    fn bandwidth_windows_and_place_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "[node]\ncredentials = \"keys\"\n[store]\npath = \"s\"\nbudget = \"1 GiB\"\n[[parent]]\nname = \"d\"\naddr = \"127.0.0.1:7400\"\n";
+        let good = format!(
+            "{base}[station]\nrate_limit = \"4 Mbit/s\"\ntown = \"shiqiao\"\ngroups = [\"coops\"]\nready_margin_minutes = 45\n\
+             [station.bandwidth]\ndefault_share_percent = 30\ndaily_quota = \"5 GB\"\n\
+             [[station.bandwidth.window]]\nfrom = \"22:00\"\nuntil = \"06:00\"\nshare_percent = 100\n"
+        );
+        let s = station(&write(dir.path(), "station.toml", &good)).unwrap();
+        assert_eq!(s.bandwidth.default_share_percent, 30);
+        assert_eq!(s.bandwidth.daily_quota, Some(5_000_000_000));
+        assert_eq!(s.bandwidth.windows.len(), 1);
+        assert_eq!(s.place.town.as_ref().map(|t| t.as_str()), Some("shiqiao"));
+        assert_eq!(s.ready_margin, Some(Duration::from_secs(45 * 60)));
+        for (text, key) in [
+            (
+                good.replace("share_percent = 100", "share_percent = 130"),
+                "share_percent",
+            ),
+            (good.replace("\"06:00\"", "\"6 am\""), "until"),
+            (good.replace("rate_limit = \"4 Mbit/s\"\n", ""), "rate_limit"),
+        ] {
+            let err = format!("{:#}", station(&write(dir.path(), "station.toml", &text)).unwrap_err());
             assert!(err.contains(key), "error for {key} does not name it: {err}");
         }
     }

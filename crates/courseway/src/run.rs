@@ -150,6 +150,11 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
         sc.transport = settings.transport;
         sc.rate_cap = settings.rate_cap;
         sc.filter = settings.filter;
+        sc.place = settings.place;
+        sc.bandwidth = settings.bandwidth;
+        if let Some(m) = settings.ready_margin {
+            sc.ready_margin = m;
+        }
         if let Some(n) = settings.concurrency {
             sc.concurrency = n;
         }
