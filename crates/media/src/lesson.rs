@@ -5,8 +5,8 @@
 //! attachment shares most chunks with the old one (see `courseway_content::chunking`). The
 //! result goes straight to the origin's `publish(&[(manifest, &chunks)])`.
 //!
-//! [`assemble`] is the pure core (bytes in, manifest and chunk map out); [`build_lesson`] reads
-//! the segment files of a [`TranscodeOutput`] and calls it.
+//! [`assemble`] is the pure core (bytes in, manifest and chunk map out); [`build_manifest`] and
+//! [`build_lesson`] read the segment files of a [`TranscodeOutput`] one at a time.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -55,19 +55,66 @@ pub struct LessonBuild {
     pub chunks: BTreeMap<ChunkId, Vec<u8>>,
 }
 
-fn add_chunks(
+/// Why a lesson could not be built from a transcode's output.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read segment {}: {source}", path.display())]
+pub struct LessonError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The chunks of `data` at `ranges`, each handed to `chunk` with its id.
+fn chunked(
     data: &[u8],
     ranges: &[std::ops::Range<usize>],
-    chunks: &mut BTreeMap<ChunkId, Vec<u8>>,
+    chunk: &mut dyn FnMut(ChunkId, &[u8]),
 ) -> Vec<courseway_content::ChunkRef> {
     let refs = refs_for(data, ranges);
     for (r, range) in refs.iter().zip(ranges) {
-        chunks.entry(r.id).or_insert_with(|| data[range.clone()].to_vec());
+        chunk(r.id, &data[range.clone()]);
     }
     refs
 }
 
-/// Builds the manifest and chunk map from renditions' segment bytes and attachments.
+/// A media segment: kept whole up to 1 MiB, else cut at 1 MiB offsets.
+pub fn segment(data: &[u8], duration_ms: u32, chunk: &mut dyn FnMut(ChunkId, &[u8])) -> Segment {
+    Segment {
+        duration_ms,
+        chunks: chunked(data, &segment_ranges(data), chunk),
+    }
+}
+
+/// An attachment, cut at content-defined boundaries.
+pub fn attachment(input: &AttachmentInput, chunk: &mut dyn FnMut(ChunkId, &[u8])) -> Attachment {
+    Attachment {
+        name: input.name.clone(),
+        media_type: input.media_type.clone(),
+        chunks: chunked(&input.bytes, &attachment_ranges(&input.bytes), chunk),
+    }
+}
+
+fn manifest(
+    meta: LessonMeta,
+    duration_ms: u64,
+    renditions: Vec<Rendition>,
+    attachments: Vec<Attachment>,
+) -> LessonManifest {
+    LessonManifest {
+        id: meta.id,
+        version: meta.version,
+        title: meta.title,
+        publisher: meta.publisher,
+        category: meta.category,
+        tags: meta.tags,
+        language: meta.language,
+        duration_ms,
+        renditions,
+        attachments,
+    }
+}
+
+/// Builds the manifest and chunk map from renditions' segment bytes and attachments (pure).
 pub fn assemble(
     meta: LessonMeta,
     duration_ms: u64,
@@ -75,16 +122,16 @@ pub fn assemble(
     attachments: &[AttachmentInput],
 ) -> LessonBuild {
     let mut chunks = BTreeMap::new();
+    let mut keep = |id: ChunkId, bytes: &[u8]| {
+        chunks.entry(id).or_insert_with(|| bytes.to_vec());
+    };
     let renditions = renditions
         .into_iter()
         .map(|r| Rendition {
             segments: r
                 .segments
                 .iter()
-                .map(|(data, duration_ms)| Segment {
-                    duration_ms: *duration_ms,
-                    chunks: add_chunks(data, &segment_ranges(data), &mut chunks),
-                })
+                .map(|(data, ms)| segment(data, *ms, &mut keep))
                 .collect(),
             name: r.name,
             kind: r.kind,
@@ -92,45 +139,34 @@ pub fn assemble(
             codecs: r.codecs,
         })
         .collect();
-    let attachments = attachments
-        .iter()
-        .map(|a| Attachment {
-            name: a.name.clone(),
-            media_type: a.media_type.clone(),
-            chunks: add_chunks(&a.bytes, &attachment_ranges(&a.bytes), &mut chunks),
-        })
-        .collect();
+    let attachments = attachments.iter().map(|a| attachment(a, &mut keep)).collect();
     LessonBuild {
-        manifest: LessonManifest {
-            id: meta.id,
-            version: meta.version,
-            title: meta.title,
-            publisher: meta.publisher,
-            category: meta.category,
-            tags: meta.tags,
-            language: meta.language,
-            duration_ms,
-            renditions,
-            attachments,
-        },
+        manifest: manifest(meta, duration_ms, renditions, attachments),
         chunks,
     }
 }
 
-/// Reads the segments of `output` and builds the lesson with `attachments`.
-pub fn build_lesson(
+/// Reads the segments of `output` one at a time and builds the manifest with `attachments`,
+/// handing every chunk to `chunk` (which may store it, or drop it when only the manifest is
+/// wanted, as for playlists).
+pub fn build_manifest(
     meta: LessonMeta,
     output: &TranscodeOutput,
     attachments: &[AttachmentInput],
-) -> Result<LessonBuild, (PathBuf, std::io::Error)> {
+    mut chunk: impl FnMut(ChunkId, &[u8]),
+) -> Result<LessonManifest, LessonError> {
     let mut renditions = Vec::new();
     for r in &output.renditions {
         let mut segments = Vec::new();
         for s in &r.segments {
-            let bytes = std::fs::read(&s.path).map_err(|e| (s.path.clone(), e))?;
-            segments.push((bytes, s.duration.as_millis().min(u128::from(u32::MAX)) as u32));
+            let bytes = std::fs::read(&s.path).map_err(|source| LessonError {
+                path: s.path.clone(),
+                source,
+            })?;
+            let ms = s.duration.as_millis().min(u128::from(u32::MAX)) as u32;
+            segments.push(segment(&bytes, ms, &mut chunk));
         }
-        renditions.push(RenditionBytes {
+        renditions.push(Rendition {
             name: r.name.clone(),
             kind: r.kind,
             bandwidth: r.peak_bandwidth(output.plan.segment_duration),
@@ -138,8 +174,45 @@ pub fn build_lesson(
             segments,
         });
     }
+    let attachments = attachments.iter().map(|a| attachment(a, &mut chunk)).collect();
     let duration_ms = output.source.duration.as_millis().min(u128::from(u64::MAX)) as u64;
-    Ok(assemble(meta, duration_ms, renditions, attachments))
+    Ok(manifest(meta, duration_ms, renditions, attachments))
+}
+
+/// Reads the segments of `output` and builds the lesson with `attachments`, every chunk's
+/// bytes in memory: what the origin's `publish` takes.
+pub fn build_lesson(
+    meta: LessonMeta,
+    output: &TranscodeOutput,
+    attachments: &[AttachmentInput],
+) -> Result<LessonBuild, LessonError> {
+    let mut chunks = BTreeMap::new();
+    let manifest = build_manifest(meta, output, attachments, |id, bytes| {
+        chunks.entry(id).or_insert_with(|| bytes.to_vec());
+    })?;
+    Ok(LessonBuild { manifest, chunks })
+}
+
+/// IANA media type for an attachment from its file name's extension.
+pub fn media_type_for(name: &str) -> &'static str {
+    let ext = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "pdf" => "application/pdf",
+        "ppt" => "application/vnd.ms-powerpoint",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "doc" => "application/msword",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xls" => "application/vnd.ms-excel",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "txt" => "text/plain",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "zip" => "application/zip",
+        _ => "application/octet-stream",
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +298,12 @@ mod tests {
         let decoded = LessonManifest::from_bytes(&build.manifest.to_bytes()).unwrap();
         assert_eq!(decoded, build.manifest);
         assert_eq!(decoded.duration_ms, 4_000);
+    }
+
+    #[test]
+    fn media_attachment_types_follow_the_extension() {
+        assert_eq!(media_type_for("讲义.PDF"), "application/pdf");
+        assert_eq!(media_type_for("slides.pptx").len(), 73);
+        assert_eq!(media_type_for("noext"), "application/octet-stream");
     }
 }

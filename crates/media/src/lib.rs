@@ -26,7 +26,7 @@ pub mod transcode;
 use std::sync::OnceLock;
 
 pub use ladder::{plan, LadderConfig, Plan, PlanError, PlannedVideo, VideoRung};
-pub use lesson::{build_lesson, AttachmentInput, LessonBuild, LessonMeta};
+pub use lesson::{build_lesson, build_manifest, AttachmentInput, LessonBuild, LessonError, LessonMeta};
 pub use probe::{probe, AudioStream, MediaInfo, ProbeError, VideoStream};
 pub use transcode::{transcode, CancelToken, Progress, RenditionOutput, SegmentFile, TranscodeError, TranscodeOutput};
 

@@ -278,6 +278,9 @@ pub fn classify_failure(path: &Path, message: &str, stream_error: Option<gst::St
     if lower.contains("incomplete") || lower.contains("truncated") || lower.contains("end of file") {
         return ProbeError::Truncated { path, reason };
     }
+    if lower.contains("no playable streams") {
+        return ProbeError::NoStreams { path };
+    }
     match stream_error {
         Some(gst::StreamError::TypeNotFound) | Some(gst::StreamError::WrongType) => {
             ProbeError::NotMedia { path, reason }
@@ -440,6 +443,14 @@ mod tests {
                 Some(gst::StreamError::Demux)
             ),
             ProbeError::Truncated { .. }
+        ));
+        assert!(matches!(
+            classify_failure(
+                p,
+                "This file contains no playable streams.",
+                Some(gst::StreamError::Demux)
+            ),
+            ProbeError::NoStreams { .. }
         ));
         assert!(matches!(
             classify_failure(p, "Internal data stream error.", Some(gst::StreamError::Failed)),
