@@ -232,7 +232,8 @@ fn iso_bmff_overrun(path: &Path, len: u64) -> Option<String> {
             return None;
         }
         first = false;
-        let Some(size) = size else { return None }; // extends to the end of the file
+        // `None`: the box extends to the end of the file.
+        let size = size?;
         if offset + size > len {
             return Some(format!(
                 "its '{}' box needs {} bytes but the file ends {} bytes into it",
