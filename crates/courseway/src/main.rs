@@ -1,6 +1,7 @@
 //! The `courseway` binary: one subcommand per role and operator verb.
 
 mod demo;
+mod media;
 mod run;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ enum Command {
     /// Inspect a node's chunk store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Probe or transcode a media file locally (GStreamer), writing HLS.
+    #[command(subcommand)]
+    Media(media::MediaCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,6 +161,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Store(StoreCommand::Check { path }) => store_check(path),
+        Command::Media(command) => media::run(command),
     }
 }
 

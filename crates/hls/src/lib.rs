@@ -1,0 +1,178 @@
+//! HLS playlists generated from a lesson manifest.
+//!
+//! The same text is served by a station on the LAN and written by `courseway media transcode`
+//! beside the segments, so both use these two functions. Where the playlists point is the
+//! caller's choice (`uri_for_rendition`, `uri_for_segment`): relative file names on disk, or a
+//! station's URL scheme. No IO, no GStreamer: the text is built with m3u8-rs.
+//!
+//! - [`master_playlist`]: one `EXT-X-STREAM-INF` per rendition with `BANDWIDTH` (the manifest's
+//!   peak bit rate), `AVERAGE-BANDWIDTH` (total segment bits over total duration), `CODECS` and,
+//!   for video, `RESOLUTION`.
+//! - [`media_playlist`]: a VOD playlist with `EXT-X-TARGETDURATION` (the longest segment,
+//!   rounded to whole seconds), one `EXTINF` per segment and `EXT-X-ENDLIST`.
+
+use courseway_content::{LessonManifest, Rendition, RenditionKind, Segment};
+use m3u8_rs::{MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, Resolution, VariantStream};
+
+/// HLS protocol version the playlists declare (3: decimal `EXTINF` durations).
+pub const HLS_VERSION: usize = 3;
+
+/// The master playlist of `manifest`: one variant stream per rendition, in manifest order.
+pub fn master_playlist(manifest: &LessonManifest, uri_for_rendition: impl Fn(&Rendition) -> String) -> String {
+    let playlist = MasterPlaylist {
+        version: Some(HLS_VERSION),
+        // Every segment starts on a key frame with its parameter sets (see crates/media).
+        independent_segments: true,
+        variants: manifest
+            .renditions
+            .iter()
+            .map(|r| VariantStream {
+                uri: uri_for_rendition(r),
+                bandwidth: u64::from(r.bandwidth),
+                average_bandwidth: average_bandwidth(r),
+                codecs: Some(r.codecs.clone()),
+                resolution: match r.kind {
+                    RenditionKind::Video { width, height } => Some(Resolution {
+                        width: u64::from(width),
+                        height: u64::from(height),
+                    }),
+                    RenditionKind::Audio => None,
+                },
+                ..VariantStream::default()
+            })
+            .collect(),
+        ..MasterPlaylist::default()
+    };
+    to_text(|out| playlist.write_to(out))
+}
+
+/// The VOD media playlist of `rendition`; `uri_for_segment` gets each segment's index and value.
+pub fn media_playlist(rendition: &Rendition, uri_for_segment: impl Fn(usize, &Segment) -> String) -> String {
+    let playlist = MediaPlaylist {
+        version: Some(HLS_VERSION),
+        target_duration: target_duration(rendition),
+        media_sequence: 0,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        independent_segments: true,
+        end_list: true,
+        segments: rendition
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| MediaSegment {
+                uri: uri_for_segment(i, s),
+                duration: s.duration_ms as f32 / 1000.0,
+                ..MediaSegment::default()
+            })
+            .collect(),
+        ..MediaPlaylist::default()
+    };
+    to_text(|out| playlist.write_to(out))
+}
+
+/// `EXT-X-TARGETDURATION`: the longest segment rounded to the nearest whole second (at least 1),
+/// as RFC 8216 4.3.3.1 requires of every `EXTINF`.
+pub fn target_duration(rendition: &Rendition) -> u64 {
+    let longest_ms = rendition
+        .segments
+        .iter()
+        .map(|s| u64::from(s.duration_ms))
+        .max()
+        .unwrap_or(0);
+    ((longest_ms + 500) / 1000).max(1)
+}
+
+/// Total segment bits over total duration, or `None` for a rendition with no duration.
+pub fn average_bandwidth(rendition: &Rendition) -> Option<u64> {
+    let ms: u64 = rendition.segments.iter().map(|s| u64::from(s.duration_ms)).sum();
+    (ms > 0).then(|| rendition.size() * 8 * 1000 / ms)
+}
+
+fn to_text(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut out = Vec::new();
+    write(&mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("m3u8-rs writes UTF-8 when given UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courseway_content::synthetic::SyntheticLesson;
+    use courseway_content::LessonId;
+    use m3u8_rs::{parse_master_playlist_res, parse_media_playlist_res};
+
+    fn lesson() -> LessonManifest {
+        let mut manifest = SyntheticLesson::standard(LessonId::new("hls-test").unwrap(), 7, 3)
+            .build()
+            .manifest;
+        // A shorter last segment, as a real transcode makes.
+        for r in &mut manifest.renditions {
+            r.segments.last_mut().unwrap().duration_ms = 2_350;
+        }
+        manifest
+    }
+
+    #[test]
+    fn master_playlist_lists_every_rendition_and_parses_back() {
+        let manifest = lesson();
+        let text = master_playlist(&manifest, |r| format!("{}/index.m3u8", r.name));
+        let parsed = parse_master_playlist_res(text.as_bytes()).expect("m3u8-rs parses our master playlist");
+        assert_eq!(parsed.version, Some(HLS_VERSION));
+        assert!(parsed.independent_segments);
+        assert_eq!(parsed.variants.len(), manifest.renditions.len());
+        for (v, r) in parsed.variants.iter().zip(&manifest.renditions) {
+            assert_eq!(v.uri, format!("{}/index.m3u8", r.name));
+            assert_eq!(v.bandwidth, u64::from(r.bandwidth));
+            assert_eq!(v.average_bandwidth, average_bandwidth(r));
+            assert_eq!(v.codecs.as_deref(), Some(r.codecs.as_str()));
+            match r.kind {
+                RenditionKind::Video { width, height } => {
+                    let res = v.resolution.expect("a video rendition has a RESOLUTION");
+                    assert_eq!((res.width, res.height), (u64::from(width), u64::from(height)));
+                }
+                RenditionKind::Audio => assert!(v.resolution.is_none()),
+            }
+        }
+        assert!(text.contains("CODECS=\"avc1.4d401f,mp4a.40.2\""), "{text}");
+        assert!(text.contains("RESOLUTION=1280x720"), "{text}");
+    }
+
+    #[test]
+    fn media_playlist_is_vod_with_every_segment_and_parses_back() {
+        let manifest = lesson();
+        let r = &manifest.renditions[1];
+        let text = media_playlist(r, |i, _| format!("seg{i:05}.ts"));
+        let parsed = parse_media_playlist_res(text.as_bytes()).expect("m3u8-rs parses our media playlist");
+        assert_eq!(parsed.playlist_type, Some(MediaPlaylistType::Vod));
+        assert!(parsed.end_list);
+        assert_eq!(parsed.target_duration, 4);
+        assert_eq!(parsed.segments.len(), r.segments.len());
+        for (i, (p, s)) in parsed.segments.iter().zip(&r.segments).enumerate() {
+            assert_eq!(p.uri, format!("seg{i:05}.ts"));
+            assert!((f64::from(p.duration) - f64::from(s.duration_ms) / 1000.0).abs() < 0.001);
+        }
+        assert!(text.contains("#EXTINF:2.35,"), "{text}");
+        assert!(text.trim_end().ends_with("#EXT-X-ENDLIST"), "{text}");
+    }
+
+    #[test]
+    fn target_duration_rounds_the_longest_segment() {
+        let mut r = lesson().renditions.remove(0);
+        r.segments[0].duration_ms = 4_010;
+        assert_eq!(target_duration(&r), 4);
+        r.segments[1].duration_ms = 4_500;
+        assert_eq!(target_duration(&r), 5);
+        r.segments.iter_mut().for_each(|s| s.duration_ms = 4_000);
+        assert_eq!(target_duration(&r), 4);
+        r.segments.clear();
+        assert_eq!(target_duration(&r), 1);
+        assert_eq!(average_bandwidth(&r), None);
+    }
+
+    #[test]
+    fn average_bandwidth_is_bits_over_seconds() {
+        let r = &lesson().renditions[2];
+        let ms: u64 = r.segments.iter().map(|s| u64::from(s.duration_ms)).sum();
+        assert_eq!(average_bandwidth(r), Some(r.size() * 8000 / ms));
+    }
+}
