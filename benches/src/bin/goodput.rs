@@ -431,6 +431,20 @@ fn tcp(
     // nginx runs without a master process: killing the one process stops it.
     let _ = nginx.kill();
     let _ = nginx.wait();
+    // Let both kernels finish closing their TCP connections while the link still carries
+    // frames: an orphaned socket retrying its FIN into a dead link keeps its namespace, and the
+    // lab's devices, alive for minutes after the namespace is deleted.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let open = [&pair.a, &pair.b].iter().any(|ns| {
+            ns.run("ss", &["-Htan", "exclude", "time-wait"])
+                .map_or(false, |o| !o.trim().is_empty())
+        });
+        if !open {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     result
 }
 
