@@ -16,10 +16,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # policy-rc.d: do not start the distribution's nginx service; the benchmark runs its own.
-  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
-# The Debian package may have started its own nginx on port 80; the benchmark does not need it.
+# The Debian package may have started its own nginx on port 80; the benchmark runs its own inside
+# a namespace and does not need it.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet nginx 2>/dev/null; then
   ${sudo:-} systemctl stop nginx || true
 fi
