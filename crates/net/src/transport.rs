@@ -17,8 +17,17 @@
 //!   on a relay serving hundreds of children.
 //! - **64 concurrent bidirectional streams per connection, no unidirectional ones.** Every
 //!   request is one bidirectional stream; the cap bounds what one peer can make a server hold.
-//! - **Congestion control: Cubic** (quinn's default). BBR copes better with random loss on
-//!   wireless or poor copper, NewReno is the conservative choice; both are one setting away.
+//! - **Congestion control: BBR.** Random loss is the rural line's normal state, not a sign of
+//!   congestion. On the emulated village link (2 Mbit/s, 100 ms one way, 1 % random loss, a
+//!   one-BDP queue; `docs/benchmarks.md`) a station received a 20 MB lesson at 0.86-0.87 of line
+//!   rate with BBR, 0.32 with Cubic and 0.29 with NewReno (TCP from nginx, same link: Cubic 0.32,
+//!   BBR 0.91-0.93). Loss-based controllers shrink their window at every loss, which at 1 % comes
+//!   every few round trips, so they keep the line a third busy; BBR follows its bandwidth and RTT
+//!   estimates. The price: quinn 0.11's BBR overshoots a shallow bottleneck (its pacing follows
+//!   the window, which BBR keeps at twice the bandwidth-delay product), so the queue in front of
+//!   the line drops more than it forwards. The controller acts on the sending side, so this
+//!   default governs what a relay or origin sends to stations (and to other relays). Cubic, fair
+//!   to TCP on a shared line, and NewReno are one setting away.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +37,15 @@ use quinn::{IdleTimeout, VarInt};
 
 use crate::error::NetError;
 
-/// Which congestion controller a connection uses.
+/// Which congestion controller a connection uses (it governs what this endpoint sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CongestionControl {
-    /// CUBIC (RFC 9438): the usual choice, fair to TCP sharing the line.
-    #[default]
+    /// CUBIC (RFC 9438): fair to TCP sharing the line, but random loss keeps it far below the
+    /// line rate (0.32 at 1 % loss in docs/benchmarks.md).
     Cubic,
-    /// BBR: models bandwidth and RTT instead of reacting to loss; better on lossy links.
+    /// BBR: models bandwidth and RTT instead of reacting to loss; the default, for lossy rural
+    /// links (see the module doc).
+    #[default]
     Bbr,
     /// NewReno (RFC 9002's reference): simple and conservative.
     NewReno,
@@ -62,7 +73,7 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
-            congestion: CongestionControl::Cubic,
+            congestion: CongestionControl::Bbr,
             keep_alive_interval: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             stream_receive_window: 1280 * 1024,
