@@ -235,6 +235,10 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
     assert_eq!(sample(&r, "courseway_relay_served_bytes_total"), lesson_bytes as f64);
     assert_eq!(sample(&r, "courseway_relay_chunk_requests_total{result=\"hit\"}"), 0.0);
     assert!(sample(&r, "courseway_relay_chunk_requests_total{result=\"miss\"}") > 0.0);
+    // Each chunk fetched once at each tier, and each fetch timed.
+    let chunks = sample(&r, "courseway_relay_chunk_requests_total{result=\"miss\"}");
+    assert_eq!(sample(&r, "courseway_upstream_fetch_seconds_count"), chunks);
+    assert_eq!(sample(&s, "courseway_upstream_fetch_seconds_count"), chunks);
     assert_eq!(
         sample(&r, "courseway_catalog_version"),
         sample(&s, "courseway_catalog_version")
@@ -317,4 +321,52 @@ fn a_bad_config_is_refused_naming_the_key() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("courseway keys issue --role station"), "{stderr}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let deployment = d.join("deployment");
+    run_ok(&["keys", "init", "--dir", deployment.to_str().unwrap()]);
+    run_ok(&[
+        "keys",
+        "issue",
+        "--keys",
+        deployment.to_str().unwrap(),
+        "--role",
+        "origin",
+        "--name",
+        "origin",
+        "--out",
+        d.join("origin").to_str().unwrap(),
+    ]);
+    let config = write(
+        &d.join("origin.toml"),
+        "[node]\ncredentials = \"origin\"\nlisten = \"127.0.0.1:0\"\n\
+         [store]\npath = \"origin-store\"\nbudget = \"1 GiB\"\n\
+         [origin]\nonline_key = \"deployment/online.key\"\nsynthetic_lessons = 1\nsynthetic_lesson_size = \"1 MB\"\n",
+    );
+    let mut child = Command::new(courseway())
+        .args(["--log-format", "json", "origin", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    // Publishing the synthetic lesson logs "published" at info.
+    let published = loop {
+        let line = lines.next().expect("the origin logged nothing").unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON object ({e}): {line}"));
+        assert!(event["level"].is_string() && event["timestamp"].is_string(), "{line}");
+        if event["message"] == "published" {
+            break event;
+        }
+    };
+    assert_eq!(published["version"], 1);
+    let _ = child.kill();
+    let _ = child.wait();
 }

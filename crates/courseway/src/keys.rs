@@ -279,7 +279,7 @@ fn hex(bytes: &[u8]) -> String {
 
 fn unhex(text: &str) -> anyhow::Result<Vec<u8>> {
     ensure!(
-        text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()),
+        text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()),
         "expected hex digits, found {:?}",
         text.chars().take(16).collect::<String>()
     );

@@ -16,8 +16,18 @@ use courseway_store::{Store, StoreConfig};
 #[derive(Debug, Parser)]
 #[command(name = "courseway", version, about = "Lesson delivery for rural distance education")]
 struct Cli {
+    /// Log format on stderr: "text" for people, "json" (one object per line) for log shippers.
+    /// The level comes from RUST_LOG (default: warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,11 +128,16 @@ enum StoreCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Origin(args) => run::origin(&args.config),
         Command::Relay(args) => run::relay(&args.config),

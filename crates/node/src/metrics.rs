@@ -125,6 +125,17 @@ impl<'a> Scrape<'a> {
         g.encode(m)
     }
 
+    /// A histogram.
+    pub fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        h: &prometheus_client::metrics::histogram::Histogram,
+    ) -> fmt::Result {
+        let m = self.encoder.encode_descriptor(name, help, None, h.metric_type())?;
+        h.encode(m)
+    }
+
     /// A counter family: one series per label set.
     pub fn counters<L: EncodeLabelSet>(&mut self, name: &str, help: &str, series: &[(L, u64)]) -> fmt::Result {
         let mut m =
@@ -197,6 +208,16 @@ pub fn scrape_upstream(s: &mut Scrape<'_>, f: &FetchStats) -> fmt::Result {
         "upstream_failovers",
         "Switches to another parent",
         f.failovers.load(Relaxed),
+    )?;
+    s.counter(
+        "upstream_chunk_requests",
+        "Chunk requests sent to parents (first requests, resumptions and retries)",
+        f.chunk_requests.load(Relaxed),
+    )?;
+    s.histogram(
+        "upstream_fetch_seconds",
+        "Seconds from asking a parent for a chunk to holding it verified, retries included",
+        &f.fetch_seconds,
     )
 }
 

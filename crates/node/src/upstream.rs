@@ -12,6 +12,7 @@ use courseway_proto::{
     CatalogReply, ChunkHeader, ErrorCode, ErrorReply, GetCatalog, GetChunk, GetManifest, Request, Response,
 };
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use quinn::RecvStream;
 
 use crate::task::AbortOnDrop;
@@ -92,7 +93,7 @@ impl UpstreamError {
 }
 
 /// Counters of what fetching cost.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FetchStats {
     /// Chunk body bytes received, including bytes later thrown away.
     pub bytes_received: AtomicU64,
@@ -104,6 +105,26 @@ pub struct FetchStats {
     pub failovers: AtomicU64,
     /// Chunk requests sent to parents (first requests, resumptions and retries).
     pub chunk_requests: AtomicU64,
+    /// Seconds from asking for a chunk to holding it verified (retries and resumptions
+    /// included), per chunk fetched.
+    pub fetch_seconds: Histogram,
+}
+
+/// Upper bounds of the fetch-time histogram, in seconds: from a hit on the same LAN to a 1 MiB
+/// chunk over a few hundred kbit/s with retries.
+pub const FETCH_SECONDS_BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+impl Default for FetchStats {
+    fn default() -> Self {
+        Self {
+            bytes_received: AtomicU64::new(0),
+            bad_chunks: AtomicU64::new(0),
+            resumed: AtomicU64::new(0),
+            failovers: AtomicU64::new(0),
+            chunk_requests: AtomicU64::new(0),
+            fetch_seconds: Histogram::new(FETCH_SECONDS_BUCKETS),
+        }
+    }
 }
 
 /// The parent used last, kept across failures so a switch can be counted.
@@ -416,6 +437,7 @@ impl Upstream {
         let mut exclude: Vec<usize> = Vec::new();
         let mut last = String::new();
         let mut piece = vec![0u8; 64 * 1024];
+        let started = Instant::now();
         for attempt in 1..=self.shared.config.max_attempts {
             if exclude.len() >= self.shared.config.parents.len() {
                 exclude.clear();
@@ -495,6 +517,7 @@ impl Upstream {
                 continue; // resume from buf.len() on the next attempt
             }
             if chunk.id.verify(&buf).is_ok() {
+                self.shared.stats.fetch_seconds.observe(started.elapsed().as_secs_f64());
                 return Ok(buf);
             }
             self.shared.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);

@@ -117,8 +117,10 @@ pub async fn run_fetch(
     counters: Arc<Counters>,
     max_attempts: u32,
 ) {
+    let started = std::time::Instant::now();
     let outcome = fetch_into(&f, &upstream, &counters, max_attempts).await;
     if outcome.is_ok() {
+        upstream.stats().fetch_seconds.observe(started.elapsed().as_secs_f64());
         // Kept only after its hash checked (fetch_into verified it; put checks again). The write
         // runs on a blocking thread; the read lock it holds does not stop children copying out.
         let flight = f.clone();
@@ -180,6 +182,7 @@ async fn fetch_into(
             match read {
                 Ok(Some(n)) => {
                     counters.bytes_fetched.fetch_add(n as u64, Ordering::Relaxed);
+                    upstream.stats().bytes_received.fetch_add(n as u64, Ordering::Relaxed);
                     let received = {
                         let mut data = f.data.write();
                         data.extend_from_slice(&piece[..n]);
@@ -216,6 +219,7 @@ async fn fetch_into(
             return Ok(());
         }
         counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+        upstream.stats().bad_chunks.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(chunk = %f.id, parent = %upstream.parents()[index].name, "chunk from parent failed verification; refused");
         // Children already streaming this fetch cannot be given different bytes: fail it, they
         // ask again and get a fresh fetch from another parent.
