@@ -5,7 +5,6 @@
 //! shorter than the cut (the connection dies, and the transfer resumes from its byte offset on a
 //! new one). The two tests run concurrently, about 45 s each.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -19,24 +18,9 @@ use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
 use courseway_station::{Station, StationConfig};
 use courseway_store::StoreConfig;
+use courseway_tests::{loopback, wait_until};
 
 const CUT: Duration = Duration::from_secs(30);
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
-}
 
 /// What one cut run measured.
 #[derive(Debug)]

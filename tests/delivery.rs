@@ -1,12 +1,13 @@
 //! Delivery through the tree: real nodes on loopback, real QUIC between them.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courseway::topology::{DeploymentKeys, Topology, TopologyConfig};
 use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::{ChunkId, LessonId, RenditionKind};
 use courseway_relay::PrefetchPolicy;
+use courseway_tests::wait_until;
 
 /// A small lesson: one 256 kbit/s rendition of `segments` 4-second segments and an attachment.
 fn lesson(name: &str, seed: u64, segments: u32) -> courseway_content::synthetic::BuiltLesson {
@@ -21,17 +22,6 @@ fn lesson(name: &str, seed: u64, segments: u32) -> courseway_content::synthetic:
     )];
     spec.attachment_size = 200_000;
     spec.build()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

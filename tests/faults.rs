@@ -1,10 +1,9 @@
 //! Faults on the way down: a cut link, a relay that dies, a parent that lies.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courseway::topology::{DeploymentKeys, Topology, TopologyConfig};
 use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
@@ -17,11 +16,8 @@ use courseway_proto::{Announcement, ChunkHeader, ErrorCode, ErrorReply, GetChunk
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_station::{Station, StationConfig};
 use courseway_store::StoreConfig;
+use courseway_tests::{loopback, wait_until};
 use tokio::sync::broadcast;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
 
 fn lesson(name: &str, seed: u64, segments: u32, bitrate: u32) -> BuiltLesson {
     let mut spec = SyntheticLesson::standard(LessonId::new(name).unwrap(), seed, segments);
@@ -35,18 +31,6 @@ fn lesson(name: &str, seed: u64, segments: u32, bitrate: u32) -> BuiltLesson {
     )];
     spec.attachment_size = 0;
     spec.build()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    start.elapsed()
 }
 
 fn assert_holds(station: &Station, lesson: &BuiltLesson) {

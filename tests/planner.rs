@@ -2,9 +2,9 @@
 //! soonest first), a lesson that cannot be ready before its showing is flagged at risk, and a
 //! bandwidth window with no share keeps the station off the line.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courseway::topology::DeploymentKeys;
 use courseway_content::schedule::Place;
@@ -17,10 +17,7 @@ use courseway_proto::Role;
 use courseway_station::planner::BandwidthPolicy;
 use courseway_station::{Station, StationConfig};
 use courseway_store::StoreConfig;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
+use courseway_tests::{loopback, wait_until};
 
 /// About `mb` MB in one rendition of 500 kB segments.
 fn lesson(name: &str, seed: u64, mb: u32) -> BuiltLesson {
@@ -39,17 +36,6 @@ fn lesson(name: &str, seed: u64, mb: u32) -> BuiltLesson {
 
 fn held(station: &Station, lesson: &BuiltLesson) -> bool {
     lesson.chunks.keys().all(|id| station.store().has(id))
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn origin(dir: &Path, keys: &DeploymentKeys) -> Origin {

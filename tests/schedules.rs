@@ -1,7 +1,7 @@
 //! What the tree carries besides chunks: signed schedules down to stations, the relay's
 //! "scheduled only" prefetch, and stations letting go of withdrawn lessons.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,13 +15,10 @@ use courseway_proto::Role;
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_station::{Station, StationConfig};
 use courseway_store::{Store, StoreConfig};
+use courseway_tests::{loopback, wait_until};
 
 const HOUR: u64 = 3600;
 const DAY: u64 = 86_400;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
 
 /// A lesson of `segments` 4-second segments per rendition, one rendition per bit rate (no
 /// attachment). Lessons with the same seed share the chunks of the renditions they share.
@@ -72,17 +69,6 @@ fn showing(lesson: &BuiltLesson, at: UnixTime) -> ScheduleEntry {
         lesson: lesson.manifest.id.clone(),
         show_at: at,
         target: Target::All,
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,9 +1,8 @@
 //! The way up, end to end: what a child sees when it asks relays for something that does not
 //! exist, how it returns to a preferred parent, and how many requests reach the origin.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use courseway::topology::DeploymentKeys;
 use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
@@ -15,10 +14,7 @@ use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::{ErrorCode, Role};
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_store::StoreConfig;
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
+use courseway_tests::{loopback, wait_until};
 
 fn lesson(name: &str, seed: u64, segments: u32) -> BuiltLesson {
     let mut spec = SyntheticLesson::standard(LessonId::new(name).unwrap(), seed, segments);
@@ -32,17 +28,6 @@ fn lesson(name: &str, seed: u64, segments: u32) -> BuiltLesson {
     )];
     spec.attachment_size = 0;
     spec.build()
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn origin(dir: &std::path::Path, keys: &DeploymentKeys) -> Origin {

@@ -20,3 +20,26 @@ pub fn crash_chunk(seed: u64, n: u64) -> (ChunkId, Vec<u8>) {
 pub const CRASH_BUDGET: u64 = 12 << 20;
 /// Memtable size used by the crash test: small, so flushes to blob files happen often.
 pub const CRASH_MEMTABLE: usize = 2 << 20;
+
+/// A loopback address with a port the system picks.
+pub fn loopback() -> std::net::SocketAddr {
+    std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))
+}
+
+/// Polls `done` every 20 ms until it holds; panics naming `what` after `timeout` (a bound on a
+/// hang, not a figure the test checks). Returns how long it took.
+pub async fn wait_until(
+    what: &str,
+    timeout: std::time::Duration,
+    mut done: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
