@@ -321,7 +321,7 @@ async fn a_withdrawn_lesson_is_unpinned_at_the_station_and_its_chunks_make_room(
     let store = station.store();
     assert!(a.chunks.keys().all(|id| store.is_pinned(id)));
 
-    let v2 = origin.withdraw(&[a.manifest.id.clone()]).unwrap();
+    let v2 = origin.withdraw(std::slice::from_ref(&a.manifest.id)).unwrap();
     wait_until("the withdrawal at the station", Duration::from_secs(60), || {
         synced(&mut status, v2)
     })
@@ -351,7 +351,7 @@ async fn a_withdrawn_lesson_is_unpinned_at_the_station_and_its_chunks_make_room(
     assert!(store.stats().evicted_chunks >= 1);
     assert!(store.stats().used_bytes <= budget);
     assert!(matches!(
-        origin.withdraw(&[a.manifest.id.clone()]),
+        origin.withdraw(std::slice::from_ref(&a.manifest.id)),
         Err(courseway_origin::OriginError::NotPublished { .. })
     ));
     station.shutdown().await;

@@ -438,7 +438,7 @@ fn tcp(
     while Instant::now() < deadline {
         let open = [&pair.a, &pair.b].iter().any(|ns| {
             ns.run("ss", &["-Htan", "exclude", "time-wait"])
-                .map_or(false, |o| !o.trim().is_empty())
+                .is_ok_and(|o| !o.trim().is_empty())
         });
         if !open {
             break;
