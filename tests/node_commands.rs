@@ -235,6 +235,8 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
     assert_eq!(sample(&r, "courseway_relay_served_bytes_total"), lesson_bytes as f64);
     assert_eq!(sample(&r, "courseway_relay_chunk_requests_total{result=\"hit\"}"), 0.0);
     assert!(sample(&r, "courseway_relay_chunk_requests_total{result=\"miss\"}") > 0.0);
+    // The one station is connected to it.
+    assert_eq!(sample(&r, "courseway_relay_connected_children"), 1.0);
     // Each chunk fetched once at each tier, and each fetch timed.
     let chunks = sample(&r, "courseway_relay_chunk_requests_total{result=\"miss\"}");
     assert_eq!(sample(&r, "courseway_upstream_fetch_seconds_count"), chunks);

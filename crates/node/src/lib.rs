@@ -25,5 +25,5 @@ pub mod task;
 pub mod upstream;
 
 pub use blocking::store_io;
-pub use service::{reply_error, send_stored_chunk, serve_connection, NodeService};
+pub use service::{reply_error, send_stored_chunk, serve_connection, serve_counted_connection, NodeService};
 pub use upstream::{FetchStats, Parent, Upstream, UpstreamConfig, UpstreamError};

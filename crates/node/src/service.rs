@@ -61,6 +61,24 @@ pub trait NodeService: Send + Sync + 'static {
 }
 
 /// Serves one child connection until it closes.
+/// Serves one child's connection like [`serve_connection`], counting it in `connected` while it
+/// lasts (the count goes down however the connection ends, panics included).
+pub async fn serve_counted_connection<S: NodeService>(
+    service: Arc<S>,
+    conn: PeerConnection,
+    connected: Arc<std::sync::atomic::AtomicU64>,
+) {
+    struct Connected(Arc<std::sync::atomic::AtomicU64>);
+    impl Drop for Connected {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _connected = Connected(connected);
+    serve_connection(service, conn).await;
+}
+
 pub async fn serve_connection<S: NodeService>(service: Arc<S>, conn: PeerConnection) {
     serve_requests(conn, ServeConfig::default(), move |req| {
         let service = service.clone();

@@ -11,7 +11,7 @@ use courseway_net::{
 };
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{
-    clock, persist, send_stored_chunk, serve_connection, store_io, task::AbortOnDrop, NodeService, Upstream,
+    clock, persist, send_stored_chunk, serve_counted_connection, store_io, task::AbortOnDrop, NodeService, Upstream,
     UpstreamConfig,
 };
 use courseway_proto::{
@@ -94,6 +94,8 @@ pub struct Counters {
     pub bytes_served: AtomicU64,
     pub bytes_fetched: AtomicU64,
     pub bad_chunks: AtomicU64,
+    /// Children connected now.
+    pub children: Arc<AtomicU64>,
 }
 
 /// A snapshot of a relay's counters.
@@ -175,7 +177,12 @@ impl Relay {
         let mut tasks = JoinSet::new();
         {
             let (server, service) = (server.clone(), service.clone());
-            tasks.spawn(async move { server.serve(move |conn| serve_connection(service.clone(), conn)).await });
+            let connected = service.counters.children.clone();
+            tasks.spawn(async move {
+                server
+                    .serve(move |conn| serve_counted_connection(service.clone(), conn, connected.clone()))
+                    .await
+            });
         }
         tasks.spawn(sync_loop(
             service.clone(),
@@ -246,6 +253,11 @@ impl Relay {
                 "relay_served_bytes",
                 "Chunk bytes sent to children",
                 load(&c.bytes_served),
+            )?;
+            s.gauge(
+                "relay_connected_children",
+                "Children (relays and stations) connected now",
+                i64::try_from(load(&c.children)).unwrap_or(i64::MAX),
             )?;
             s.counter(
                 "relay_fetched_bytes",
