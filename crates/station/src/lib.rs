@@ -564,7 +564,14 @@ fn replan(state: &State) -> Arc<Plan> {
     ));
     let due = planned.lessons.iter().filter(|l| l.showing.is_some()).count() as u32;
     let at_risk = planned.at_risk().count() as u32;
-    for l in planned.at_risk() {
+    // Logged when a lesson becomes at risk, not on every re-plan.
+    let was_at_risk: Vec<LessonId> = state
+        .plan
+        .lock()
+        .as_ref()
+        .map(|p| p.at_risk().map(|l| l.lesson.clone()).collect())
+        .unwrap_or_default();
+    for l in planned.at_risk().filter(|l| !was_at_risk.contains(&l.lesson)) {
         tracing::warn!(
             station = %state.name,
             lesson = %l.lesson,
