@@ -18,6 +18,7 @@ use courseway_content::schedule::Place;
 use courseway_content::{AreaName, Category, NodeName};
 use courseway_net::{CongestionControl, RateLimit, TransportConfig};
 use courseway_node::{Parent, UpstreamConfig};
+use courseway_origin::mirror::MirrorSelection;
 use courseway_relay::PrefetchPolicy;
 use courseway_station::planner::{BandwidthPolicy, BandwidthWindow, TimeOfDay};
 use courseway_station::LessonFilter;
@@ -263,6 +264,38 @@ pub struct OriginFile {
     #[serde(default)]
     pub transport: Option<TransportSection>,
     pub origin: OriginSection,
+    /// Upstream origins whose catalogs this origin mirrors.
+    #[serde(default)]
+    pub mirror: Vec<MirrorSection>,
+}
+
+/// `[[mirror]]`: an upstream origin (national or provincial centre) this origin follows.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSection {
+    /// Names the mirror in logs, metrics and the store.
+    pub name: String,
+    /// This origin's credentials in the upstream deployment (`courseway keys issue --role origin`
+    /// run there): node.crt, node.key, ca.crt and the upstream's root.pub.
+    pub credentials: PathBuf,
+    /// Only lessons of these publishing departments (empty or absent: all).
+    #[serde(default)]
+    pub publishers: Vec<String>,
+    /// Only these categories (empty or absent: both).
+    #[serde(default)]
+    pub categories: Vec<CategoryValue>,
+    /// Chunks fetched at once.
+    #[serde(default = "default_mirror_concurrency")]
+    pub concurrency: usize,
+    /// The upstream origin(s), in priority order.
+    #[serde(default)]
+    pub parent: Vec<ParentSection>,
+    #[serde(default)]
+    pub upstream: UpstreamSection,
+}
+
+fn default_mirror_concurrency() -> usize {
+    4
 }
 
 /// `[origin]`.
@@ -508,6 +541,47 @@ pub struct OriginSettings {
     pub catalog_validity: Duration,
     pub synthetic_lessons: u32,
     pub synthetic_lesson_bytes: u64,
+    pub mirrors: Vec<MirrorSettings>,
+}
+
+/// One `[[mirror]]`, resolved. The upstream's root key comes from its credentials directory.
+#[derive(Debug)]
+pub struct MirrorSettings {
+    pub name: String,
+    pub credentials: PathBuf,
+    pub selection: MirrorSelection,
+    pub concurrency: usize,
+    pub upstream: UpstreamConfig,
+}
+
+fn mirror_settings(m: MirrorSection, base: &Path, names: &mut Vec<String>) -> anyhow::Result<MirrorSettings> {
+    ensure!(
+        !m.name.is_empty()
+            && m.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "mirror.name = {:?} must be letters, digits, '-' or '_' (it names the mirror in the store and metrics)",
+        m.name
+    );
+    ensure!(
+        !names.contains(&m.name),
+        "two [[mirror]] sections are named {:?}; give each its own name",
+        m.name
+    );
+    names.push(m.name.clone());
+    ensure!(m.concurrency > 0, "mirror.concurrency must be at least 1");
+    let upstream = upstream_config(&m.parent, &m.upstream)
+        .with_context(|| format!("in [[mirror]] {:?}: add [[mirror.parent]] with name and addr", m.name))?;
+    Ok(MirrorSettings {
+        name: m.name,
+        credentials: base.join(m.credentials),
+        selection: MirrorSelection {
+            publishers: m.publishers,
+            categories: m.categories.into_iter().map(|c| c.0).collect(),
+        },
+        concurrency: m.concurrency,
+        upstream,
+    })
 }
 
 /// Reads `origin.toml`.
@@ -531,6 +605,13 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
         catalog_validity: Duration::from_secs(f.origin.catalog_validity_hours * 3600),
         synthetic_lessons: f.origin.synthetic_lessons,
         synthetic_lesson_bytes: f.origin.synthetic_lesson_size.as_u64(),
+        mirrors: {
+            let mut names = Vec::new();
+            f.mirror
+                .into_iter()
+                .map(|m| mirror_settings(m, &base, &mut names))
+                .collect::<anyhow::Result<_>>()?
+        },
     })
 }
 
@@ -715,6 +796,41 @@ mod tests {
             (good.replace("rate_limit = \"4 Mbit/s\"\n", ""), "rate_limit"),
         ] {
             let err = format!("{:#}", station(&write(dir.path(), "station.toml", &text)).unwrap_err());
+            assert!(err.contains(key), "error for {key} does not name it: {err}");
+        }
+    }
+
+    #[test]
+    fn mirrors_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let base =
+            "[node]\ncredentials = \"keys\"\nlisten = \"127.0.0.1:7400\"\n[store]\npath = \"s\"\nbudget = \"1 GiB\"\n\
+                    [origin]\nonline_key = \"online.key\"\n";
+        let good = format!(
+            "{base}[[mirror]]\nname = \"province\"\ncredentials = \"upstream\"\npublishers = [\"health\"]\n\
+             categories = [\"必修\"]\n[[mirror.parent]]\nname = \"gd-origin\"\naddr = \"127.0.0.1:7500\"\n"
+        );
+        let o = origin(&write(dir.path(), "origin.toml", &good)).unwrap();
+        assert_eq!(o.mirrors.len(), 1);
+        let m = &o.mirrors[0];
+        assert_eq!(m.credentials, dir.path().join("upstream"));
+        assert_eq!(m.selection.publishers, vec!["health".to_owned()]);
+        assert_eq!(m.selection.categories, vec![Category::Required]);
+        assert_eq!(m.upstream.parents[0].name.as_str(), "gd-origin");
+        let twice = format!("{good}{}", &good[base.len()..]);
+        for (text, key) in [
+            (good.replace("\"province\"", "\"pro vince\""), "mirror.name"),
+            (good.replace("\"必修\"", "\"sport\""), "categories"),
+            (
+                good.replace(
+                    "[[mirror.parent]]\nname = \"gd-origin\"\naddr = \"127.0.0.1:7500\"\n",
+                    "",
+                ),
+                "[[mirror.parent]]",
+            ),
+            (twice, "province"),
+        ] {
+            let err = format!("{:#}", origin(&write(dir.path(), "origin.toml", &text)).unwrap_err());
             assert!(err.contains(key), "error for {key} does not name it: {err}");
         }
     }

@@ -13,6 +13,7 @@ use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::LessonId;
 use courseway_node::http::HttpServer;
 use courseway_node::metrics::{self, MetricsCollector, MetricsHandler};
+use courseway_origin::mirror::MirrorConfig;
 use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
 use courseway_relay::{Relay, RelayConfig};
@@ -37,17 +38,19 @@ async fn stop_requested() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `/metrics` on `listen` with the node's collector, if configured.
+/// Starts `/metrics` on `listen` with the node's collectors, if configured.
 async fn metrics_endpoint(
     listen: Option<SocketAddr>,
     role: &str,
-    collector: Box<dyn MetricsCollector>,
+    collectors: Vec<Box<dyn MetricsCollector>>,
 ) -> anyhow::Result<Option<HttpServer>> {
     let Some(addr) = listen else {
         return Ok(None);
     };
     let mut registry = metrics::registry(role);
-    registry.register_collector(collector);
+    for collector in collectors {
+        registry.register_collector(collector);
+    }
     let server = HttpServer::bind(addr, MetricsHandler::new(registry))
         .await
         .context("starting the metrics endpoint ([metrics] listen)")?;
@@ -74,7 +77,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
                 name: name.clone(),
                 listen: settings.listen,
                 store: settings.store,
-                transport: settings.transport,
+                transport: settings.transport.clone(),
                 catalog_validity: settings.catalog_validity,
             },
             node.enrollment,
@@ -83,7 +86,25 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         .await
         .context("starting the origin")?;
         println!("origin {name} listening on {} (UDP, QUIC)", origin.local_addr()?);
-        let _metrics = metrics_endpoint(settings.metrics, "origin", origin.metrics()).await?;
+        let mut mirrors = Vec::new();
+        for m in settings.mirrors {
+            let upstream = NodeKeys::load(&m.credentials, Role::Origin)
+                .with_context(|| format!("loading the credentials of [[mirror]] {:?}", m.name))?;
+            let mut config = MirrorConfig::new(m.name.clone(), m.upstream, upstream.root);
+            config.selection = m.selection;
+            config.concurrency = m.concurrency;
+            config.transport = settings.transport.clone();
+            let mirror = origin
+                .mirror(config, upstream.enrollment)
+                .with_context(|| format!("starting [[mirror]] {:?}", m.name))?;
+            println!("mirroring upstream origin {:?}", mirror.name());
+            mirrors.push(mirror);
+        }
+        let mut collectors = vec![origin.metrics()];
+        if !mirrors.is_empty() {
+            collectors.push(courseway_origin::mirror::metrics(&mirrors));
+        }
+        let _metrics = metrics_endpoint(settings.metrics, "origin", collectors).await?;
         if settings.synthetic_lessons > 0 && origin.catalog().is_none() {
             let built: Vec<_> = (0..settings.synthetic_lessons)
                 .map(|i| {
@@ -106,6 +127,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
             );
         }
         stop_requested().await?;
+        drop(mirrors);
         origin.shutdown();
         Ok(())
     })
@@ -133,7 +155,7 @@ pub fn relay(config_path: &Path) -> anyhow::Result<()> {
             .await
             .context("starting the relay")?;
         println!("relay {name} listening on {} (UDP, QUIC)", relay.local_addr()?);
-        let _metrics = metrics_endpoint(settings.metrics, "relay", relay.metrics()).await?;
+        let _metrics = metrics_endpoint(settings.metrics, "relay", vec![relay.metrics()]).await?;
         stop_requested().await?;
         relay.shutdown();
         Ok(())
@@ -162,7 +184,7 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
             .await
             .context("starting the station")?;
         println!("station {name} started");
-        let _metrics = metrics_endpoint(settings.metrics, "station", station.metrics()).await?;
+        let _metrics = metrics_endpoint(settings.metrics, "station", vec![station.metrics()]).await?;
         let mut status = station.status();
         let report = async {
             let mut last: Option<(SyncStatus, Instant)> = None;

@@ -21,11 +21,42 @@ pub enum PersistError {
 
 /// Loads the trust state: the root key plus the last accepted catalog and schedule, if any.
 pub fn load_trust(store: &Store, root: PublicKey) -> Result<TrustState, PersistError> {
-    let catalog = match store.get_meta(CATALOG_KEY)? {
+    load_trust_at(store, root, CATALOG_KEY, SCHEDULE_KEY)
+}
+
+/// The meta key under which an origin keeps the last catalog it accepted from the upstream origin
+/// it mirrors (`mirror` names the mirror), apart from its own.
+pub fn mirror_catalog_key(mirror: &str) -> Vec<u8> {
+    format!("trust/mirror/{mirror}/catalog").into_bytes()
+}
+
+/// Loads the trust state of a mirrored upstream: its root key plus the last catalog accepted from
+/// it (the rollback floor for that upstream).
+pub fn load_mirror_trust(store: &Store, root: PublicKey, mirror: &str) -> Result<TrustState, PersistError> {
+    load_trust_at(
+        store,
+        root,
+        &mirror_catalog_key(mirror),
+        format!("trust/mirror/{mirror}/schedule").as_bytes(),
+    )
+}
+
+/// Saves a catalog newly accepted from a mirrored upstream (synced).
+pub fn save_mirror_catalog(store: &Store, mirror: &str, catalog: &Signed<Catalog>) -> Result<(), StoreError> {
+    store.put_meta(&mirror_catalog_key(mirror), &catalog.to_bytes(), Durability::Synced)
+}
+
+fn load_trust_at(
+    store: &Store,
+    root: PublicKey,
+    catalog_key: &[u8],
+    schedule_key: &[u8],
+) -> Result<TrustState, PersistError> {
+    let catalog = match store.get_meta(catalog_key)? {
         Some(bytes) => Some(Signed::<Catalog>::from_bytes(&bytes)?),
         None => None,
     };
-    let schedule = match store.get_meta(SCHEDULE_KEY)? {
+    let schedule = match store.get_meta(schedule_key)? {
         Some(bytes) => Some(Signed::<Schedule>::from_bytes(&bytes)?),
         None => None,
     };

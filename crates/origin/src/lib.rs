@@ -8,7 +8,9 @@
 //!
 //! Ingest through GStreamer, the review workflow and the admin API come with the ingest issue
 //! (#4); today lessons are published from their manifest and chunk bytes (the demo publishes
-//! synthetic courseware).
+//! synthetic courseware). [`mirror`] republishes lessons followed from an upstream origin.
+
+pub mod mirror;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -57,6 +59,8 @@ pub enum OriginError {
     MissingChunk { lesson: LessonId, chunk: ChunkId },
     #[error("lesson {lesson} is not in the catalog, so it cannot be withdrawn; check the lesson id")]
     NotPublished { lesson: LessonId },
+    #[error("lesson {lesson} references chunk {chunk}, which is not in the origin's store; fetch or store every chunk before publishing")]
+    ChunkNotStored { lesson: LessonId, chunk: ChunkId },
     #[error("a schedule holds at most {max} entries ({count} given); split it or drop past showings")]
     ScheduleTooLarge { count: usize, max: usize },
 }
@@ -102,6 +106,16 @@ impl std::fmt::Debug for Origin {
         f.debug_struct("Origin")
             .field("name", &self.service.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// A published manifest's line in the catalog.
+fn catalog_entry(manifest: &LessonManifest) -> CatalogEntry {
+    CatalogEntry {
+        lesson: manifest.id.clone(),
+        manifest: manifest.hash(),
+        manifest_size: manifest.to_bytes().len() as u32,
+        content_size: manifest.content_size(),
     }
 }
 
@@ -220,16 +234,7 @@ impl Origin {
             .map(|e| (e.lesson.clone(), e))
             .collect();
         for (manifest, _) in lessons {
-            let bytes = manifest.to_bytes();
-            entries.insert(
-                manifest.id.clone(),
-                CatalogEntry {
-                    lesson: manifest.id.clone(),
-                    manifest: manifest.hash(),
-                    manifest_size: bytes.len() as u32,
-                    content_size: manifest.content_size(),
-                },
-            );
+            entries.insert(manifest.id.clone(), catalog_entry(manifest));
         }
         let version = s.sign_and_announce(entries.into_values().collect(), clock::now())?;
         tracing::info!(version, lessons = lessons.len(), "published");
@@ -252,22 +257,19 @@ impl Origin {
     /// chunks stay in the origin's store (it holds the only copy); stations unpin them. Returns
     /// the new catalog version.
     pub fn withdraw(&self, lessons: &[LessonId]) -> Result<u64, OriginError> {
-        let s = &self.service;
-        let _one_publication_at_a_time = s.publish_lock.lock();
-        let previous = s.catalog.read().clone();
-        let mut entries: BTreeMap<LessonId, CatalogEntry> = previous
-            .iter()
-            .flat_map(|c| c.body.entries().iter().cloned())
-            .map(|e| (e.lesson.clone(), e))
-            .collect();
-        for lesson in lessons {
-            if entries.remove(lesson).is_none() {
-                return Err(OriginError::NotPublished { lesson: lesson.clone() });
-            }
-        }
-        let version = s.sign_and_announce(entries.into_values().collect(), clock::now())?;
-        tracing::info!(version, lessons = lessons.len(), "withdrew");
-        Ok(version)
+        self.service.withdraw_lessons(lessons)
+    }
+
+    /// Publishes lessons whose chunks are already in the origin's store (a mirror fetched them):
+    /// pins them, stores the manifests, then signs and announces the next catalog version.
+    pub fn publish_stored(&self, manifests: &[LessonManifest]) -> Result<u64, OriginError> {
+        self.service.publish_stored(manifests)
+    }
+
+    /// Starts mirroring an upstream origin (see [`mirror`]); it stops when the handle is dropped.
+    /// `enrollment` is this origin's identity in the upstream deployment.
+    pub fn mirror(&self, config: mirror::MirrorConfig, enrollment: Enrollment) -> Result<mirror::Mirror, OriginError> {
+        mirror::Mirror::start(self.service.clone(), config, enrollment)
     }
 
     /// Replaces the whole schedule: signs version n + 1 holding `entries`, saves it (synced) and
@@ -305,6 +307,56 @@ impl Drop for Origin {
 }
 
 impl Service {
+    fn withdraw_lessons(&self, lessons: &[LessonId]) -> Result<u64, OriginError> {
+        let _one_publication_at_a_time = self.publish_lock.lock();
+        let previous = self.catalog.read().clone();
+        let mut entries: BTreeMap<LessonId, CatalogEntry> = previous
+            .iter()
+            .flat_map(|c| c.body.entries().iter().cloned())
+            .map(|e| (e.lesson.clone(), e))
+            .collect();
+        for lesson in lessons {
+            if entries.remove(lesson).is_none() {
+                return Err(OriginError::NotPublished { lesson: lesson.clone() });
+            }
+        }
+        let version = self.sign_and_announce(entries.into_values().collect(), clock::now())?;
+        tracing::info!(version, lessons = lessons.len(), "withdrew");
+        Ok(version)
+    }
+
+    fn publish_stored(&self, manifests: &[LessonManifest]) -> Result<u64, OriginError> {
+        let _one_publication_at_a_time = self.publish_lock.lock();
+        for manifest in manifests {
+            let refs = manifest.chunk_refs();
+            let ids: Vec<ChunkId> = refs.iter().map(|r| r.id).collect();
+            self.store.pin(&ids, PinReason::OriginOwned, manifest.id.as_str())?;
+            if let Some(missing) = refs.iter().find(|r| !self.store.has(&r.id)) {
+                return Err(OriginError::ChunkNotStored {
+                    lesson: manifest.id.clone(),
+                    chunk: missing.id,
+                });
+            }
+            self.store.put_meta(
+                &manifest_key(&manifest.hash()),
+                &manifest.to_bytes(),
+                Durability::Synced,
+            )?;
+        }
+        let previous = self.catalog.read().clone();
+        let mut entries: BTreeMap<LessonId, CatalogEntry> = previous
+            .iter()
+            .flat_map(|c| c.body.entries().iter().cloned())
+            .map(|e| (e.lesson.clone(), e))
+            .collect();
+        for manifest in manifests {
+            entries.insert(manifest.id.clone(), catalog_entry(manifest));
+        }
+        let version = self.sign_and_announce(entries.into_values().collect(), clock::now())?;
+        tracing::info!(version, lessons = manifests.len(), "published lessons already stored");
+        Ok(version)
+    }
+
     /// Signs `entries` as the next catalog version, issued `now`, saves it (synced) and
     /// announces it.
     fn sign_and_announce(&self, entries: Vec<CatalogEntry>, now: UnixTime) -> Result<u64, OriginError> {

@@ -1,0 +1,271 @@
+//! Upstream mirroring: a city origin follows a provincial origin of another deployment, takes
+//! the lessons of the chosen publishers and categories through the normal chunk path, and
+//! republishes them to its own stations under its own signature.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use courseway::topology::DeploymentKeys;
+use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
+use courseway_content::{Category, LessonId, NodeName, RenditionKind};
+use courseway_net::TransportConfig;
+use courseway_node::{Parent, UpstreamConfig};
+use courseway_origin::mirror::{Mirror, MirrorConfig, MirrorSelection};
+use courseway_origin::{Origin, OriginConfig};
+use courseway_proto::Role;
+use courseway_station::{Station, StationConfig};
+use courseway_store::StoreConfig;
+use courseway_tests::{loopback, wait_until};
+
+fn lesson(name: &str, seed: u64, publisher: &str, category: Category) -> BuiltLesson {
+    let mut spec = SyntheticLesson::standard(LessonId::new(name).unwrap(), seed, 3);
+    spec.renditions = vec![(
+        "360p".into(),
+        RenditionKind::Video {
+            width: 640,
+            height: 360,
+        },
+        400_000,
+    )];
+    spec.attachment_size = 20_000;
+    let mut built = spec.build();
+    built.manifest.publisher = publisher.into();
+    built.manifest.category = category;
+    built
+}
+
+async fn origin(dir: &Path, keys: &DeploymentKeys, name: &str) -> Origin {
+    let name = NodeName::new(name).unwrap();
+    Origin::start(
+        OriginConfig {
+            name: name.clone(),
+            listen: loopback(),
+            store: StoreConfig::new(dir.join(name.as_str()), 1 << 30),
+            transport: TransportConfig::default(),
+            catalog_validity: Duration::from_secs(86_400),
+        },
+        keys.enroll(Role::Origin, &name).unwrap(),
+        keys.online_key(courseway_node::clock::now()),
+    )
+    .await
+    .unwrap()
+}
+
+async fn station(dir: &Path, keys: &DeploymentKeys, name: &str, parent: (&str, SocketAddr)) -> Station {
+    let name = NodeName::new(name).unwrap();
+    let mut config = StationConfig::new(
+        name.clone(),
+        loopback(),
+        StoreConfig::new(dir.join(name.as_str()), 1 << 30),
+        UpstreamConfig::new(vec![Parent {
+            name: NodeName::new(parent.0).unwrap(),
+            addr: parent.1,
+        }]),
+    );
+    config.retry_after = Duration::from_millis(200);
+    Station::start(config, keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+        .await
+        .unwrap()
+}
+
+/// The city origin's mirror of `province`, enrolled in the provincial deployment as `city-gz`.
+fn mirror(
+    city: &Origin,
+    province: &Origin,
+    province_keys: &DeploymentKeys,
+    root: courseway_content::PublicKey,
+    selection: MirrorSelection,
+) -> Mirror {
+    let mut config = MirrorConfig::new(
+        "province",
+        UpstreamConfig::new(vec![Parent {
+            name: NodeName::new("province").unwrap(),
+            addr: province.local_addr().unwrap(),
+        }]),
+        root,
+    );
+    config.bind = loopback();
+    config.selection = selection;
+    config.retry_after = Duration::from_millis(200);
+    let enrollment = province_keys
+        .enroll(Role::Origin, &NodeName::new("city-gz").unwrap())
+        .unwrap();
+    city.mirror(config, enrollment).unwrap()
+}
+
+fn catalog_lessons(origin: &Origin) -> Vec<(String, courseway_content::ChunkId)> {
+    origin
+        .catalog()
+        .map(|c| {
+            c.body
+                .entries()
+                .iter()
+                .map(|e| (e.lesson.as_str().to_owned(), e.manifest))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn holds_byte_identical(station: &Station, lesson: &BuiltLesson) -> bool {
+    lesson
+        .chunks
+        .iter()
+        .all(|(id, bytes)| station.store().get(id, 0).ok().flatten().as_deref() == Some(bytes.as_slice()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_city_origin_mirrors_the_chosen_lessons_of_a_provincial_origin_to_its_stations() {
+    let dir = tempfile::tempdir().unwrap();
+    let (province_keys, city_keys) = (DeploymentKeys::generate().unwrap(), DeploymentKeys::generate().unwrap());
+    let province = origin(dir.path(), &province_keys, "province").await;
+    let health = lesson("health-101", 1, "health", Category::Required);
+    let farming = lesson("farming-101", 2, "agriculture", Category::Required);
+    let optional = lesson("health-201", 3, "health", Category::Elective);
+    province
+        .publish(&[
+            (health.manifest.clone(), &health.chunks),
+            (farming.manifest.clone(), &farming.chunks),
+            (optional.manifest.clone(), &optional.chunks),
+        ])
+        .unwrap();
+
+    let city = origin(dir.path(), &city_keys, "city").await;
+    let selection = MirrorSelection {
+        publishers: vec!["health".into()],
+        categories: vec![Category::Required],
+    };
+    let m = mirror(
+        &city,
+        &province,
+        &province_keys,
+        province_keys.root_public(),
+        selection.clone(),
+    );
+    let village = station(
+        dir.path(),
+        &city_keys,
+        "village-0001",
+        ("city", city.local_addr().unwrap()),
+    )
+    .await;
+
+    // Only the health, required lesson crosses, unchanged (same manifest hash), signed by the city.
+    wait_until(
+        "the village to hold the mirrored lesson",
+        Duration::from_secs(60),
+        || holds_byte_identical(&village, &health),
+    )
+    .await;
+    assert_eq!(
+        catalog_lessons(&city),
+        vec![("health-101".to_owned(), health.manifest.hash())]
+    );
+    assert_eq!(m.stats().lessons_mirrored, 1);
+    assert!(m.stats().bytes_fetched >= health.manifest.content_size());
+    assert!(!village.store().has(farming.chunks.keys().next().unwrap()));
+
+    // A new version upstream is mirrored again; a withdrawal upstream is a withdrawal here.
+    let health_v2 = {
+        let mut l = lesson("health-101", 4, "health", Category::Required);
+        l.manifest.version = 2;
+        l
+    };
+    province
+        .publish(&[(health_v2.manifest.clone(), &health_v2.chunks)])
+        .unwrap();
+    let v2 = health_v2.manifest.hash();
+    wait_until("the city to republish the new version", Duration::from_secs(60), || {
+        catalog_lessons(&city) == vec![("health-101".to_owned(), v2)]
+    })
+    .await;
+    wait_until("the village to hold the new version", Duration::from_secs(60), || {
+        holds_byte_identical(&village, &health_v2)
+    })
+    .await;
+    province.withdraw(&[LessonId::new("health-101").unwrap()]).unwrap();
+    wait_until(
+        "the city to withdraw what upstream withdrew",
+        Duration::from_secs(30),
+        || catalog_lessons(&city).is_empty(),
+    )
+    .await;
+    assert_eq!(m.stats().lessons_withdrawn, 1);
+    assert_eq!(m.stats().lessons_mirrored, 0);
+
+    // A restarted mirror picks up where it was: nothing republished, nothing lost.
+    province
+        .publish(&[(optional.manifest.clone(), &optional.chunks)])
+        .unwrap();
+    let mut relaxed = selection;
+    relaxed.categories.clear();
+    drop(m);
+    let m = mirror(
+        &city,
+        &province,
+        &province_keys,
+        province_keys.root_public(),
+        relaxed.clone(),
+    );
+    let upstream_version = province.catalog().unwrap().body.version;
+    let caught_up = |m: &Mirror| m.stats().reconciled && m.stats().upstream_version == upstream_version;
+    wait_until("the restarted mirror to catch up", Duration::from_secs(60), || {
+        caught_up(&m)
+    })
+    .await;
+    assert_eq!(
+        catalog_lessons(&city),
+        vec![("health-201".to_owned(), optional.manifest.hash())]
+    );
+    let version = city.catalog().unwrap().body.version;
+    drop(m);
+    let m = mirror(&city, &province, &province_keys, province_keys.root_public(), relaxed);
+    wait_until("the mirror to catch up again", Duration::from_secs(60), || {
+        caught_up(&m)
+    })
+    .await;
+    assert_eq!(
+        city.catalog().unwrap().body.version,
+        version,
+        "a restarted mirror signed a new catalog though nothing changed upstream"
+    );
+    wait_until(
+        "the village to hold the elective lesson",
+        Duration::from_secs(60),
+        || holds_byte_identical(&village, &optional),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_refuses_an_upstream_catalog_that_does_not_chain_to_the_configured_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (province_keys, city_keys) = (DeploymentKeys::generate().unwrap(), DeploymentKeys::generate().unwrap());
+    let impostor_keys = DeploymentKeys::generate().unwrap();
+    let province = origin(dir.path(), &province_keys, "province").await;
+    let health = lesson("health-101", 1, "health", Category::Required);
+    province.publish(&[(health.manifest.clone(), &health.chunks)]).unwrap();
+    let city = origin(dir.path(), &city_keys, "city").await;
+    // The operator gave the mirror another deployment's root key: the upstream's catalogs do not
+    // chain to it, so nothing may be republished.
+    let m = mirror(
+        &city,
+        &province,
+        &province_keys,
+        impostor_keys.root_public(),
+        MirrorSelection::default(),
+    );
+    wait_until(
+        "the mirror to refuse the foreign catalog",
+        Duration::from_secs(30),
+        || m.stats().catalogs_refused > 0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        city.catalog().is_none(),
+        "a catalog from an unknown key was republished"
+    );
+    assert_eq!(m.stats().lessons_mirrored, 0);
+    assert_eq!(m.stats().bytes_fetched, 0);
+}
