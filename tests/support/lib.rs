@@ -1,5 +1,8 @@
 //! Helpers shared by the end-to-end tests and their helper processes.
 
+pub mod hostile;
+pub mod process;
+
 use courseway_content::synthetic::pseudo_random;
 use courseway_content::ChunkId;
 

@@ -214,6 +214,7 @@ fn worth_a_line(last: &SyncStatus, printed_at: Instant, now: &SyncStatus) -> boo
         || last.lessons_ready != now.lessons_ready
         || last.synced != now.synced
         || last.bad_chunks != now.bad_chunks
+        || last.disk_full != now.disk_full
         || (last.bytes_ready != now.bytes_ready && printed_at.elapsed() >= Duration::from_secs(10))
 }
 
@@ -233,6 +234,9 @@ fn describe(s: &SyncStatus) -> String {
     );
     if s.bad_chunks > 0 {
         line.push_str(&format!(", {} bad chunks refused", s.bad_chunks));
+    }
+    if s.disk_full {
+        line.push_str(", the store's disk is full: downloads stopped until there is room");
     }
     line
 }

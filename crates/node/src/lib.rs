@@ -6,6 +6,8 @@
 //!   failover, and chunk fetches that resume from the last byte received and verify every chunk.
 //! - [`persist`]: the accepted catalog and schedule kept in the node's store, so rollback
 //!   protection and the last verified catalog and schedule survive a restart.
+//! - [`rejections`]: what was refused from parents (chunks, manifests, catalogs, schedules), by
+//!   reason, for the metrics.
 //! - [`blocking`]: store IO run on tokio's blocking pool, never on an async worker.
 //! - [`clock`]: the one place a node reads the wall clock.
 //! - [`task`]: background tasks that never outlive their owner.
@@ -20,10 +22,12 @@ pub mod clock;
 pub mod http;
 pub mod metrics;
 pub mod persist;
+pub mod rejections;
 pub mod service;
 pub mod task;
 pub mod upstream;
 
 pub use blocking::store_io;
+pub use rejections::{ChunkRejection, Rejections, SignedKind};
 pub use service::{reply_error, send_stored_chunk, serve_connection, serve_counted_connection, NodeService};
 pub use upstream::{FetchStats, Parent, Upstream, UpstreamConfig, UpstreamError};

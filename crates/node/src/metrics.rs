@@ -214,6 +214,17 @@ pub fn scrape_upstream(s: &mut Scrape<'_>, f: &FetchStats) -> fmt::Result {
         "Chunk requests sent to parents (first requests, resumptions and retries)",
         f.chunk_requests.load(Relaxed),
     )?;
+    let rejected: Vec<([(&str, &str); 2], u64)> = f
+        .rejections
+        .snapshot()
+        .into_iter()
+        .map(|(object, reason, n)| ([("object", object), ("reason", reason)], n))
+        .collect();
+    s.counters(
+        "upstream_rejected",
+        "What a parent sent that was refused, by object (chunk, manifest, catalog, schedule) and reason",
+        &rejected,
+    )?;
     s.histogram(
         "upstream_fetch_seconds",
         "Seconds from asking a parent for a chunk to holding it verified, retries included",

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use quinn::RecvStream;
 
+use crate::rejections::{ChunkRejection, Rejections};
 use crate::task::AbortOnDrop;
 
 /// One parent: where it listens and the node name its certificate must carry.
@@ -97,7 +98,8 @@ impl UpstreamError {
 pub struct FetchStats {
     /// Chunk body bytes received, including bytes later thrown away.
     pub bytes_received: AtomicU64,
-    /// Chunks whose bytes did not match their id (refused, fetched again elsewhere).
+    /// Chunk transfers refused (bytes not matching the id, wrong header, cut short or sent past
+    /// the declared size), fetched again elsewhere.
     pub bad_chunks: AtomicU64,
     /// Chunk requests that resumed from a non-zero offset.
     pub resumed: AtomicU64,
@@ -108,6 +110,8 @@ pub struct FetchStats {
     /// Seconds from asking for a chunk to holding it verified (retries and resumptions
     /// included), per chunk fetched.
     pub fetch_seconds: Histogram,
+    /// What was refused from parents, by object and reason.
+    pub rejections: Rejections,
 }
 
 /// Upper bounds of the fetch-time histogram, in seconds: from a hit on the same LAN to a 1 MiB
@@ -123,6 +127,7 @@ impl Default for FetchStats {
             failovers: AtomicU64::new(0),
             chunk_requests: AtomicU64::new(0),
             fetch_seconds: Histogram::new(FETCH_SECONDS_BUCKETS),
+            rejections: Rejections::default(),
         }
     }
 }
@@ -352,7 +357,16 @@ impl Upstream {
     /// most once; if one of them answered `NotFound` and none had it, the result is
     /// [`UpstreamError::NotFound`], which callers do not retry.
     pub async fn request(&self, request: &Request) -> Result<(usize, Response, RecvStream), UpstreamError> {
-        let mut exclude = Vec::new();
+        self.request_excluding(request, &[]).await
+    }
+
+    /// [`Upstream::request`] to the parents not in `exclude`.
+    pub async fn request_excluding(
+        &self,
+        request: &Request,
+        exclude: &[usize],
+    ) -> Result<(usize, Response, RecvStream), UpstreamError> {
+        let mut exclude = exclude.to_vec();
         let mut refusals = Refusals::default();
         loop {
             let (index, conn) = match self.connection(&exclude).await {
@@ -384,11 +398,32 @@ impl Upstream {
         }
     }
 
-    /// A manifest's bytes (unverified: check them against the catalog).
+    /// A manifest's bytes, checked against `hash` (still to be checked against the catalog).
+    /// Bytes that do not match are refused, counted, and asked of another parent.
     pub async fn fetch_manifest(&self, hash: ChunkId) -> Result<Vec<u8>, UpstreamError> {
-        match self.request(&Request::GetManifest(GetManifest { hash })).await? {
-            (_, Response::Manifest(m), _) => Ok(m.bytes),
-            (_, other, _) => Err(unexpected("manifest request", &other)),
+        let request = Request::GetManifest(GetManifest { hash });
+        let mut liars = Vec::new();
+        loop {
+            let (index, response) = match self.request_excluding(&request, &liars).await {
+                Ok((index, response, _)) => (index, response),
+                Err(UpstreamError::Unreachable { .. }) if !liars.is_empty() => {
+                    return Err(UpstreamError::Unreachable {
+                        last: format!("every parent that answered sent a manifest not matching {hash}"),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
+            match response {
+                Response::Manifest(m) if ChunkId::of(&m.bytes) == hash => return Ok(m.bytes),
+                Response::Manifest(_) => {
+                    self.shared.stats.rejections.manifest();
+                    let parent = &self.shared.config.parents[index].name;
+                    tracing::warn!(%parent, manifest = %hash, "a parent sent a manifest that does not match its hash; refused, asking another parent");
+                    self.mark_failed(index);
+                    liars.push(index);
+                }
+                other => return Err(unexpected("manifest request", &other)),
+            }
         }
     }
 
@@ -462,7 +497,7 @@ impl Upstream {
                     "parent {} sent a header for another chunk or offset",
                     self.shared.config.parents[index].name
                 );
-                self.shared.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
+                self.refuse(chunk.id, index, ChunkRejection::WrongHeader);
                 buf.clear();
                 exclude.push(index);
                 continue;
@@ -490,7 +525,15 @@ impl Upstream {
                         buf.extend_from_slice(&piece[..n]);
                     }
                     Ok(None) => {
-                        last = "the parent ended the transfer early".into();
+                        // A parent that cannot finish resets the stream; ending it early is a lie
+                        // about the size. Nothing it sent is kept.
+                        last = format!(
+                            "{} ended the transfer before the declared size",
+                            self.shared.config.parents[index].name
+                        );
+                        self.refuse(chunk.id, index, ChunkRejection::Truncated);
+                        buf.clear();
+                        exclude.push(index);
                         break;
                     }
                     Err(quinn::ReadError::Reset(code)) => {
@@ -516,12 +559,21 @@ impl Upstream {
                 }
                 continue; // resume from buf.len() on the next attempt
             }
+            if sent_past_the_end(&mut recv, self.shared.config.stall_timeout).await {
+                last = format!(
+                    "{} sent bytes past the declared size",
+                    self.shared.config.parents[index].name
+                );
+                self.refuse(chunk.id, index, ChunkRejection::Overlong);
+                buf.clear();
+                exclude.push(index);
+                continue;
+            }
             if chunk.id.verify(&buf).is_ok() {
                 self.shared.stats.fetch_seconds.observe(started.elapsed().as_secs_f64());
                 return Ok(buf);
             }
-            self.shared.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(chunk = %chunk.id, parent = %self.shared.config.parents[index].name, "chunk failed verification; refused, fetching it elsewhere");
+            self.refuse(chunk.id, index, ChunkRejection::HashMismatch);
             last = format!(
                 "bytes from {} did not match the chunk's hash",
                 self.shared.config.parents[index].name
@@ -535,6 +587,28 @@ impl Upstream {
             last,
         })
     }
+}
+
+impl Upstream {
+    /// Counts and logs a chunk transfer refused from parent `index`, and skips that parent for
+    /// `retry_after` (other requests go to the next parent meanwhile).
+    fn refuse(&self, id: ChunkId, index: usize, why: ChunkRejection) {
+        self.shared.stats.bad_chunks.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.rejections.chunk(why);
+        tracing::warn!(chunk = %id, parent = %self.shared.config.parents[index].name, reason = ?why, "chunk transfer refused; fetching it elsewhere");
+        self.mark_failed(index);
+    }
+}
+
+/// After a chunk's declared bytes: whether the parent sent more (a protocol violation). An
+/// honest parent finishes the stream with its last byte; a stream that stalls or is cut there
+/// counts as ended (the bytes are complete, and their hash decides).
+pub async fn sent_past_the_end(recv: &mut RecvStream, stall_timeout: Duration) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(
+        tokio::time::timeout(stall_timeout, recv.read(&mut probe)).await,
+        Ok(Ok(Some(n))) if n > 0
+    )
 }
 
 /// The refusals collected while trying every parent once.

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use courseway_content::ChunkId;
 use courseway_net::{send_response, stream_error_code, IncomingRequest, NetError};
-use courseway_node::{reply_error, store_io, Upstream, UpstreamError};
+use courseway_node::upstream::sent_past_the_end;
+use courseway_node::{reply_error, store_io, ChunkRejection, Upstream, UpstreamError};
 use courseway_proto::{ChunkHeader, ErrorCode, ErrorReply, GetChunk, Response};
 use courseway_store::Store;
 use parking_lot::{Mutex, RwLock};
@@ -160,6 +161,7 @@ async fn fetch_into(
         let known = f.progress.borrow().size;
         if header.id != f.id || header.offset != offset || known.is_some_and(|s| s != header.size) {
             last = "a parent sent a header for another chunk, offset or size".into();
+            refuse(upstream, counters, f.id, index, ChunkRejection::WrongHeader);
             exclude.push(index);
             continue;
         }
@@ -191,7 +193,12 @@ async fn fetch_into(
                     f.progress.send_modify(|p| p.received = received);
                 }
                 Ok(None) => {
-                    last = "the parent ended the transfer early".into();
+                    // A parent that cannot finish resets the stream: ending it early is a lie about
+                    // the size. What it sent stays (the hash decides at the end), the rest comes
+                    // from another parent.
+                    last = "the parent ended the transfer before the declared size".into();
+                    refuse(upstream, counters, f.id, index, ChunkRejection::Truncated);
+                    exclude.push(index);
                     break;
                 }
                 Err(quinn::ReadError::Reset(code)) => {
@@ -215,21 +222,35 @@ async fn fetch_into(
             }
             continue; // resume from where the bytes stopped
         }
+        if sent_past_the_end(&mut recv, STALL_TIMEOUT).await {
+            refuse(upstream, counters, f.id, index, ChunkRejection::Overlong);
+            return Err(unavailable(format!(
+                "parent {} sent bytes past the chunk's declared size; refused",
+                upstream.parents()[index].name
+            )));
+        }
         if f.id.verify(&f.data.read()).is_ok() {
             return Ok(());
         }
-        counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
-        upstream.stats().bad_chunks.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(chunk = %f.id, parent = %upstream.parents()[index].name, "chunk from parent failed verification; refused");
+        refuse(upstream, counters, f.id, index, ChunkRejection::HashMismatch);
         // Children already streaming this fetch cannot be given different bytes: fail it, they
         // ask again and get a fresh fetch from another parent.
-        upstream.mark_failed(index);
         return Err(unavailable(format!(
             "the bytes from parent {} did not match the chunk's hash",
             upstream.parents()[index].name
         )));
     }
     Err(unavailable(format!("gave up after {max_attempts} attempts: {last}")))
+}
+
+/// Counts and logs a chunk transfer refused from parent `index`, and skips that parent for its
+/// `retry_after`.
+fn refuse(upstream: &Upstream, counters: &Counters, id: ChunkId, index: usize, why: ChunkRejection) {
+    counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+    upstream.stats().bad_chunks.fetch_add(1, Ordering::Relaxed);
+    upstream.stats().rejections.chunk(why);
+    tracing::warn!(chunk = %id, parent = %upstream.parents()[index].name, reason = ?why, "chunk transfer from parent refused");
+    upstream.mark_failed(index);
 }
 
 /// Streams an in-flight chunk to one child from `get.offset`, as bytes arrive.

@@ -5,14 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use courseway_content::{Catalog, ChunkId, LessonId, NodeName, PublicKey, Schedule, Signed, TrustState};
+use courseway_content::{Catalog, ChunkId, LessonId, NodeName, PublicKey, Schedule, Signed, TrustError, TrustState};
 use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
 };
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{
-    clock, persist, send_stored_chunk, serve_counted_connection, store_io, task::AbortOnDrop, NodeService, Upstream,
-    UpstreamConfig,
+    clock, persist, send_stored_chunk, serve_counted_connection, store_io, task::AbortOnDrop, NodeService, SignedKind,
+    Upstream, UpstreamConfig,
 };
 use courseway_proto::{
     Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
@@ -294,7 +294,8 @@ impl Drop for Relay {
 }
 
 impl RelayService {
-    async fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> bool {
+    /// Whether `catalog` was new; an error when it was refused (counted and logged).
+    async fn accept_catalog(self: &Arc<Self>, catalog: Signed<Catalog>) -> Result<bool, TrustError> {
         // Only the sync loop accepts catalogs, so saves cannot overtake each other; the trust
         // lock is not held across the (synced) write.
         let accepted = self.trust.lock().accept_catalog(catalog.clone(), clock::now());
@@ -308,17 +309,19 @@ impl RelayService {
                 *self.catalog.write() = Some(Arc::new(catalog.clone()));
                 let _ = self.announce.send(Announcement::Catalog(Box::new(catalog)));
                 tracing::info!(version, "accepted a new catalog");
-                true
+                Ok(true)
             }
-            Ok(courseway_content::Acceptance::Unchanged) => false,
+            Ok(courseway_content::Acceptance::Unchanged) => Ok(false),
             Err(e) => {
+                self.upstream.stats().rejections.signed(SignedKind::Catalog, &e);
                 tracing::warn!(error = %e, "refused a catalog from upstream");
-                false
+                Err(e)
             }
         }
     }
 
-    async fn accept_schedule(self: &Arc<Self>, schedule: Signed<Schedule>) -> bool {
+    /// Whether `schedule` was new; an error when it was refused (counted and logged).
+    async fn accept_schedule(self: &Arc<Self>, schedule: Signed<Schedule>) -> Result<bool, TrustError> {
         // As for catalogs: the trust lock is not held across the (synced) write.
         let accepted = self.trust.lock().accept_schedule(schedule.clone(), clock::now());
         match accepted {
@@ -331,12 +334,13 @@ impl RelayService {
                 *self.schedule.write() = Some(Arc::new(schedule.clone()));
                 let _ = self.announce.send(Announcement::Schedule(Box::new(schedule)));
                 tracing::info!(version, "accepted a new schedule");
-                true
+                Ok(true)
             }
-            Ok(courseway_content::Acceptance::Unchanged) => false,
+            Ok(courseway_content::Acceptance::Unchanged) => Ok(false),
             Err(e) => {
+                self.upstream.stats().rejections.signed(SignedKind::Schedule, &e);
                 tracing::warn!(error = %e, "refused a schedule from upstream");
-                false
+                Err(e)
             }
         }
     }
@@ -475,7 +479,7 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: Prefetch) {
         let subscribe = Request::Subscribe(Subscribe {
             topics: vec![Topic::Catalog, Topic::Schedule],
         });
-        let (_, first, mut recv) = match service.upstream.request(&subscribe).await {
+        let (index, first, mut recv) = match service.upstream.request(&subscribe).await {
             Ok(opened) => opened,
             Err(e) => {
                 attempt += 1;
@@ -484,23 +488,38 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: Prefetch) {
                 continue;
             }
         };
-        attempt = 0;
         let mut next = Some(first);
         // The first catalog (and schedule) of a subscription starts a prefetch even if it is not
         // new: after a restart or a lost parent, an earlier prefetch may not have finished.
         let (mut first_catalog, mut first_schedule) = (true, true);
+        let mut refused = false;
         while let Some(response) = next.take() {
             let restart = match response {
-                Response::Announce(Announcement::Catalog(c)) => {
-                    let (new, first) = (service.accept_catalog(*c).await, std::mem::take(&mut first_catalog));
-                    (new || first) && prefetch.policy != PrefetchPolicy::None
-                }
-                Response::Announce(Announcement::Schedule(s)) => {
-                    let (new, first) = (service.accept_schedule(*s).await, std::mem::take(&mut first_schedule));
-                    (new || first) && prefetch.policy == PrefetchPolicy::ScheduledOnly
-                }
+                Response::Announce(Announcement::Catalog(c)) => match service.accept_catalog(*c).await {
+                    Ok(new) => (new || std::mem::take(&mut first_catalog)) && prefetch.policy != PrefetchPolicy::None,
+                    Err(_) => {
+                        refused = true;
+                        false
+                    }
+                },
+                Response::Announce(Announcement::Schedule(s)) => match service.accept_schedule(*s).await {
+                    Ok(new) => {
+                        (new || std::mem::take(&mut first_schedule)) && prefetch.policy == PrefetchPolicy::ScheduledOnly
+                    }
+                    Err(_) => {
+                        refused = true;
+                        false
+                    }
+                },
                 _ => false,
             };
+            if refused {
+                // A parent that sends what the trust rules refuse (stale, expired, forged, from
+                // another deployment) is left for the next one: the relay must not stay frozen
+                // on it. Skipped for its retry_after; the subscription is made again elsewhere.
+                service.upstream.mark_failed(index);
+                break;
+            }
             if restart {
                 prefetching.replace(tokio::spawn(run_prefetch(service.clone(), prefetch)));
             }
@@ -509,8 +528,10 @@ async fn sync_loop(service: Arc<RelayService>, prefetch: Prefetch) {
                 Err(e) => tracing::info!(error = %e, "upstream subscription ended; subscribing again"),
             }
         }
-        // Do not hammer a parent whose subscriptions end at once.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Do not hammer a parent whose subscriptions end at once (nor cycle fast through parents
+        // that all send what is refused).
+        attempt = if refused { attempt + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
     }
 }
 

@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use courseway_content::schedule::Place;
 use courseway_content::{
-    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustState, UnixTime,
+    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustError,
+    TrustState, UnixTime,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
-use courseway_node::{clock, persist, store_io, task::AbortOnDrop, Upstream, UpstreamConfig};
+use courseway_node::{clock, persist, store_io, task::AbortOnDrop, SignedKind, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
@@ -141,10 +142,18 @@ pub struct SyncStatus {
     pub goodput: Option<u64>,
     /// When every wanted lesson was last held (None: not since the station started).
     pub last_synced_at: Option<UnixTime>,
+    /// The store's disk is full: no download starts until a probe write succeeds again.
+    pub disk_full: bool,
 }
 
 /// How often the throttle and the plan are brought up to date.
 pub const PACER_TICK: Duration = Duration::from_secs(5);
+
+/// While the store's disk is full, how often a small write checks whether there is room again.
+pub const DISK_PROBE: Duration = Duration::from_secs(1);
+
+/// The `meta` key of that probe write.
+const DISK_PROBE_KEY: &[u8] = b"station/disk-probe";
 
 struct State {
     name: NodeName,
@@ -161,6 +170,8 @@ struct State {
     filter: LessonFilter,
     concurrency: usize,
     retry_after: Duration,
+    /// Store writes that failed because the disk was full.
+    disk_full_writes: std::sync::atomic::AtomicU64,
 }
 
 /// A running station.
@@ -215,6 +226,7 @@ impl Station {
             filter: config.filter,
             concurrency: config.concurrency.max(1),
             retry_after: config.retry_after,
+            disk_full_writes: std::sync::atomic::AtomicU64::new(0),
         });
         // The window and quota in force from the first chunk on.
         state.throttle.tick(clock::now(), 0, false);
@@ -308,6 +320,16 @@ impl Station {
                     .map_or(0, |t| i64::try_from(t.0).unwrap_or(i64::MAX)),
             )?;
             s.gauge(
+                "station_disk_full",
+                "1 while the store's disk is full (downloads stop; what is held is still served)",
+                i64::from(status.disk_full),
+            )?;
+            s.counter(
+                "station_disk_full_writes",
+                "Store writes that failed because the disk was full",
+                st.disk_full_writes.load(Ordering::Relaxed),
+            )?;
+            s.gauge(
                 "station_downloads_allowed",
                 "1 when the bandwidth window and the daily quota allow downloads now",
                 i64::from(st.throttle.is_open()),
@@ -344,7 +366,7 @@ async fn follow(state: Arc<State>) {
         let subscribe = Request::Subscribe(Subscribe {
             topics: vec![Topic::Catalog, Topic::Schedule],
         });
-        let (_, first, mut recv) = match state.upstream.request(&subscribe).await {
+        let (index, first, mut recv) = match state.upstream.request(&subscribe).await {
             Ok(opened) => opened,
             Err(e) => {
                 attempt += 1;
@@ -353,16 +375,20 @@ async fn follow(state: Arc<State>) {
                 continue;
             }
         };
-        attempt = 0;
         let mut next = Some(first);
+        let mut refused = false;
         while let Some(response) = next.take() {
             if let Response::Announce(Announcement::Schedule(sched)) = &response {
                 // A new schedule changes the download order: start the pass again.
                 let current = state.trust.lock().catalog().cloned();
-                if accept_schedule(&state, sched).await {
-                    if let Some(catalog) = current {
-                        pass.replace(tokio::spawn(sync(state.clone(), catalog)));
+                match accept_schedule(&state, sched).await {
+                    Ok(true) => {
+                        if let Some(catalog) = current {
+                            pass.replace(tokio::spawn(sync(state.clone(), catalog)));
+                        }
                     }
+                    Ok(false) => {}
+                    Err(_) => refused = true,
                 }
             }
             if let Response::Announce(Announcement::Catalog(c)) = response {
@@ -381,21 +407,35 @@ async fn follow(state: Arc<State>) {
                         pass.replace(tokio::spawn(sync(state.clone(), *c)));
                     }
                     Ok(courseway_content::Acceptance::Unchanged) => {}
-                    Err(e) => tracing::warn!(station = %state.name, error = %e, "refused a catalog"),
+                    Err(e) => {
+                        state.upstream.stats().rejections.signed(SignedKind::Catalog, &e);
+                        tracing::warn!(station = %state.name, parent = %state.upstream.parents()[index].name, error = %e, "refused a catalog");
+                        refused = true;
+                    }
                 }
+            }
+            if refused {
+                // A parent that sends what the trust rules refuse (stale, expired, forged, from
+                // another deployment) is left for the next one, so it cannot freeze the station
+                // on old content; it is skipped for its retry_after.
+                state.upstream.mark_failed(index);
+                break;
             }
             match read_response(&mut recv).await {
                 Ok(r) => next = Some(r),
                 Err(e) => tracing::debug!(station = %state.name, error = %e, "subscription ended; subscribing again"),
             }
         }
-        // Do not hammer a parent whose subscriptions end at once.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Do not hammer a parent whose subscriptions end at once (nor cycle fast through parents
+        // that all send what is refused).
+        attempt = if refused { attempt + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
     }
 }
 
-/// Checks a schedule from upstream and, if it is newer, saves and keeps it.
-async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) -> bool {
+/// Checks a schedule from upstream and, if it is newer, saves and keeps it. Whether it was
+/// new; an error when it was refused (counted and logged).
+async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) -> Result<bool, TrustError> {
     let accepted = state.trust.lock().accept_schedule(schedule.clone(), clock::now());
     match accepted {
         Ok(courseway_content::Acceptance::New) => {
@@ -405,12 +445,13 @@ async fn accept_schedule(state: &State, schedule: &Signed<Schedule>) -> bool {
             }
             state.status.send_modify(|s| s.schedule_version = schedule.body.version);
             tracing::info!(station = %state.name, version = schedule.body.version, "accepted a new schedule");
-            true
+            Ok(true)
         }
-        Ok(courseway_content::Acceptance::Unchanged) => false,
+        Ok(courseway_content::Acceptance::Unchanged) => Ok(false),
         Err(e) => {
+            state.upstream.stats().rejections.signed(SignedKind::Schedule, &e);
             tracing::warn!(station = %state.name, error = %e, "refused a schedule");
-            false
+            Err(e)
         }
     }
 }
@@ -435,7 +476,43 @@ async fn sync(state: Arc<State>, catalog: Signed<Catalog>) {
     }
 }
 
+/// Notes a failed store write: a full disk stops the downloads (see [`wait_for_room`]).
+fn store_failed(state: &State, e: &StoreError) {
+    if !e.is_disk_full() {
+        return;
+    }
+    state.disk_full_writes.fetch_add(1, Ordering::Relaxed);
+    let newly_full = state
+        .status
+        .send_if_modified(|s| !std::mem::replace(&mut s.disk_full, true));
+    if newly_full {
+        tracing::error!(station = %state.name, path = %state.store.path().display(), error = %e, "the store's disk is full: downloads stop until there is room");
+    }
+}
+
+/// While the store's disk is full, no download starts (its bytes could not be kept): a small
+/// write probes the store every [`DISK_PROBE`] (RocksDB resumes writes by itself once there is
+/// room); returns when one succeeds.
+async fn wait_for_room(state: &State) {
+    while state.status.borrow().disk_full {
+        tokio::time::sleep(DISK_PROBE).await;
+        let probe = store_io(&state.store, |s| {
+            s.put_meta(DISK_PROBE_KEY, b"", courseway_store::Durability::Buffered)
+        })
+        .await;
+        match probe {
+            Ok(()) => {
+                state.status.send_modify(|s| s.disk_full = false);
+                tracing::info!(station = %state.name, "the store's disk has room again; downloads resume");
+            }
+            Err(e) if e.is_disk_full() => {}
+            Err(e) => tracing::warn!(station = %state.name, error = %e, "the store cannot be written"),
+        }
+    }
+}
+
 async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), String> {
+    wait_for_room(state).await;
     let mut lessons: Vec<(LessonId, Vec<ChunkRef>)> = Vec::new();
     for entry in catalog.body.entries() {
         let bytes = state
@@ -489,12 +566,16 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
             s.pin(&ids, PinReason::Scheduled, holder.as_str())
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            store_failed(state, &e);
+            e.to_string()
+        })?;
         let mut running = JoinSet::new();
         let mut failure = None;
         for chunk in refs.iter().copied().filter(|c| !state.store.has(&c.id)) {
-            // Outside the bandwidth windows, or the day's quota spent: wait.
+            // Outside the bandwidth windows, or the day's quota spent: wait. A full disk: wait.
             state.throttle.wait_open().await;
+            wait_for_room(state).await;
             while running.len() >= state.concurrency {
                 if let Some(Ok(Err(e))) = running.join_next().await {
                     failure = Some(e);
@@ -509,7 +590,10 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
                     .map_err(|e| e.to_string())?;
                 store_io(&state.store, move |s| s.put(chunk.id, &bytes))
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| {
+                        store_failed(&state, &e);
+                        e.to_string()
+                    })?;
                 state.status.send_modify(|s| s.bytes_ready += u64::from(chunk.size));
                 Ok::<(), String>(())
             });

@@ -85,7 +85,16 @@ pub enum StoreError {
          full and that no other courseway process is using it"
     )]
     Open { path: PathBuf, source: rocksdb::Error },
-    #[error("store {operation} failed: {source} (a full disk shows up here: free space and retry)")]
+    #[error(
+        "the disk holding the store is full ({operation} failed: {source}); free space on that disk or lower the \
+         store budget below the free space. Writes resume by themselves within seconds once there is room; what \
+         the store holds is still served meanwhile"
+    )]
+    DiskFull {
+        operation: &'static str,
+        source: rocksdb::Error,
+    },
+    #[error("store {operation} failed: {source}")]
     Io {
         operation: &'static str,
         source: rocksdb::Error,
@@ -106,8 +115,30 @@ pub enum StoreError {
     HolderTooLong { holder: String },
 }
 
+impl StoreError {
+    /// Whether the store's disk is full (see [`StoreError::DiskFull`]).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
 fn io(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
-    move |source| StoreError::Io { operation, source }
+    move |source| {
+        if is_no_space(&source) {
+            StoreError::DiskFull { operation, source }
+        } else {
+            StoreError::Io { operation, source }
+        }
+    }
+}
+
+/// Whether RocksDB failed for lack of disk space. A write that hits ENOSPC fails with "No space
+/// left on device"; RocksDB then stops writes (a hard background error) and every later write
+/// fails with the same error until its SstFileManager sees free space again (it checks every
+/// 5 s) and resumes the database by itself. Reads keep working throughout.
+fn is_no_space(e: &rocksdb::Error) -> bool {
+    let text = e.as_ref();
+    text.contains("No space left on device") || text.contains("NoSpace")
 }
 
 /// What [`Store::put`] did.
@@ -321,10 +352,7 @@ impl Store {
         if let Err(source) = written {
             // Memory ran ahead of disk: rebuild the policy from what is really stored.
             self.reload_policy()?;
-            return Err(StoreError::Io {
-                operation: "chunk write",
-                source,
-            });
+            return Err(io("chunk write")(source));
         }
         self.state.lock().pending = None;
         admitted?;
@@ -440,10 +468,7 @@ impl Store {
         batch.delete_cf(self.cf(CF_ENTRIES), id.as_bytes());
         if let Err(source) = self.db.write_opt(batch, &self.chunk_write_options()) {
             self.reload_policy()?;
-            return Err(StoreError::Io {
-                operation: "chunk delete",
-                source,
-            });
+            return Err(io("chunk delete")(source));
         }
         Ok(true)
     }
@@ -597,10 +622,7 @@ impl Store {
         }
         if let Err(source) = self.db.write(batch) {
             self.state.lock().dirty_hits.extend(flushed);
-            return Err(StoreError::Io {
-                operation: "policy flush",
-                source,
-            });
+            return Err(io("policy flush")(source));
         }
         Ok(())
     }
