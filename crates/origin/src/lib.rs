@@ -6,9 +6,10 @@
 //! or stations directly in a small deployment) with the shared [`courseway_node::NodeService`]
 //! machinery. New catalogs and schedules are pushed down subscriptions.
 //!
-//! Ingest through GStreamer, the review workflow and the admin API come with the ingest issue
-//! (#4); today lessons are published from their manifest and chunk bytes (the demo publishes
-//! synthetic courseware).
+//! Lessons are published from their manifest and chunk bytes: by the [`admin`] API (uploads,
+//! ingest through GStreamer, the review workflow), or directly (the demo's synthetic courseware).
+
+pub mod admin;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
