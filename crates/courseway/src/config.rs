@@ -281,6 +281,54 @@ pub struct OriginSection {
     /// Size of each synthetic lesson.
     #[serde(default = "default_synthetic_size")]
     pub synthetic_lesson_size: ByteSize,
+    /// The admin HTTP API (uploads, review, publication); absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+}
+
+/// `[origin.admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// TCP address of the admin API.
+    pub listen: SocketAddr,
+    /// The admin database and the token file.
+    pub data: PathBuf,
+    /// Uploads and transcoded lessons.
+    pub spool: PathBuf,
+    #[serde(default = "default_max_upload")]
+    pub max_upload: ByteSize,
+    #[serde(default = "default_max_attachment")]
+    pub max_attachment: ByteSize,
+    #[serde(default = "default_jobs")]
+    pub jobs: usize,
+}
+
+fn default_max_upload() -> ByteSize {
+    ByteSize::gib(16)
+}
+
+fn default_max_attachment() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+fn default_jobs() -> usize {
+    1
+}
+
+impl AdminSection {
+    fn to_config(&self, base: &Path) -> anyhow::Result<courseway_origin::admin::AdminConfig> {
+        ensure!(
+            self.jobs >= 1,
+            "origin.admin.jobs = 0 would never transcode; give at least 1"
+        );
+        let mut c =
+            courseway_origin::admin::AdminConfig::new(self.listen, base.join(&self.data), base.join(&self.spool));
+        c.max_upload = self.max_upload.as_u64();
+        c.max_attachment = self.max_attachment.as_u64();
+        c.jobs = self.jobs;
+        Ok(c)
+    }
 }
 
 fn default_catalog_validity_hours() -> u64 {
@@ -508,6 +556,8 @@ pub struct OriginSettings {
     pub catalog_validity: Duration,
     pub synthetic_lessons: u32,
     pub synthetic_lesson_bytes: u64,
+    /// The admin API, if configured.
+    pub admin: Option<courseway_origin::admin::AdminConfig>,
 }
 
 /// Reads `origin.toml`.
@@ -531,6 +581,7 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
         catalog_validity: Duration::from_secs(f.origin.catalog_validity_hours * 3600),
         synthetic_lessons: f.origin.synthetic_lessons,
         synthetic_lesson_bytes: f.origin.synthetic_lesson_size.as_u64(),
+        admin: f.origin.admin.as_ref().map(|a| a.to_config(&base)).transpose()?,
     })
 }
 
