@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use courseway::admin_client::{AdminClient, ChannelBody, ClientError};
 use courseway::topology::DeploymentKeys;
-use courseway_content::chunking::{refs_for, segment_ranges};
+use courseway_content::chunking::{attachment_ranges, refs_for, segment_ranges};
 use courseway_content::{LessonId, NodeName};
 use courseway_media::testsrc::{make_test_source, TestSource};
 use courseway_node::{clock, Parent, UpstreamConfig};
@@ -231,12 +231,18 @@ async fn admin_workflow_from_cut_upload_to_station_and_withdrawal() {
         json!({ "upload": id, "title": "t", "department": "d", "category": "required" }),
     )
     .await;
+    // An attachment (any file) goes with the lesson, cut into chunks by FastCDC.
+    let handout = s.dir.path().join("讲义.pdf");
+    let handout_bytes = courseway_content::synthetic::pseudo_random(11, &[], 700_000);
+    std::fs::write(&handout, &handout_bytes).unwrap();
+    let attachment = submitter.upload_file(&handout, "attachment", |_| {}).await.unwrap();
     let created = submitter
         .post(
             "/api/lessons",
             &json!({
                 "upload": id, "title": "冬小麦病虫害防治", "department": "农业局", "category": "必修",
                 "tags": ["农业", "小麦"], "language": "zh-CN", "description": "第一讲",
+                "attachments": [attachment],
             }),
         )
         .await
@@ -455,6 +461,16 @@ async fn admin_workflow_from_cut_upload_to_station_and_withdrawal() {
         }
     }
     assert!(segments >= 2, "{segments} segments");
+    let ranges = attachment_ranges(&handout_bytes);
+    assert!(ranges.len() > 1, "the attachment is cut at content-defined boundaries");
+    for (r, range) in refs_for(&handout_bytes, &ranges).iter().zip(ranges) {
+        let held = station
+            .store()
+            .get(&r.id, 0)
+            .unwrap()
+            .expect("the station holds the attachment");
+        assert_eq!(held, handout_bytes[range]);
+    }
 
     // Withdraw: the next catalog has no such lesson; publishing again needs the workflow again.
     only(
@@ -715,5 +731,47 @@ async fn admin_upload_of_64_mb_streams_to_disk_and_resumes_after_a_cut() {
         .await
         .unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{e}");
+    s.origin.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_ingest_job_cancelled_leaves_no_output() {
+    let s = Setup::start(1 << 30).await;
+    let source = s.dir.path().join("long.mp4");
+    make_source(&source, 20).await;
+    let submitter = s.client(Role::Submitter);
+    let id = submitter.upload_file(&source, "media", |_| {}).await.unwrap();
+    let created = submitter
+        .post(
+            "/api/lessons",
+            &json!({ "upload": id, "title": "t", "department": "d", "category": "elective" }),
+        )
+        .await
+        .unwrap();
+    let (lesson, job) = (created["lesson"].as_str().unwrap(), created["job"].as_str().unwrap());
+    let cancel = format!("/api/jobs/{job}/cancel");
+    only(&s, &[Role::Submitter, Role::Operator], Method::POST, &cancel, json!({})).await;
+    s.client(Role::Operator).post(&cancel, &json!({})).await.unwrap();
+    let ended = wait_job(&s, job).await;
+    assert_eq!(ended["job"]["state"], "cancelled", "{ended}");
+    let l = s
+        .client(Role::Viewer)
+        .get(&format!("/api/lessons/{lesson}"))
+        .await
+        .unwrap();
+    assert_eq!(l["state"], "failed");
+    assert!(
+        !s.spool.join("lessons").join(lesson).exists(),
+        "the transcode's output is removed"
+    );
+    assert!(!s.spool.join("uploads").join(&id).exists(), "the upload is removed");
+    let e = refused(
+        submitter
+            .post(&format!("/api/lessons/{lesson}/submit"), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(e["state"], "failed");
+    assert!(s.origin.catalog().is_none());
     s.origin.shutdown();
 }

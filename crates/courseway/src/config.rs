@@ -696,6 +696,9 @@ mod tests {
     fn the_example_configs_parse() {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let o = origin(&examples.join("origin.toml")).unwrap();
+        let admin = o.admin.as_ref().expect("the example documents [origin.admin]");
+        assert_eq!(admin.max_upload, 16 << 30);
+        assert_eq!(admin.jobs, 1);
         assert!(o.store.path.is_absolute() || o.store.path.starts_with(&examples));
         let r = relay(&examples.join("relay.toml")).unwrap();
         assert!(!r.upstream.parents.is_empty());
