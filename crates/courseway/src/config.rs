@@ -314,6 +314,54 @@ pub struct OriginSection {
     /// Size of each synthetic lesson.
     #[serde(default = "default_synthetic_size")]
     pub synthetic_lesson_size: ByteSize,
+    /// The admin HTTP API (uploads, review, publication); absent: no admin API.
+    #[serde(default)]
+    pub admin: Option<AdminSection>,
+}
+
+/// `[origin.admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// TCP address of the admin API.
+    pub listen: SocketAddr,
+    /// The admin database and the token file.
+    pub data: PathBuf,
+    /// Uploads and transcoded lessons.
+    pub spool: PathBuf,
+    #[serde(default = "default_max_upload")]
+    pub max_upload: ByteSize,
+    #[serde(default = "default_max_attachment")]
+    pub max_attachment: ByteSize,
+    #[serde(default = "default_jobs")]
+    pub jobs: usize,
+}
+
+fn default_max_upload() -> ByteSize {
+    ByteSize::gib(16)
+}
+
+fn default_max_attachment() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+fn default_jobs() -> usize {
+    1
+}
+
+impl AdminSection {
+    fn to_config(&self, base: &Path) -> anyhow::Result<courseway_origin::admin::AdminConfig> {
+        ensure!(
+            self.jobs >= 1,
+            "origin.admin.jobs = 0 would never transcode; give at least 1"
+        );
+        let mut c =
+            courseway_origin::admin::AdminConfig::new(self.listen, base.join(&self.data), base.join(&self.spool));
+        c.max_upload = self.max_upload.as_u64();
+        c.max_attachment = self.max_attachment.as_u64();
+        c.jobs = self.jobs;
+        Ok(c)
+    }
 }
 
 fn default_catalog_validity_hours() -> u64 {
@@ -542,6 +590,8 @@ pub struct OriginSettings {
     pub synthetic_lessons: u32,
     pub synthetic_lesson_bytes: u64,
     pub mirrors: Vec<MirrorSettings>,
+    /// The admin API, if configured.
+    pub admin: Option<courseway_origin::admin::AdminConfig>,
 }
 
 /// One `[[mirror]]`, resolved. The upstream's root key comes from its credentials directory.
@@ -612,6 +662,7 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
                 .map(|m| mirror_settings(m, &base, &mut names))
                 .collect::<anyhow::Result<_>>()?
         },
+        admin: f.origin.admin.as_ref().map(|a| a.to_config(&base)).transpose()?,
     })
 }
 
@@ -726,6 +777,9 @@ mod tests {
     fn the_example_configs_parse() {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let o = origin(&examples.join("origin.toml")).unwrap();
+        let admin = o.admin.as_ref().expect("the example documents [origin.admin]");
+        assert_eq!(admin.max_upload, 16 << 30);
+        assert_eq!(admin.jobs, 1);
         assert!(o.store.path.is_absolute() || o.store.path.starts_with(&examples));
         let r = relay(&examples.join("relay.toml")).unwrap();
         assert!(!r.upstream.parents.is_empty());

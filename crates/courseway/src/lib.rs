@@ -1,10 +1,12 @@
 //! The library side of the `courseway` binary: what the commands, the demo and the end-to-end
 //! tests share.
 //!
+//! - [`admin_client`]: a client of the origin's admin API (resumable streamed uploads).
 //! - [`config`]: node config files (TOML) into the libraries' config structs.
 //! - [`keys`]: a deployment's key files and node credentials.
 //! - [`topology`]: a whole tree in one process, for the demo and the tests.
 
+pub mod admin_client;
 pub mod config;
 pub mod keys;
 pub mod topology;

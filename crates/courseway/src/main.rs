@@ -1,5 +1,6 @@
 //! The `courseway` binary: one subcommand per role and operator verb.
 
+mod admin_cmd;
 mod demo;
 mod media;
 mod run;
@@ -49,6 +50,23 @@ enum Command {
     /// Probe or transcode a media file locally (GStreamer), writing HLS.
     #[command(subcommand)]
     Media(media::MediaCommand),
+    /// Upload a media file to the origin's admin API, transcode it there, print the lesson id.
+    Ingest(admin_cmd::IngestArgs),
+    /// Review lessons: list, submit, approve, reject.
+    #[command(subcommand)]
+    Review(admin_cmd::ReviewCommand),
+    /// Publish an approved lesson (signs the next catalog).
+    Publish(admin_cmd::LessonIdArgs),
+    /// Withdraw a published lesson (signs the next catalog without it).
+    Withdraw(admin_cmd::LessonIdArgs),
+    /// List and search the origin's lessons.
+    Lessons(admin_cmd::LessonsArgs),
+    /// The schedule of showings (播放计划).
+    #[command(subcommand)]
+    Schedule(admin_cmd::ScheduleCommand),
+    /// Administer the origin's admin API (tokens).
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -177,6 +195,13 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Store(StoreCommand::Check { path }) => store_check(path),
         Command::Media(command) => media::run(command),
+        Command::Ingest(args) => admin_cmd::ingest(args),
+        Command::Review(command) => admin_cmd::review(command),
+        Command::Publish(args) => admin_cmd::step("publish", args),
+        Command::Withdraw(args) => admin_cmd::step("withdraw", args),
+        Command::Lessons(args) => admin_cmd::lessons(args),
+        Command::Schedule(command) => admin_cmd::schedule(command),
+        Command::Admin(command) => admin_cmd::admin(command),
     }
 }
 

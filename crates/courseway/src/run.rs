@@ -85,6 +85,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         )
         .await
         .context("starting the origin")?;
+        let origin = std::sync::Arc::new(origin);
         println!("origin {name} listening on {} (UDP, QUIC)", origin.local_addr()?);
         let mut mirrors = Vec::new();
         for m in settings.mirrors {
@@ -105,6 +106,16 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
             collectors.push(courseway_origin::mirror::metrics(&mirrors));
         }
         let _metrics = metrics_endpoint(settings.metrics, "origin", collectors).await?;
+        let admin = match settings.admin {
+            Some(config) => {
+                let admin = courseway_origin::admin::AdminApi::start(config, origin.clone())
+                    .await
+                    .context("starting the admin API ([origin.admin])")?;
+                println!("admin API on http://{}", admin.local_addr());
+                Some(admin)
+            }
+            None => None,
+        };
         if settings.synthetic_lessons > 0 && origin.catalog().is_none() {
             let built: Vec<_> = (0..settings.synthetic_lessons)
                 .map(|i| {
@@ -128,6 +139,9 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         }
         stop_requested().await?;
         drop(mirrors);
+        if let Some(admin) = &admin {
+            admin.shutdown();
+        }
         origin.shutdown();
         Ok(())
     })

@@ -6,10 +6,11 @@
 //! or stations directly in a small deployment) with the shared [`courseway_node::NodeService`]
 //! machinery. New catalogs and schedules are pushed down subscriptions.
 //!
-//! Ingest through GStreamer, the review workflow and the admin API come with the ingest issue
-//! (#4); today lessons are published from their manifest and chunk bytes (the demo publishes
-//! synthetic courseware). [`mirror`] republishes lessons followed from an upstream origin.
+//! Lessons are published from their manifest and chunk bytes: by the [`admin`] API (uploads,
+//! ingest through GStreamer, the review workflow), by a [`mirror`] of an upstream origin, or
+//! directly (the demo's synthetic courseware).
 
+pub mod admin;
 pub mod mirror;
 
 use std::collections::{BTreeMap, HashSet};

@@ -1,0 +1,482 @@
+//! The operator and editor commands that talk to an origin's admin API: `ingest`, `review`,
+//! `publish`, `withdraw`, `lessons`, `schedule`; and `admin token`, which works on the origin's
+//! machine (it writes the token file named by the origin's config).
+//!
+//! The server and token come from `--server` / `--token`, else `COURSEWAY_SERVER` /
+//! `COURSEWAY_TOKEN`. A refusal prints the server's reason.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use courseway::admin_client::{self, percent_encode, AdminClient};
+use courseway_origin::admin::{tokens, workflow::Role};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+
+/// Where the admin API is and who is asking.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The origin's admin API, HOST:PORT ([origin.admin] listen). Default: $COURSEWAY_SERVER.
+    #[arg(long)]
+    server: Option<String>,
+    /// Bearer token (from `courseway admin token create`). Default: $COURSEWAY_TOKEN.
+    #[arg(long)]
+    token: Option<String>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        let server = match &self.server {
+            Some(s) => s.clone(),
+            None => std::env::var(admin_client::SERVER_ENV)
+                .context("no admin API given: pass --server HOST:PORT or set COURSEWAY_SERVER")?,
+        };
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => std::env::var(admin_client::TOKEN_ENV)
+                .context("no token given: pass --token or set COURSEWAY_TOKEN (an operator makes one with `courseway admin token create`)")?,
+        };
+        Ok(AdminClient::new(&server, &token)?)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The media file (video with audio, video only, or audio only).
+    file: PathBuf,
+    #[arg(long)]
+    title: String,
+    /// The publishing department (发布部门), e.g. 农业局.
+    #[arg(long)]
+    department: String,
+    /// required (必修) or elective (选修).
+    #[arg(long)]
+    category: String,
+    /// Comma-separated tags.
+    #[arg(long, value_delimiter = ',')]
+    tags: Vec<String>,
+    /// BCP 47 language tag.
+    #[arg(long, default_value = "zh-CN")]
+    language: String,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// A file that goes with the lesson (PDF, slides, …); repeat for several.
+    #[arg(long = "attach")]
+    attachments: Vec<PathBuf>,
+    /// Submit the lesson for review once it is transcoded.
+    #[arg(long)]
+    submit: bool,
+    /// Return once the job is started instead of waiting for the transcode.
+    #[arg(long)]
+    no_wait: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewCommand {
+    /// Lessons waiting for a review step (submitted, reviewed, approved).
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Submit a draft, rejected or withdrawn lesson for review (submitter).
+    Submit {
+        id: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Pass the lesson's current step: a reviewer reviews a submitted lesson, a publisher
+    /// approves a reviewed one.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Send the lesson back to its submitter with a comment.
+    Reject {
+        id: String,
+        /// What the submitter should change.
+        #[arg(long)]
+        comment: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LessonIdArgs {
+    id: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LessonsArgs {
+    /// Text to find in the title, department, description, tags or id.
+    #[arg(long)]
+    search: Option<String>,
+    /// Only lessons in this state (draft, submitted, reviewed, approved, published, …).
+    #[arg(long)]
+    state: Option<String>,
+    /// required or elective.
+    #[arg(long)]
+    category: Option<String>,
+    /// Print the server's JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Add a showing to the schedule (signed and sent down the tree at once).
+    Add {
+        lesson: String,
+        /// When it shows: "YYYY-MM-DD HH:MM" in UTC, or with an offset ("2026-12-01 19:30 +08:00").
+        #[arg(long)]
+        at: String,
+        /// all, district:NAME, town:NAME, station:NAME or group:NAME.
+        #[arg(long, default_value = "all")]
+        target: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The current schedule.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Admin API tokens (run on the origin's machine; works while the origin runs).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; prints it once (only its hash is kept).
+    Create {
+        /// The origin's config file (its [origin.admin] data directory holds the tokens).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// submitter, reviewer, publisher, operator or viewer.
+        #[arg(long)]
+        role: String,
+        /// Who holds it (shown in the audit log).
+        #[arg(long)]
+        name: String,
+        /// Bind the token to one department: it acts only on that department's lessons.
+        #[arg(long)]
+        department: Option<String>,
+    },
+    /// Remove a token.
+    Revoke {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List the tokens (names and roles; the secrets are not kept).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}
+
+fn bar(len: u64, message: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+fn lesson_line(l: &Value) -> String {
+    format!(
+        "{:<24} {:<10} {:<9} {:<12} {}",
+        l["id"].as_str().unwrap_or("?"),
+        l["state"].as_str().unwrap_or("?"),
+        l["metadata"]["category"].as_str().unwrap_or("?"),
+        l["metadata"]["department"].as_str().unwrap_or("?"),
+        l["metadata"]["title"].as_str().unwrap_or("?"),
+    )
+}
+
+pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    runtime()?.block_on(async move {
+        let size = std::fs::metadata(&args.file)
+            .with_context(|| format!("cannot read {}", args.file.display()))?
+            .len();
+        let upload_bar = bar(size, "uploading");
+        let b = upload_bar.clone();
+        let upload = client
+            .upload_file(&args.file, "media", move |sent| b.set_position(sent))
+            .await
+            .context("uploading the media file")?;
+        upload_bar.finish();
+        let mut attachments = Vec::new();
+        for path in &args.attachments {
+            let len = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .len();
+            let b = bar(len, "attachment");
+            let b2 = b.clone();
+            attachments.push(
+                client
+                    .upload_file(path, "attachment", move |sent| b2.set_position(sent))
+                    .await
+                    .with_context(|| format!("uploading {}", path.display()))?,
+            );
+            b.finish();
+        }
+        let created = client
+            .post(
+                "/api/lessons",
+                &json!({
+                    "upload": upload, "attachments": attachments, "title": args.title,
+                    "department": args.department, "category": args.category, "tags": args.tags,
+                    "language": args.language, "description": args.description,
+                }),
+            )
+            .await
+            .context("creating the lesson")?;
+        let lesson = created["lesson"].as_str().unwrap_or_default().to_string();
+        let job = created["job"].as_str().unwrap_or_default().to_string();
+        if args.no_wait {
+            eprintln!("lesson {lesson}: job {job} started; follow it with GET /api/jobs/{job}");
+            println!("{lesson}");
+            return Ok(());
+        }
+        let transcode = ProgressBar::new(1000);
+        transcode.set_style(
+            ProgressStyle::with_template("{msg:12} [{bar:40}] {percent}% {elapsed}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        loop {
+            let j = client.get(&format!("/api/jobs/{job}")).await?;
+            let state = j["state"].as_str().unwrap_or("?").to_string();
+            transcode.set_message(state.clone());
+            transcode.set_position((j["percent"].as_f64().unwrap_or(0.0) * 10.0) as u64);
+            match state.as_str() {
+                "done" => break,
+                "failed" | "cancelled" => {
+                    transcode.abandon();
+                    bail!(
+                        "the ingest job {job} {state}: {}",
+                        j["error"].as_str().unwrap_or("no reason given")
+                    );
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        transcode.finish();
+        if args.submit {
+            client
+                .post(&format!("/api/lessons/{lesson}/submit"), &json!({}))
+                .await
+                .context("submitting the lesson")?;
+            eprintln!("lesson {lesson} transcoded and submitted for review");
+        } else {
+            eprintln!("lesson {lesson} transcoded; submit it with `courseway review submit {lesson}`");
+        }
+        println!("{lesson}");
+        Ok(())
+    })
+}
+
+pub fn review(command: ReviewCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            ReviewCommand::List { server } => {
+                let client = server.client()?;
+                for state in ["submitted", "reviewed", "approved"] {
+                    let lessons = client.get(&format!("/api/lessons?state={state}")).await?;
+                    for l in lessons.as_array().into_iter().flatten() {
+                        println!("{}", lesson_line(l));
+                    }
+                }
+            }
+            ReviewCommand::Submit { id, server } => {
+                let l = server
+                    .client()?
+                    .post(&format!("/api/lessons/{id}/submit"), &json!({}))
+                    .await?;
+                println!("{id} {}", l["state"].as_str().unwrap_or("?"));
+            }
+            ReviewCommand::Approve { id, comment, server } => {
+                let client = server.client()?;
+                let lesson = client.get(&format!("/api/lessons/{id}")).await?;
+                let step = match lesson["state"].as_str() {
+                    Some("submitted") => "review",
+                    Some("reviewed") => "approve",
+                    Some(other) => bail!("lesson {id} is {other}; only a submitted or reviewed lesson awaits approval"),
+                    None => bail!("the origin's answer has no state"),
+                };
+                let l = client
+                    .post(&format!("/api/lessons/{id}/{step}"), &json!({ "comment": comment }))
+                    .await?;
+                println!("{id} {}", l["state"].as_str().unwrap_or("?"));
+            }
+            ReviewCommand::Reject { id, comment, server } => {
+                let l = server
+                    .client()?
+                    .post(&format!("/api/lessons/{id}/reject"), &json!({ "comment": comment }))
+                    .await?;
+                println!("{id} {}", l["state"].as_str().unwrap_or("?"));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `publish ID` or `withdraw ID`.
+pub fn step(step: &str, args: LessonIdArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    runtime()?.block_on(async move {
+        let l = client
+            .post(&format!("/api/lessons/{}/{step}", args.id), &json!({}))
+            .await?;
+        println!(
+            "{} {} (catalog v{})",
+            args.id,
+            l["state"].as_str().unwrap_or("?"),
+            l["catalog_version"].as_u64().unwrap_or(0)
+        );
+        Ok(())
+    })
+}
+
+pub fn lessons(args: LessonsArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    runtime()?.block_on(async move {
+        let mut query = Vec::new();
+        for (k, v) in [
+            ("q", &args.search),
+            ("state", &args.state),
+            ("category", &args.category),
+        ] {
+            if let Some(v) = v {
+                query.push(format!("{k}={}", percent_encode(v)));
+            }
+        }
+        let lessons = client.get(&format!("/api/lessons?{}", query.join("&"))).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&lessons)?);
+        } else {
+            for l in lessons.as_array().into_iter().flatten() {
+                println!("{}", lesson_line(l));
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            ScheduleCommand::Add {
+                lesson,
+                at,
+                target,
+                server,
+            } => {
+                let at = admin_client::parse_time(&at).map_err(anyhow::Error::msg)?;
+                let v = server
+                    .client()?
+                    .post(
+                        "/api/schedule",
+                        &json!({ "lesson": lesson, "at": at, "target": target }),
+                    )
+                    .await?;
+                println!(
+                    "{lesson} shows {} for {target} (schedule v{})",
+                    admin_client::format_time(at),
+                    v["version"].as_u64().unwrap_or(0)
+                );
+            }
+            ScheduleCommand::List { server } => {
+                let v = server.client()?.get("/api/schedule").await?;
+                println!("schedule v{}", v["version"].as_u64().unwrap_or(0));
+                for e in v["entries"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {:<24} {}",
+                        admin_client::format_time(e["at"].as_u64().unwrap_or(0)),
+                        e["lesson"].as_str().unwrap_or("?"),
+                        e["target"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn tokens_file(config: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let settings = courseway::config::origin(config)?;
+    let admin = settings.admin.with_context(|| {
+        format!(
+            "{} has no [origin.admin] section; add one to run the admin API",
+            config.display()
+        )
+    })?;
+    Ok(admin.tokens_file())
+}
+
+pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Token(TokenCommand::Create {
+            config,
+            role,
+            name,
+            department,
+        }) => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("role {role:?} is unknown; use submitter, reviewer, publisher, operator or viewer")
+            })?;
+            let path = tokens_file(&config)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let token = tokens::create(&path, &name, role, department.as_deref(), now)?;
+            eprintln!("token for {name} ({role}) made; it is shown once, keep it secret:");
+            println!("{token}");
+        }
+        AdminCommand::Token(TokenCommand::Revoke { config, name }) => {
+            tokens::revoke(&tokens_file(&config)?, &name)?;
+            println!("token {name} revoked");
+        }
+        AdminCommand::Token(TokenCommand::List { config }) => {
+            for t in tokens::read_entries(&tokens_file(&config)?)? {
+                println!(
+                    "{:<20} {:<10} {}",
+                    t.name,
+                    t.role,
+                    t.department.as_deref().unwrap_or("(all departments)")
+                );
+            }
+        }
+    }
+    Ok(())
+}

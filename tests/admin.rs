@@ -1,0 +1,777 @@
+//! The origin's admin API over real HTTP on loopback: resumable streamed uploads, ingest jobs
+//! with a real GStreamer transcode, the review workflow with every role's refusals, publication
+//! reaching a station byte for byte, withdrawal, schedules, preview and the audit log; and the
+//! `courseway` CLI against a running origin process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use courseway::admin_client::{AdminClient, ChannelBody, ClientError};
+use courseway::topology::DeploymentKeys;
+use courseway_content::chunking::{attachment_ranges, refs_for, segment_ranges};
+use courseway_content::{LessonId, NodeName};
+use courseway_media::testsrc::{make_test_source, TestSource};
+use courseway_node::{clock, Parent, UpstreamConfig};
+use courseway_origin::admin::workflow::Role;
+use courseway_origin::admin::{tokens, AdminApi, AdminConfig};
+use courseway_origin::{Origin, OriginConfig};
+use courseway_proto::Role as NodeRole;
+use courseway_station::{Station, StationConfig};
+use courseway_store::StoreConfig;
+use hyper::body::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    keys: DeploymentKeys,
+    origin: Arc<Origin>,
+    admin: AdminApi,
+    /// A token per role.
+    tokens: Vec<(Role, String)>,
+    spool: PathBuf,
+}
+
+impl Setup {
+    async fn start(max_upload: u64) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = DeploymentKeys::generate().unwrap();
+        let name = NodeName::new("origin").unwrap();
+        let origin = Arc::new(
+            Origin::start(
+                OriginConfig {
+                    name: name.clone(),
+                    listen: "127.0.0.1:0".parse().unwrap(),
+                    store: StoreConfig::new(dir.path().join("origin"), 1 << 30),
+                    transport: Default::default(),
+                    catalog_validity: Duration::from_secs(7 * 86_400),
+                },
+                keys.enroll(NodeRole::Origin, &name).unwrap(),
+                keys.online_key(clock::now()),
+            )
+            .await
+            .unwrap(),
+        );
+        let spool = dir.path().join("spool");
+        let mut config = AdminConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("admin"), spool.clone());
+        config.max_upload = max_upload;
+        config.max_attachment = 8 << 20;
+        let tokens = Role::ALL
+            .iter()
+            .map(|&role| {
+                let token = tokens::create(&config.tokens_file(), role.as_str(), role, None, 1).unwrap();
+                (role, token)
+            })
+            .collect();
+        let admin = AdminApi::start(config, origin.clone()).await.unwrap();
+        Setup {
+            dir,
+            keys,
+            origin,
+            admin,
+            tokens,
+            spool,
+        }
+    }
+
+    fn client(&self, role: Role) -> AdminClient {
+        let token = &self.tokens.iter().find(|(r, _)| *r == role).unwrap().1;
+        AdminClient::for_addr(self.admin.local_addr(), token)
+    }
+
+    fn anonymous(&self) -> AdminClient {
+        AdminClient::for_addr(self.admin.local_addr(), "")
+    }
+
+    fn token(&self, role: Role) -> &str {
+        &self.tokens.iter().find(|(r, _)| *r == role).unwrap().1
+    }
+}
+
+fn status(result: Result<Value, ClientError>) -> StatusCode {
+    match result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status().unwrap_or_else(|| panic!("not an HTTP answer: {e}")),
+    }
+}
+
+fn refused(result: Result<Value, ClientError>, want: StatusCode) -> Value {
+    match result {
+        Err(ClientError::Server { status, body, .. }) => {
+            assert_eq!(status, want, "{body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "a reason: {body}"
+            );
+            body
+        }
+        other => panic!("expected {want}, got {other:?}"),
+    }
+}
+
+async fn make_source(path: &Path, seconds: u32) {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || make_test_source(&path, &TestSource::video_audio(320, 240, seconds)).unwrap())
+        .await
+        .unwrap();
+}
+
+/// Every action that is not `allowed` for a role gets 403 from it, and 401 without a token;
+/// the lesson's state is unchanged afterwards.
+async fn only(s: &Setup, allowed: &[Role], method: Method, path: &str, body: Value) {
+    let b = Some(&body);
+    refused(
+        s.anonymous().json(method.clone(), path, b).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    let bogus = AdminClient::for_addr(s.admin.local_addr(), "cw_not-a-token");
+    refused(bogus.json(method.clone(), path, b).await, StatusCode::UNAUTHORIZED);
+    for role in Role::ALL {
+        if !allowed.contains(&role) {
+            let body = refused(
+                s.client(role).json(method.clone(), path, b).await,
+                StatusCode::FORBIDDEN,
+            );
+            assert!(body["error"].as_str().unwrap().contains(role.as_str()), "{body}");
+        }
+    }
+}
+
+fn refused_client(result: Result<u64, ClientError>, want: StatusCode) -> Value {
+    refused(result.map(Value::from), want)
+}
+
+/// Sends the rest of `path` from the offset the server holds, once the cut `PUT` has ended
+/// at the server (until then it answers 409); returns that offset and the final one.
+async fn resume(c: &AdminClient, id: &str, path: &Path) -> (u64, u64) {
+    loop {
+        let held = c.upload_offset(id).await.unwrap();
+        match c.send_file_from(id, path, held, |_| {}).await {
+            Ok(done) => return (held, done),
+            Err(e) if e.status() == Some(StatusCode::CONFLICT) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("resuming at {held}: {e}"),
+        }
+    }
+}
+
+async fn wait_job(s: &Setup, job: &str) -> Value {
+    let viewer = s.client(Role::Viewer);
+    let mut seen = Vec::new();
+    loop {
+        let j = viewer.get(&format!("/api/jobs/{job}")).await.unwrap();
+        let state = j["state"].as_str().unwrap().to_string();
+        if !seen.contains(&state) {
+            seen.push(state.clone());
+        }
+        if ["done", "failed", "cancelled"].contains(&state.as_str()) {
+            return json!({ "job": j, "seen": seen });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn step(s: &Setup, role: Role, lesson: &str, step: &str, body: Value) -> Value {
+    s.client(role)
+        .post(&format!("/api/lessons/{lesson}/{step}"), &body)
+        .await
+        .unwrap_or_else(|e| panic!("{role} {step}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_workflow_from_cut_upload_to_station_and_withdrawal() {
+    let s = Setup::start(1 << 30).await;
+    let source = s.dir.path().join("lesson.mp4");
+    make_source(&source, 3).await;
+    let bytes = std::fs::read(&source).unwrap();
+    let size = bytes.len() as u64;
+    let submitter = s.client(Role::Submitter);
+
+    // Upload, cut in the middle; the rest is sent from the offset the server reports.
+    let id = submitter.create_upload("media", "lesson.mp4", size).await.unwrap();
+    let half = bytes.len() / 2;
+    let (tx, body) = ChannelBody::new(4);
+    let put = {
+        let c = submitter.clone();
+        let id = id.clone();
+        tokio::spawn(async move { c.put_upload(&id, 0, body).await })
+    };
+    tx.send(Ok(Bytes::copy_from_slice(&bytes[..half]))).await.unwrap();
+    tx.send(Err(std::io::Error::other("line cut"))).await.unwrap();
+    assert!(put.await.unwrap().is_err(), "a cut body is not a complete upload");
+    let (resumed_at, done) = resume(&submitter, &id, &source).await;
+    assert!(resumed_at <= half as u64, "resumed at {resumed_at} of {size}");
+    assert_eq!(done, size);
+    assert_eq!(std::fs::read(s.spool.join("uploads").join(&id)).unwrap(), bytes);
+    // A PUT at another offset than the server holds is refused with the offset to use.
+    let wrong = refused_client(
+        submitter
+            .put_upload(&id, 0, http_body_util::Full::new(Bytes::from_static(b"x")))
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(wrong["offset"], size);
+
+    // Metadata is checked before anything is made.
+    let bad = refused(
+        submitter
+            .post(
+                "/api/lessons",
+                &json!({ "upload": id, "title": " ", "department": "农业局", "category": "optional" }),
+            )
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(bad["problems"].as_array().unwrap().len(), 2, "{bad}");
+    only(
+        &s,
+        &[Role::Submitter],
+        Method::POST,
+        "/api/lessons",
+        json!({ "upload": id, "title": "t", "department": "d", "category": "required" }),
+    )
+    .await;
+    // An attachment (any file) goes with the lesson, cut into chunks by FastCDC.
+    let handout = s.dir.path().join("讲义.pdf");
+    let handout_bytes = courseway_content::synthetic::pseudo_random(11, &[], 700_000);
+    std::fs::write(&handout, &handout_bytes).unwrap();
+    let attachment = submitter.upload_file(&handout, "attachment", |_| {}).await.unwrap();
+    let created = submitter
+        .post(
+            "/api/lessons",
+            &json!({
+                "upload": id, "title": "冬小麦病虫害防治", "department": "农业局", "category": "必修",
+                "tags": ["农业", "小麦"], "language": "zh-CN", "description": "第一讲",
+                "attachments": [attachment],
+            }),
+        )
+        .await
+        .unwrap();
+    let lesson = created["lesson"].as_str().unwrap().to_string();
+    let job = created["job"].as_str().unwrap().to_string();
+    let ended = wait_job(&s, &job).await;
+    assert_eq!(ended["job"]["state"], "done", "{ended}");
+    assert_eq!(ended["job"]["percent"], 100.0);
+    let l = s
+        .client(Role::Viewer)
+        .get(&format!("/api/lessons/{lesson}"))
+        .await
+        .unwrap();
+    assert_eq!(l["state"], "draft");
+    assert_eq!(l["metadata"]["category"], "required");
+    assert!(!l["renditions"].as_array().unwrap().is_empty());
+    // The upload went into the lesson and cannot be used again.
+    refused(
+        submitter
+            .post(
+                "/api/lessons",
+                &json!({ "upload": id, "title": "t", "department": "d", "category": "required" }),
+            )
+            .await,
+        StatusCode::CONFLICT,
+    );
+
+    // Preview: a reviewer follows the playlists with the token in the URL only.
+    let reviewer_token = s.token(Role::Reviewer).to_string();
+    let anon = s.anonymous();
+    let get_raw = |path: String| {
+        let anon = anon.clone();
+        async move {
+            anon.send(Method::GET, &path, http_body_util::Empty::<Bytes>::new())
+                .await
+                .unwrap()
+        }
+    };
+    let (st, _, master) = get_raw(format!("/preview/{lesson}/master.m3u8?token={reviewer_token}")).await;
+    assert_eq!(st, StatusCode::OK);
+    let master = String::from_utf8(master.to_vec()).unwrap();
+    let first = master
+        .lines()
+        .find(|l| l.ends_with(&format!("index.m3u8?token={reviewer_token}")))
+        .unwrap();
+    let rendition = first.split('/').next().unwrap().to_string();
+    let (st, _, media) = get_raw(format!("/preview/{lesson}/{first}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&media).contains("#EXT-X-ENDLIST"));
+    let (st, _, segment) = get_raw(format!("/preview/{lesson}/{rendition}/0.ts?token={reviewer_token}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(segment[0], 0x47, "an MPEG-TS segment");
+    let (st, _, _) = get_raw(format!("/preview/{lesson}/master.m3u8")).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let viewer_preview = format!("/preview/{lesson}/master.m3u8?token={}", s.token(Role::Viewer));
+    assert_eq!(get_raw(viewer_preview).await.0, StatusCode::FORBIDDEN);
+
+    // Submit; a submitter cannot approve or publish, and nothing skips a step (409 with the state).
+    only(
+        &s,
+        &[Role::Submitter],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/submit"),
+        json!({}),
+    )
+    .await;
+    step(&s, Role::Submitter, &lesson, "submit", json!({})).await;
+    only(
+        &s,
+        &[Role::Reviewer],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/review"),
+        json!({}),
+    )
+    .await;
+    only(
+        &s,
+        &[Role::Publisher],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/approve"),
+        json!({}),
+    )
+    .await;
+    only(
+        &s,
+        &[Role::Publisher],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/publish"),
+        json!({}),
+    )
+    .await;
+    let skip = refused(
+        s.client(Role::Publisher)
+            .post(&format!("/api/lessons/{lesson}/approve"), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(skip["state"], "submitted", "{skip}");
+    // A reviewer rejects with a comment (a rejection without one is refused).
+    refused(
+        s.client(Role::Reviewer)
+            .post(&format!("/api/lessons/{lesson}/reject"), &json!({}))
+            .await,
+        StatusCode::BAD_REQUEST,
+    );
+    only(
+        &s,
+        &[Role::Reviewer],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/reject"),
+        json!({ "comment": "x" }),
+    )
+    .await;
+    let rejected = step(
+        &s,
+        Role::Reviewer,
+        &lesson,
+        "reject",
+        json!({ "comment": "标题请写明第几讲" }),
+    )
+    .await;
+    assert_eq!(rejected["state"], "rejected");
+    assert_eq!(rejected["comments"][0]["text"], "标题请写明第几讲");
+    assert_eq!(rejected["comments"][0]["by"], "reviewer");
+    // The submitter fixes the title and submits again.
+    let edited = submitter
+        .json(
+            Method::PUT,
+            &format!("/api/lessons/{lesson}/metadata"),
+            Some(&json!({ "title": "冬小麦病虫害防治（第一讲）", "department": "农业局", "category": "required", "tags": ["农业"] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(edited["metadata"]["title"], "冬小麦病虫害防治（第一讲）");
+    step(&s, Role::Submitter, &lesson, "submit", json!({})).await;
+    step(&s, Role::Reviewer, &lesson, "review", json!({ "comment": "可以" })).await;
+    // The publisher rejects at the platform step too, then the lesson goes round again.
+    only(
+        &s,
+        &[Role::Publisher],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/reject"),
+        json!({ "comment": "x" }),
+    )
+    .await;
+    step(
+        &s,
+        Role::Publisher,
+        &lesson,
+        "reject",
+        json!({ "comment": "请补充简介" }),
+    )
+    .await;
+    step(&s, Role::Submitter, &lesson, "submit", json!({})).await;
+    step(&s, Role::Reviewer, &lesson, "review", json!({})).await;
+    step(&s, Role::Publisher, &lesson, "approve", json!({})).await;
+    assert!(
+        s.origin.catalog().is_none(),
+        "nothing is in the catalog before the last approval"
+    );
+
+    // A station follows the origin.
+    let station_name = NodeName::new("village-0001").unwrap();
+    let mut sc = StationConfig::new(
+        station_name.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        StoreConfig::new(s.dir.path().join("station"), 1 << 30),
+        UpstreamConfig::new(vec![Parent {
+            name: NodeName::new("origin").unwrap(),
+            addr: s.origin.local_addr().unwrap(),
+        }]),
+    );
+    sc.retry_after = Duration::from_secs(1);
+    let station = Station::start(
+        sc,
+        s.keys.enroll(NodeRole::Station, &station_name).unwrap(),
+        s.keys.root_public(),
+    )
+    .await
+    .unwrap();
+
+    let published = step(&s, Role::Publisher, &lesson, "publish", json!({})).await;
+    assert_eq!(published["state"], "published");
+    let version = published["catalog_version"].as_u64().unwrap();
+    let catalog = s.origin.catalog().unwrap();
+    assert_eq!(catalog.body.version, version);
+    let lesson_id = LessonId::new(lesson.clone()).unwrap();
+    assert!(catalog.body.entries().iter().any(|e| e.lesson == lesson_id));
+
+    let mut status = station.status();
+    status
+        .wait_for(|st| st.synced && st.catalog_version >= version && st.lessons_ready == 1)
+        .await
+        .unwrap();
+    // Every segment the origin transcoded is at the station, byte for byte.
+    let media = s.spool.join("lessons").join(&lesson).join("media");
+    let mut segments = 0;
+    for rendition in std::fs::read_dir(&media)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+    {
+        for file in std::fs::read_dir(&rendition).unwrap().map(|e| e.unwrap().path()) {
+            let data = std::fs::read(&file).unwrap();
+            let ranges = segment_ranges(&data);
+            for (r, range) in refs_for(&data, &ranges).iter().zip(ranges) {
+                let held = station
+                    .store()
+                    .get(&r.id, 0)
+                    .unwrap()
+                    .expect("the station holds every chunk");
+                assert_eq!(held, data[range], "{}", file.display());
+            }
+            segments += 1;
+        }
+    }
+    assert!(segments >= 2, "{segments} segments");
+    let ranges = attachment_ranges(&handout_bytes);
+    assert!(ranges.len() > 1, "the attachment is cut at content-defined boundaries");
+    for (r, range) in refs_for(&handout_bytes, &ranges).iter().zip(ranges) {
+        let held = station
+            .store()
+            .get(&r.id, 0)
+            .unwrap()
+            .expect("the station holds the attachment");
+        assert_eq!(held, handout_bytes[range]);
+    }
+
+    // Withdraw: the next catalog has no such lesson; publishing again needs the workflow again.
+    only(
+        &s,
+        &[Role::Publisher],
+        Method::POST,
+        &format!("/api/lessons/{lesson}/withdraw"),
+        json!({}),
+    )
+    .await;
+    let withdrawn = step(&s, Role::Publisher, &lesson, "withdraw", json!({})).await;
+    assert_eq!(withdrawn["state"], "withdrawn");
+    let after = s.origin.catalog().unwrap();
+    assert_eq!(after.body.version, version + 1);
+    assert!(!after.body.entries().iter().any(|e| e.lesson == lesson_id));
+    let again = refused(
+        s.client(Role::Publisher)
+            .post(&format!("/api/lessons/{lesson}/publish"), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(again["state"], "withdrawn");
+    status.wait_for(|st| st.catalog_version > version).await.unwrap();
+
+    // Schedules: publisher only; the origin signs the next schedule version.
+    only(
+        &s,
+        &[Role::Publisher],
+        Method::POST,
+        "/api/schedule",
+        json!({ "lesson": lesson, "at": 1, "target": "all" }),
+    )
+    .await;
+    refused(
+        s.client(Role::Publisher)
+            .post(
+                "/api/schedule",
+                &json!({ "lesson": lesson, "at": 1_796_153_400u64, "target": "town:town-1" }),
+            )
+            .await,
+        StatusCode::CONFLICT,
+    );
+    step(&s, Role::Submitter, &lesson, "submit", json!({})).await;
+    let scheduled = s
+        .client(Role::Publisher)
+        .post(
+            "/api/schedule",
+            &json!({ "lesson": lesson, "at": 1_796_153_400u64, "target": "town:town-1" }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scheduled["version"], 1);
+    let schedule = s.origin.schedule().unwrap();
+    assert_eq!(schedule.body.entries.len(), 1);
+    assert_eq!(schedule.body.entries[0].show_at.0, 1_796_153_400);
+
+    // Search and filters.
+    let viewer = s.client(Role::Viewer);
+    let found = viewer.get("/api/lessons?q=%E5%B0%8F%E9%BA%A6").await.unwrap(); // 小麦
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(
+        viewer
+            .get("/api/lessons?category=elective")
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        viewer
+            .get("/api/lessons?state=submitted")
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The audit log: operator only; every step, who did it and the refusals.
+    only(&s, &[Role::Operator], Method::GET, "/api/audit", json!(null)).await;
+    let audit = s
+        .client(Role::Operator)
+        .get(&format!("/api/audit?target={lesson}"))
+        .await
+        .unwrap();
+    let entries = audit.as_array().unwrap();
+    let did = |who: &str, action: &str| {
+        entries
+            .iter()
+            .any(|e| e["who"] == who && e["action"] == action && e["result"] == "ok")
+    };
+    for (who, action) in [
+        ("submitter", "submit"),
+        ("reviewer", "reject"),
+        ("submitter", "edit-metadata"),
+        ("reviewer", "review"),
+        ("publisher", "reject"),
+        ("publisher", "approve"),
+        ("publisher", "publish"),
+        ("publisher", "withdraw"),
+        ("publisher", "schedule"),
+        ("reviewer", "preview"),
+    ] {
+        assert!(did(who, action), "no audit entry of {who} {action}: {audit:#}");
+    }
+    assert!(entries.iter().any(|e| e["who"] == "submitter"
+        && e["action"] == "approve"
+        && e["result"].as_str().unwrap().starts_with("403")));
+    assert!(entries
+        .iter()
+        .any(|e| e["action"] == "publish" && e["result"].as_str().unwrap().starts_with("409")));
+    // Refused before anyone is known: the request itself is recorded.
+    let all = s.client(Role::Operator).get("/api/audit").await.unwrap();
+    let unauthenticated = format!("http POST /api/lessons/{lesson}/publish");
+    assert!(all.as_array().unwrap().iter().any(|e| e["who"] == "-"
+        && e["action"] == unauthenticated.as_str()
+        && e["result"].as_str().unwrap().starts_with("401")));
+    station.shutdown().await;
+    s.origin.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_refuses_oversized_non_media_and_misnamed_uploads() {
+    let s = Setup::start(4 << 30).await;
+    let submitter = s.client(Role::Submitter);
+    only(
+        &s,
+        &[Role::Submitter],
+        Method::POST,
+        "/api/uploads",
+        json!({ "name": "a.mp4", "size": 10 }),
+    )
+    .await;
+    // The limit is checked on the declared size, before any body: a 3 GiB sparse file is
+    // accepted as an upload under a 4 GiB limit, a 5 GiB one is refused.
+    let big = s.dir.path().join("big.mp4");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(5 << 30).unwrap();
+    let e = submitter.upload_file(&big, "media", |_| {}).await.unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{e}");
+    assert!(e.to_string().contains("max_upload"), "{e}");
+    f.set_len(3 << 30).unwrap();
+    let id = submitter.create_upload("media", "big.mp4", 3 << 30).await.unwrap();
+    assert_eq!(submitter.upload_offset(&id).await.unwrap(), 0);
+    // A body declared longer than the upload is refused before it is read.
+    let long = vec![0u8; 1024];
+    let small = submitter.create_upload("media", "s.mp4", 100).await.unwrap();
+    let e = submitter
+        .put_upload(&small, 0, http_body_util::Full::new(Bytes::from(long)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{e}");
+    assert_eq!(submitter.upload_offset(&small).await.unwrap(), 0);
+    // Attachments have their own, smaller limit.
+    refused(
+        submitter
+            .post(
+                "/api/uploads",
+                &json!({ "kind": "attachment", "name": "a.pdf", "size": 9 << 20 }),
+            )
+            .await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
+    // A path in the file name is refused.
+    refused(
+        submitter
+            .post("/api/uploads", &json!({ "name": "../../etc/passwd", "size": 10 }))
+            .await,
+        StatusCode::BAD_REQUEST,
+    );
+    // Upload ids are the server's: anything else is not found.
+    refused(submitter.get("/api/uploads/..%2F..%2Fetc").await, StatusCode::NOT_FOUND);
+
+    // Random bytes named .mp4: refused with the probe's reason, and no lesson is made.
+    let junk = s.dir.path().join("junk.mp4");
+    std::fs::write(&junk, courseway_content::synthetic::pseudo_random(7, &[], 200_000)).unwrap();
+    let id = submitter.upload_file(&junk, "media", |_| {}).await.unwrap();
+    let body = refused(
+        submitter
+            .post(
+                "/api/lessons",
+                &json!({ "upload": id, "title": "t", "department": "d", "category": "elective" }),
+            )
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(body["code"], "not_media", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("junk.mp4"), "{body}");
+    // An incomplete upload cannot become a lesson.
+    let part = submitter.create_upload("media", "p.mp4", 1000).await.unwrap();
+    let body = refused(
+        submitter
+            .post(
+                "/api/lessons",
+                &json!({ "upload": part, "title": "t", "department": "d", "category": "elective" }),
+            )
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(body["offset"], 0);
+    assert_eq!(s.client(Role::Viewer).get("/api/lessons").await.unwrap(), json!([]));
+    assert_eq!(
+        status(s.client(Role::Viewer).get("/api/nothing").await),
+        StatusCode::NOT_FOUND
+    );
+    s.origin.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_upload_of_64_mb_streams_to_disk_and_resumes_after_a_cut() {
+    let s = Setup::start(1 << 30).await;
+    let submitter = s.client(Role::Submitter);
+    const SIZE: usize = 64 << 20;
+    const BLOCK: usize = 1 << 20;
+    let path = s.dir.path().join("big.bin");
+    std::fs::write(&path, courseway_content::synthetic::pseudo_random(3, &[], SIZE)).unwrap();
+    let id = submitter.create_upload("media", "big.bin", SIZE as u64).await.unwrap();
+    // A chunked body fed block by block (never in memory whole on either side).
+    let (tx, body) = ChannelBody::new(2);
+    let put = {
+        let (c, id) = (submitter.clone(), id.clone());
+        tokio::spawn(async move { c.put_upload(&id, 0, body).await })
+    };
+    let source = std::fs::File::open(&path).unwrap();
+    let half = SIZE / 2;
+    let mut sent = 0;
+    while sent < half {
+        let mut block = vec![0u8; BLOCK];
+        std::os::unix::fs::FileExt::read_exact_at(&source, &mut block, sent as u64).unwrap();
+        tx.send(Ok(Bytes::from(block))).await.unwrap();
+        sent += BLOCK;
+    }
+    // The server has most of the first half on disk while the body is still open: it streams.
+    loop {
+        let held = submitter.upload_offset(&id).await.unwrap();
+        if held >= (half - BLOCK) as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!put.is_finished(), "the body is still open");
+    tx.send(Err(std::io::Error::other("line cut"))).await.unwrap();
+    assert!(put.await.unwrap().is_err());
+    let (resumed_at, done) = resume(&submitter, &id, &path).await;
+    assert!(
+        (half - BLOCK) as u64 <= resumed_at && resumed_at <= half as u64,
+        "what arrived before the cut is kept: resumed at {resumed_at}"
+    );
+    assert_eq!(done, SIZE as u64);
+    let stored = std::fs::read(s.spool.join("uploads").join(&id)).unwrap();
+    assert_eq!(blake3::hash(&stored), blake3::hash(&std::fs::read(&path).unwrap()));
+    // Complete: more bytes are refused.
+    let e = submitter
+        .put_upload(&id, SIZE as u64, http_body_util::Full::new(Bytes::from_static(b"x")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{e}");
+    s.origin.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_ingest_job_cancelled_leaves_no_output() {
+    let s = Setup::start(1 << 30).await;
+    let source = s.dir.path().join("long.mp4");
+    make_source(&source, 20).await;
+    let submitter = s.client(Role::Submitter);
+    let id = submitter.upload_file(&source, "media", |_| {}).await.unwrap();
+    let created = submitter
+        .post(
+            "/api/lessons",
+            &json!({ "upload": id, "title": "t", "department": "d", "category": "elective" }),
+        )
+        .await
+        .unwrap();
+    let (lesson, job) = (created["lesson"].as_str().unwrap(), created["job"].as_str().unwrap());
+    let cancel = format!("/api/jobs/{job}/cancel");
+    only(&s, &[Role::Submitter, Role::Operator], Method::POST, &cancel, json!({})).await;
+    s.client(Role::Operator).post(&cancel, &json!({})).await.unwrap();
+    let ended = wait_job(&s, job).await;
+    assert_eq!(ended["job"]["state"], "cancelled", "{ended}");
+    let l = s
+        .client(Role::Viewer)
+        .get(&format!("/api/lessons/{lesson}"))
+        .await
+        .unwrap();
+    assert_eq!(l["state"], "failed");
+    assert!(
+        !s.spool.join("lessons").join(lesson).exists(),
+        "the transcode's output is removed"
+    );
+    assert!(!s.spool.join("uploads").join(&id).exists(), "the upload is removed");
+    let e = refused(
+        submitter
+            .post(&format!("/api/lessons/{lesson}/submit"), &json!({}))
+            .await,
+        StatusCode::CONFLICT,
+    );
+    assert_eq!(e["state"], "failed");
+    assert!(s.origin.catalog().is_none());
+    s.origin.shutdown();
+}
