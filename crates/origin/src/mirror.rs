@@ -91,8 +91,9 @@ impl MirrorConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamLesson {
     pub manifest: ChunkId,
-    /// Whether the selection takes it.
-    pub wanted: bool,
+    /// Whether the selection takes it; `None` when its manifest could not be read this time (such
+    /// a lesson is neither published nor withdrawn until it can).
+    pub wanted: Option<bool>,
 }
 
 /// What a reconciliation does.
@@ -104,17 +105,22 @@ pub struct Reconciliation {
     pub withdraw: Vec<LessonId>,
     /// Wanted upstream lessons whose id a local lesson already uses; left alone.
     pub conflicts: Vec<LessonId>,
+    /// Mirrored lessons neither wanted nor published here any more (a withdrawal that was cut
+    /// short): dropped from the mirrored set and unpinned.
+    pub forget: Vec<LessonId>,
 }
 
 /// Decides what to publish and withdraw. `local` is this origin's catalog (lesson → manifest
-/// hash), `mirrored` the lessons this mirror published earlier.
+/// hash), `mirrored` the lessons this mirror took on (recorded before they are published, so a
+/// mirrored lesson missing here is published again: to stop mirroring a lesson, narrow the
+/// selection).
 pub fn reconcile(
     upstream: &BTreeMap<LessonId, UpstreamLesson>,
     local: &BTreeMap<LessonId, ChunkId>,
     mirrored: &BTreeSet<LessonId>,
 ) -> Reconciliation {
     let mut r = Reconciliation::default();
-    for (lesson, up) in upstream.iter().filter(|(_, u)| u.wanted) {
+    for (lesson, up) in upstream.iter().filter(|(_, u)| u.wanted == Some(true)) {
         match local.get(lesson) {
             Some(hash) if *hash == up.manifest => {}
             Some(_) if !mirrored.contains(lesson) => r.conflicts.push(lesson.clone()),
@@ -122,9 +128,17 @@ pub fn reconcile(
         }
     }
     for lesson in mirrored {
-        let still_wanted = upstream.get(lesson).is_some_and(|u| u.wanted);
-        if !still_wanted && local.contains_key(lesson) {
+        let wanted = match upstream.get(lesson) {
+            None => false,
+            Some(u) => u.wanted.unwrap_or(true),
+        };
+        if wanted {
+            continue;
+        }
+        if local.contains_key(lesson) {
             r.withdraw.push(lesson.clone());
+        } else {
+            r.forget.push(lesson.clone());
         }
     }
     r
@@ -169,6 +183,8 @@ struct MirrorState {
     concurrency: usize,
     retry_after: Duration,
     mirrored: Mutex<BTreeSet<LessonId>>,
+    /// Upstream manifests already fetched and checked, by hash (the current catalog's only).
+    manifests: Mutex<BTreeMap<ChunkId, LessonManifest>>,
     counters: MirrorCounters,
     /// The upstream catalog version last reconciled in full.
     reconciled_version: AtomicU64,
@@ -241,6 +257,7 @@ impl Mirror {
             concurrency: config.concurrency.max(1),
             retry_after: config.retry_after,
             mirrored: Mutex::new(mirrored),
+            manifests: Mutex::new(BTreeMap::new()),
             counters,
             reconciled_version: AtomicU64::new(0),
         });
@@ -403,21 +420,37 @@ async fn reconcile_until_done(state: Arc<MirrorState>, catalog: Signed<Catalog>)
     }
 }
 
-/// One attempt at bringing this origin's catalog in line with `catalog`.
+/// One attempt at bringing this origin's catalog in line with `catalog`. A lesson whose manifest
+/// or chunks cannot be fetched now does not hold up the others; the pass then reports the first
+/// such error so that it is retried.
 async fn reconcile_pass(state: &Arc<MirrorState>, catalog: &Signed<Catalog>) -> Result<(), String> {
+    let mut first_error: Option<String> = None;
     let mut manifests: BTreeMap<LessonId, LessonManifest> = BTreeMap::new();
     let mut upstream: BTreeMap<LessonId, UpstreamLesson> = BTreeMap::new();
     for entry in catalog.body.entries() {
-        let manifest = upstream_manifest(state, entry.manifest, entry.manifest_size, &entry.lesson).await?;
+        let wanted = match upstream_manifest(state, entry.manifest, entry.manifest_size, &entry.lesson).await {
+            Ok(manifest) => {
+                let wanted = state.selection.wants(&manifest);
+                manifests.insert(entry.lesson.clone(), manifest);
+                Some(wanted)
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %state.name, lesson = %entry.lesson, error = %e, "cannot read an upstream manifest; will retry");
+                first_error.get_or_insert(e);
+                None
+            }
+        };
         upstream.insert(
             entry.lesson.clone(),
             UpstreamLesson {
                 manifest: entry.manifest,
-                wanted: state.selection.wants(&manifest),
+                wanted,
             },
         );
-        manifests.insert(entry.lesson.clone(), manifest);
     }
+    // Keep only the manifests the current catalog names.
+    let current: BTreeSet<ChunkId> = catalog.body.entries().iter().map(|e| e.manifest).collect();
+    state.manifests.lock().retain(|hash, _| current.contains(hash));
     let local: BTreeMap<LessonId, ChunkId> = state
         .origin
         .catalog
@@ -437,42 +470,65 @@ async fn reconcile_pass(state: &Arc<MirrorState>, catalog: &Signed<Catalog>) -> 
     if !plan.withdraw.is_empty() {
         let origin = state.origin.clone();
         let ids = plan.withdraw.clone();
-        store_io_origin(move || origin.withdraw_lessons(&ids)).await?;
-        let mut mirrored = state.mirrored.lock().clone();
-        for lesson in &plan.withdraw {
-            mirrored.remove(lesson);
-            let holder = lesson.as_str().to_owned();
-            let _ = store_io(&state.origin.store, move |s| {
-                s.unpin_holder(PinReason::OriginOwned, &holder)
-            })
-            .await;
-        }
-        save_set(state, mirrored).await?;
+        run_blocking(move || origin.withdraw_lessons(&ids)).await?;
         state
             .counters
             .lessons_withdrawn
             .fetch_add(plan.withdraw.len() as u64, Ordering::Relaxed);
         tracing::info!(mirror = %state.name, lessons = plan.withdraw.len(), "withdrew lessons withdrawn upstream");
     }
-    for lesson in &plan.publish {
-        let manifest = manifests
-            .remove(lesson)
-            .expect("every planned lesson comes from the upstream catalog");
-        fetch_chunks(state, &manifest).await?;
-        let origin = state.origin.clone();
-        let published = manifest.clone();
-        store_io_origin(move || origin.publish_stored(&[published])).await?;
+    let dropped: Vec<LessonId> = plan.withdraw.iter().chain(&plan.forget).cloned().collect();
+    if !dropped.is_empty() {
+        // Withdrawn first, forgotten after: a pass cut in between finds them in `forget` next time.
         let mut mirrored = state.mirrored.lock().clone();
-        mirrored.insert(lesson.clone());
+        for lesson in &dropped {
+            mirrored.remove(lesson);
+        }
         save_set(state, mirrored).await?;
-        state.counters.lessons_published.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(mirror = %state.name, %lesson, version = manifest.version, "mirrored a lesson");
+        for lesson in dropped {
+            let holder = lesson.as_str().to_owned();
+            if let Err(e) = store_io(&state.origin.store, move |s| {
+                s.unpin_holder(PinReason::OriginOwned, &holder)
+            })
+            .await
+            {
+                tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not unpin a withdrawn lesson");
+            }
+        }
     }
-    Ok(())
+    for lesson in &plan.publish {
+        let manifest = manifests.remove(lesson).expect("every planned lesson has a manifest");
+        // Recorded as mirrored before it is published: a pass cut after the publication still
+        // knows the lesson is the mirror's to withdraw.
+        let mut mirrored = state.mirrored.lock().clone();
+        if mirrored.insert(lesson.clone()) {
+            save_set(state, mirrored).await?;
+        }
+        let published = async {
+            fetch_chunks(state, &manifest).await?;
+            let origin = state.origin.clone();
+            let stored = manifest.clone();
+            run_blocking(move || origin.publish_stored(&[stored])).await
+        };
+        match published.await {
+            Ok(_) => {
+                state.counters.lessons_published.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(mirror = %state.name, %lesson, version = manifest.version, "mirrored a lesson");
+            }
+            Err(e) => {
+                tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not mirror a lesson; will retry");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
 }
 
 /// Runs an origin publication on the blocking pool (it writes the store synchronously).
-async fn store_io_origin<T: Send + 'static>(
+async fn run_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OriginError> + Send + 'static,
 ) -> Result<T, String> {
     match tokio::task::spawn_blocking(f).await {
@@ -502,6 +558,9 @@ async fn upstream_manifest(
     size: u32,
     lesson: &LessonId,
 ) -> Result<LessonManifest, String> {
+    if let Some(m) = state.manifests.lock().get(&hash) {
+        return Ok(m.clone());
+    }
     let key = crate::manifest_key(&hash);
     let held = store_io(&state.origin.store, move |s| s.get_meta(&key))
         .await
@@ -526,6 +585,7 @@ async fn upstream_manifest(
             manifest.id
         ));
     }
+    state.manifests.lock().insert(hash, manifest.clone());
     Ok(manifest)
 }
 
@@ -590,7 +650,7 @@ mod tests {
                     id(l),
                     UpstreamLesson {
                         manifest: hash(*h),
-                        wanted: *w,
+                        wanted: Some(*w),
                     },
                 )
             })
@@ -645,9 +705,26 @@ mod tests {
     }
 
     #[test]
-    fn a_mirrored_lesson_withdrawn_locally_by_hand_is_not_withdrawn_again() {
+    fn a_mirrored_lesson_gone_from_both_catalogs_is_forgotten_not_withdrawn_again() {
         let r = reconcile(&up(&[]), &local(&[]), &set(&["a"]));
         assert!(r.withdraw.is_empty());
+        assert_eq!(r.forget, vec![id("a")]);
+    }
+
+    #[test]
+    fn a_mirrored_lesson_missing_here_is_published_again() {
+        // Recorded as mirrored, then the pass was cut before (or during) its publication.
+        let r = reconcile(&up(&[("a", 1, true)]), &local(&[]), &set(&["a"]));
+        assert_eq!(r.publish, vec![id("a")]);
+    }
+
+    #[test]
+    fn a_lesson_whose_manifest_cannot_be_read_is_neither_published_nor_withdrawn() {
+        let mut upstream = up(&[("a", 1, true), ("b", 2, true)]);
+        upstream.get_mut(&id("a")).unwrap().wanted = None;
+        upstream.get_mut(&id("b")).unwrap().wanted = None;
+        let r = reconcile(&upstream, &local(&[("a", 1)]), &set(&["a"]));
+        assert_eq!(r, Reconciliation::default());
     }
 
     #[test]
