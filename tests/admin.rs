@@ -110,6 +110,13 @@ fn refused(result: Result<Value, ClientError>, want: StatusCode) -> Value {
     }
 }
 
+/// The admin API's ingest metrics as the origin's `/metrics` shows them.
+fn ingest_metrics(s: &Setup) -> String {
+    let mut registry = courseway_node::metrics::registry("origin");
+    registry.register_collector(s.admin.metrics());
+    courseway_node::metrics::MetricsHandler::new(registry).render()
+}
+
 async fn make_source(path: &Path, seconds: u32) {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || make_test_source(&path, &TestSource::video_audio(320, 240, seconds)).unwrap())
@@ -682,6 +689,91 @@ async fn admin_refuses_oversized_non_media_and_misnamed_uploads() {
     s.origin.shutdown();
 }
 
+/// An empty file, a truncated MP4 and an audio file declared as video: each refused with a 4xx
+/// and a reason before any job starts; no lesson is made, nothing is published, and the origin
+/// keeps taking good uploads afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_refuses_empty_truncated_and_misdeclared_media() {
+    let s = Setup::start(1 << 30).await;
+    let submitter = s.client(Role::Submitter);
+    let lesson = |upload: &str, media: Option<&str>| json!({ "upload": upload, "title": "t", "department": "d", "category": "elective", "media": media });
+
+    // Empty: refused when the upload is declared, before any body.
+    let empty = s.dir.path().join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let e = submitter.upload_file(&empty, "media", |_| {}).await.unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::BAD_REQUEST), "{e}");
+    assert!(e.to_string().contains("empty"), "{e}");
+
+    // Truncated: a real MP4 cut in half.
+    let whole = s.dir.path().join("whole.mp4");
+    make_source(&whole, 4).await;
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = s.dir.path().join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let id = submitter.upload_file(&cut, "media", |_| {}).await.unwrap();
+    let body = refused(
+        submitter.post("/api/lessons", &lesson(&id, None)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(body["code"], "not_media", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("truncated"), "{body}");
+
+    // Audio only, declared as video (and a video declared as audio).
+    let audio = s.dir.path().join("talk.mp4");
+    let path = audio.clone();
+    tokio::task::spawn_blocking(move || {
+        let source = TestSource {
+            video: false,
+            ..TestSource::video_audio(0, 0, 4)
+        };
+        make_test_source(&path, &source).unwrap()
+    })
+    .await
+    .unwrap();
+    let id = submitter.upload_file(&audio, "media", |_| {}).await.unwrap();
+    let body = refused(
+        submitter.post("/api/lessons", &lesson(&id, Some("video"))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(body["code"], "media_mismatch", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("no video stream"), "{body}");
+    let video = submitter.upload_file(&whole, "media", |_| {}).await.unwrap();
+    let body = refused(
+        submitter.post("/api/lessons", &lesson(&video, Some("audio"))).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    assert_eq!(body["code"], "media_mismatch", "{body}");
+    // A declaration that is neither is refused as a bad request.
+    refused(
+        submitter.post("/api/lessons", &lesson(&video, Some("slides"))).await,
+        StatusCode::BAD_REQUEST,
+    );
+
+    // Nothing was made or published, and no job was started.
+    assert_eq!(s.client(Role::Viewer).get("/api/lessons").await.unwrap(), json!([]));
+    assert!(s.origin.catalog().is_none_or(|c| c.body.entries().is_empty()));
+    assert!(!s.spool.join("lessons").exists() || std::fs::read_dir(s.spool.join("lessons")).unwrap().next().is_none());
+
+    // The origin still takes a good upload declared for what it is: the same audio as audio.
+    let created = submitter
+        .post("/api/lessons", &lesson(&id, Some("audio")))
+        .await
+        .unwrap();
+    let done = wait_job(&s, created["job"].as_str().unwrap()).await;
+    assert_eq!(done["job"]["state"], "done", "{done}");
+    let m = ingest_metrics(&s);
+    assert!(
+        m.contains("courseway_origin_ingest_jobs_ended_total{state=\"done\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("courseway_origin_ingest_jobs_ended_total{state=\"failed\"} 0"),
+        "{m}"
+    );
+    s.origin.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_upload_of_64_mb_streams_to_disk_and_resumes_after_a_cut() {
     let s = Setup::start(1 << 30).await;
@@ -754,6 +846,19 @@ async fn admin_ingest_job_cancelled_leaves_no_output() {
     s.client(Role::Operator).post(&cancel, &json!({})).await.unwrap();
     let ended = wait_job(&s, job).await;
     assert_eq!(ended["job"]["state"], "cancelled", "{ended}");
+    let m = ingest_metrics(&s);
+    assert!(
+        m.contains("courseway_origin_ingest_jobs_ended_total{state=\"cancelled\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("courseway_origin_ingest_jobs_ended_total{state=\"done\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("courseway_origin_ingest_jobs{state=\"transcoding\"} 0"),
+        "{m}"
+    );
     let l = s
         .client(Role::Viewer)
         .get(&format!("/api/lessons/{lesson}"))

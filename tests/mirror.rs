@@ -269,3 +269,146 @@ async fn a_mirror_refuses_an_upstream_catalog_that_does_not_chain_to_the_configu
     assert_eq!(m.stats().lessons_mirrored, 0);
     assert_eq!(m.stats().bytes_fetched, 0);
 }
+
+/// `review = "local"`: the city's own reviewers decide. The mirrored lesson waits in the city's
+/// review workflow as submitted (absent from the city's catalog), plays in preview from the
+/// city's store, cannot be edited or submitted by hand, is published once a city reviewer and
+/// publisher approve it, reaches the village byte for byte, and is closed when upstream
+/// withdraws it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_in_local_review_mode_hands_lessons_to_the_city_review_workflow() {
+    use courseway::admin_client::{AdminClient, ClientError};
+    use courseway_origin::admin::workflow::Role as AdminRole;
+    use courseway_origin::admin::{tokens, AdminApi, AdminConfig};
+    use courseway_origin::mirror::MirrorReview;
+    use hyper::body::Bytes;
+    use hyper::{Method, StatusCode};
+    use serde_json::{json, Value};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (province_keys, city_keys) = (DeploymentKeys::generate().unwrap(), DeploymentKeys::generate().unwrap());
+    let province = origin(dir.path(), &province_keys, "province").await;
+    let health = lesson("health-101", 1, "health", Category::Required);
+    province.publish(&[(health.manifest.clone(), &health.chunks)]).unwrap();
+
+    let city = std::sync::Arc::new(origin(dir.path(), &city_keys, "city").await);
+    let config = AdminConfig::new(loopback(), dir.path().join("admin"), dir.path().join("spool"));
+    let token = |role: AdminRole| tokens::create(&config.tokens_file(), role.as_str(), role, None, 1).unwrap();
+    let (reviewer, publisher, submitter) = (
+        token(AdminRole::Reviewer),
+        token(AdminRole::Publisher),
+        token(AdminRole::Submitter),
+    );
+    let admin = AdminApi::start(config, city.clone()).await.unwrap();
+    let client = |t: &str| AdminClient::for_addr(admin.local_addr(), t);
+
+    let mut config = MirrorConfig::new(
+        "province",
+        UpstreamConfig::new(vec![Parent {
+            name: NodeName::new("province").unwrap(),
+            addr: province.local_addr().unwrap(),
+        }]),
+        province_keys.root_public(),
+    );
+    config.bind = loopback();
+    config.retry_after = Duration::from_millis(200);
+    config.review = MirrorReview::Local(admin.review_queue());
+    let enrollment = province_keys
+        .enroll(Role::Origin, &NodeName::new("city-gz").unwrap())
+        .unwrap();
+    let m = city.mirror(config, enrollment).unwrap();
+    let village = station(
+        dir.path(),
+        &city_keys,
+        "village-0001",
+        ("city", city.local_addr().unwrap()),
+    )
+    .await;
+
+    // Offered for review, not published.
+    let record = |client: AdminClient| async move { client.get("/api/lessons/health-101").await };
+    let mut offered: Option<Value> = None;
+    for _ in 0..600 {
+        if let Ok(v) = record(client(&reviewer)).await {
+            offered = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let offered = offered.expect("the mirror offers the lesson for review within a minute");
+    assert_eq!(offered["state"], "submitted", "{offered}");
+    assert_eq!(offered["source"], "province", "{offered}");
+    assert_eq!(offered["metadata"]["department"], "health", "{offered}");
+    assert_eq!(m.stats().lessons_offered, 1);
+    assert!(catalog_lessons(&city).is_empty(), "published before review");
+
+    // Not editable or submittable here.
+    let refused = |r: Result<Value, ClientError>| match r {
+        Err(ClientError::Server { status, body, .. }) => (status, body),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (status, body) = refused(
+        client(&submitter)
+            .post("/api/lessons/health-101/submit", &json!({}))
+            .await,
+    );
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "mirrored", "{body}");
+
+    // Preview plays the upstream's bytes from the city's store.
+    let rendition = &health.manifest.renditions[0];
+    let (status, _, segment) = client(&reviewer)
+        .send(
+            Method::GET,
+            &format!("/preview/health-101/{}/0.ts", rendition.name),
+            http_body_util::Empty::<Bytes>::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let expected: Vec<u8> = rendition.segments[0]
+        .chunks
+        .iter()
+        .flat_map(|c| health.chunks[&c.id].clone())
+        .collect();
+    assert_eq!(segment.to_vec(), expected);
+
+    // Reviewed, approved, published: the same manifest, now in the city's catalog.
+    for (who, step) in [(&reviewer, "review"), (&publisher, "approve"), (&publisher, "publish")] {
+        client(who)
+            .post(&format!("/api/lessons/health-101/{step}"), &json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+    }
+    assert_eq!(
+        catalog_lessons(&city),
+        vec![("health-101".to_owned(), health.manifest.hash())]
+    );
+    wait_until(
+        "the village to hold the reviewed lesson",
+        Duration::from_secs(60),
+        || holds_byte_identical(&village, &health),
+    )
+    .await;
+
+    // Upstream withdraws it: withdrawn here, and the record says why.
+    province.withdraw(&[LessonId::new("health-101").unwrap()]).unwrap();
+    wait_until("the city to withdraw it", Duration::from_secs(30), || {
+        catalog_lessons(&city).is_empty()
+    })
+    .await;
+    let mut closed = Value::Null;
+    for _ in 0..100 {
+        closed = record(client(&reviewer)).await.unwrap();
+        if closed["state"] == "withdrawn" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(closed["state"], "withdrawn", "{closed}");
+    assert_eq!(
+        closed["comments"].as_array().unwrap().last().unwrap()["action"],
+        "retract"
+    );
+    city.shutdown();
+}

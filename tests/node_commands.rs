@@ -109,12 +109,16 @@ impl Drop for Node {
     }
 }
 
-/// `GET /metrics` over a plain TCP connection; the body, after checking the status and type.
+/// `GET /metrics` over a plain TCP connection, asking for OpenMetrics as Prometheus does; the
+/// body, after checking the status and type.
 fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .write_all(
+            b"GET /metrics HTTP/1.1\r\nHost: test\r\nAccept: application/openmetrics-text;version=1.0.0\r\n\
+              Connection: close\r\n\r\n",
+        )
         .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
@@ -274,6 +278,35 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
             "deploy/ uses the metric {name}, which no node exposes"
         );
     }
+    // SIGHUP: the station reads its config again and puts a closed bandwidth window in force
+    // (its downloads gate shuts); a broken config is refused and the settings stay; the origin
+    // and relay keep running (they read their config only at start).
+    assert_eq!(sample(&s, "courseway_station_downloads_allowed"), 1.0);
+    let hup = |node: &Node| {
+        let pid = node.child.id().to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    };
+    let closed = std::fs::read_to_string(&station_toml).unwrap() + "[station.bandwidth]\ndefault_share_percent = 0\n";
+    std::fs::write(&station_toml, &closed).unwrap();
+    hup(&station);
+    station.wait_for(&["config reloaded"], Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sample(&scrape(&station_metrics), "courseway_station_downloads_allowed") != 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reloaded window never closed the gate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::write(&station_toml, closed.replace("= 0\n", "= 250\n")).unwrap();
+    hup(&station);
+    hup(&relay);
+    hup(&origin);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        sample(&scrape(&station_metrics), "courseway_station_downloads_allowed"),
+        0.0
+    );
     station.stop();
     relay.stop();
     origin.stop();

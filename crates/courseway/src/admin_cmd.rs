@@ -62,6 +62,10 @@ pub struct IngestArgs {
     language: String,
     #[arg(long, default_value = "")]
     description: String,
+    /// What the file is: `video` (it must have a video stream) or `audio` (audio only, e.g. a
+    /// radio programme). The origin refuses a file that is not what it is declared to be.
+    #[arg(long, value_parser = ["video", "audio"])]
+    media: Option<String>,
     /// A file that goes with the lesson (PDF, slides, …); repeat for several.
     #[arg(long = "attach")]
     attachments: Vec<PathBuf>,
@@ -257,6 +261,7 @@ pub fn ingest(args: IngestArgs) -> anyhow::Result<()> {
                     "upload": upload, "attachments": attachments, "title": args.title,
                     "department": args.department, "category": args.category, "tags": args.tags,
                     "language": args.language, "description": args.description,
+                    "media": args.media,
                 }),
             )
             .await

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use bytesize::ByteSize;
 use courseway_content::schedule::Place;
 use courseway_content::{AreaName, Category, NodeName};
@@ -21,6 +21,7 @@ use courseway_node::{Parent, UpstreamConfig};
 use courseway_origin::mirror::MirrorSelection;
 use courseway_relay::PrefetchPolicy;
 use courseway_station::planner::{BandwidthPolicy, BandwidthWindow, TimeOfDay};
+use courseway_station::retention::RetentionPolicy;
 use courseway_station::LessonFilter;
 use courseway_store::StoreConfig;
 use serde::de::Error as _;
@@ -287,6 +288,10 @@ pub struct MirrorSection {
     /// Chunks fetched at once.
     #[serde(default = "default_mirror_concurrency")]
     pub concurrency: usize,
+    /// Who publishes the mirrored lessons here: "automatic" (the mirror, as soon as the chunks
+    /// are held) or "local" (this origin's review workflow; needs [origin.admin]).
+    #[serde(default)]
+    pub review: MirrorReviewValue,
     /// The upstream origin(s), in priority order.
     #[serde(default)]
     pub parent: Vec<ParentSection>,
@@ -296,6 +301,15 @@ pub struct MirrorSection {
 
 fn default_mirror_concurrency() -> usize {
     4
+}
+
+/// `mirror.review`: "automatic" or "local".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorReviewValue {
+    #[default]
+    Automatic,
+    Local,
 }
 
 /// `[origin]`.
@@ -478,6 +492,41 @@ pub struct StationSection {
     pub ready_margin_minutes: Option<u64>,
     #[serde(default)]
     pub bandwidth: Option<BandwidthSection>,
+    #[serde(default)]
+    pub retention: Option<RetentionSection>,
+}
+
+/// `[station.retention]`: which lessons the store holds on to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Lessons shown here within this many days ahead are pinned (never evicted).
+    pub pin_horizon_days: Option<u64>,
+    /// Hours a lesson stays after its showing; then it is let go unless shown again.
+    pub keep_after_showing_hours: Option<u64>,
+}
+
+fn retention_policy(section: Option<RetentionSection>) -> anyhow::Result<RetentionPolicy> {
+    let mut policy = RetentionPolicy::default();
+    let Some(r) = section else {
+        return Ok(policy);
+    };
+    if let Some(days) = r.pin_horizon_days {
+        ensure!(
+            (1..=366).contains(&days),
+            "station.retention.pin_horizon_days = {days}: give 1 to 366 days (lessons shown within that many days are pinned)"
+        );
+        policy.pin_horizon_secs = days * 86_400;
+    }
+    if let Some(hours) = r.keep_after_showing_hours {
+        ensure!(
+            hours <= 24 * 366,
+            "station.retention.keep_after_showing_hours = {hours}: give at most {} hours",
+            24 * 366
+        );
+        policy.keep_after_showing_secs = hours * 3600;
+    }
+    Ok(policy)
 }
 
 /// `[station.bandwidth]`: how much of the village line the station may use, and when.
@@ -601,6 +650,8 @@ pub struct MirrorSettings {
     pub credentials: PathBuf,
     pub selection: MirrorSelection,
     pub concurrency: usize,
+    /// Whether this origin's own review workflow publishes the mirrored lessons.
+    pub review: MirrorReviewValue,
     pub upstream: UpstreamConfig,
 }
 
@@ -630,6 +681,7 @@ fn mirror_settings(m: MirrorSection, base: &Path, names: &mut Vec<String>) -> an
             categories: m.categories.into_iter().map(|c| c.0).collect(),
         },
         concurrency: m.concurrency,
+        review: m.review,
         upstream,
     })
 }
@@ -663,6 +715,19 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
                 .collect::<anyhow::Result<_>>()?
         },
         admin: f.origin.admin.as_ref().map(|a| a.to_config(&base)).transpose()?,
+    })
+    .and_then(|settings: OriginSettings| {
+        if let Some(m) = settings
+            .mirrors
+            .iter()
+            .find(|m| m.review == MirrorReviewValue::Local && settings.admin.is_none())
+        {
+            bail!(
+                "[[mirror]] {:?} has review = \"local\", but this origin has no [origin.admin] to review in; add [origin.admin] or set review = \"automatic\"",
+                m.name
+            );
+        }
+        Ok(settings)
     })
 }
 
@@ -721,6 +786,7 @@ pub struct StationSettings {
     pub place: Place,
     pub bandwidth: BandwidthPolicy,
     pub ready_margin: Option<Duration>,
+    pub retention: RetentionPolicy,
 }
 
 /// Reads `station.toml`.
@@ -760,6 +826,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         },
         bandwidth,
         ready_margin: f.station.ready_margin_minutes.map(|m| Duration::from_secs(m * 60)),
+        retention: retention_policy(f.station.retention)?,
     })
 }
 
@@ -832,6 +899,7 @@ mod tests {
         let base = "[node]\ncredentials = \"keys\"\n[store]\npath = \"s\"\nbudget = \"1 GiB\"\n[[parent]]\nname = \"d\"\naddr = \"127.0.0.1:7400\"\n";
         let good = format!(
             "{base}[station]\nrate_limit = \"4 Mbit/s\"\ntown = \"shiqiao\"\ngroups = [\"coops\"]\nready_margin_minutes = 45\n\
+             [station.retention]\npin_horizon_days = 3\nkeep_after_showing_hours = 12\n\
              [station.bandwidth]\ndefault_share_percent = 30\ndaily_quota = \"5 GB\"\n\
              [[station.bandwidth.window]]\nfrom = \"22:00\"\nuntil = \"06:00\"\nshare_percent = 100\n"
         );
@@ -841,12 +909,22 @@ mod tests {
         assert_eq!(s.bandwidth.windows.len(), 1);
         assert_eq!(s.place.town.as_ref().map(|t| t.as_str()), Some("shiqiao"));
         assert_eq!(s.ready_margin, Some(Duration::from_secs(45 * 60)));
+        assert_eq!(s.retention.pin_horizon_secs, 3 * 86_400);
+        assert_eq!(s.retention.keep_after_showing_secs, 12 * 3600);
         for (text, key) in [
             (
                 good.replace("share_percent = 100", "share_percent = 130"),
                 "share_percent",
             ),
             (good.replace("\"06:00\"", "\"6 am\""), "until"),
+            (
+                good.replace("pin_horizon_days = 3", "pin_horizon_days = 0"),
+                "pin_horizon_days",
+            ),
+            (
+                good.replace("keep_after_showing_hours = 12", "keep_after_hours = 12"),
+                "keep_after_hours",
+            ),
             (good.replace("rate_limit = \"4 Mbit/s\"\n", ""), "rate_limit"),
         ] {
             let err = format!("{:#}", station(&write(dir.path(), "station.toml", &text)).unwrap_err());
@@ -866,6 +944,7 @@ mod tests {
         );
         let o = origin(&write(dir.path(), "origin.toml", &good)).unwrap();
         assert_eq!(o.mirrors.len(), 1);
+        assert_eq!(o.mirrors[0].review, MirrorReviewValue::Automatic);
         let m = &o.mirrors[0];
         assert_eq!(m.credentials, dir.path().join("upstream"));
         assert_eq!(m.selection.publishers, vec!["health".to_owned()]);
@@ -883,6 +962,21 @@ mod tests {
                 "[[mirror.parent]]",
             ),
             (twice, "province"),
+            // Review by this origin needs its admin API.
+            (
+                good.replace(
+                    "categories = [\"必修\"]\n",
+                    "categories = [\"必修\"]\nreview = \"local\"\n",
+                ),
+                "[origin.admin]",
+            ),
+            (
+                good.replace(
+                    "categories = [\"必修\"]\n",
+                    "categories = [\"必修\"]\nreview = \"later\"\n",
+                ),
+                "review",
+            ),
         ] {
             let err = format!("{:#}", origin(&write(dir.path(), "origin.toml", &text)).unwrap_err());
             assert!(err.contains(key), "error for {key} does not name it: {err}");

@@ -1,9 +1,13 @@
-//! `courseway demo`: a whole delivery tree on loopback with synthetic courseware.
+//! `courseway demo`: a whole delivery tree on loopback with generated courseware.
 //!
 //! Starts an origin, city relays, district relays and stations in one process (real QUIC with
-//! mutual TLS between every pair of nodes, a RocksDB store per node), publishes a synthetic
-//! lesson, and shows the stations syncing. With `--exit-when-synced --json` its last line is one
-//! JSON object with the figures.
+//! mutual TLS between every pair of nodes, a RocksDB store per node), publishes a lesson, and
+//! shows the stations syncing. The lesson is real video by default: a test pattern with a tone
+//! made by GStreamer (videotestsrc, audiotestsrc) and put through the same ingest pipeline as an
+//! upload at the origin (`crates/media`: the H.264/AAC rendition ladder in MPEG-TS segments),
+//! with a handout attached; `--courseware synthetic` publishes pseudo-random bytes of a chosen
+//! size instead, which is quicker to make and what the delivery figures are measured with. With
+//! `--exit-when-synced --json` its last line is one JSON object with the figures.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,10 +15,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use courseway::topology::{DeploymentKeys, MetricsTarget, Topology, TopologyConfig};
 use courseway_content::synthetic::SyntheticLesson;
-use courseway_content::LessonId;
+use courseway_content::{Category, ChunkId, LessonId, LessonManifest};
+use courseway_media::testsrc::{make_test_source, TestSource};
+use courseway_media::{AttachmentInput, CancelToken, LadderConfig, LessonMeta};
 use courseway_net::RateLimit;
 use courseway_relay::PrefetchPolicy;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -27,7 +34,14 @@ pub struct DemoArgs {
     /// District relays, spread over the city relays.
     #[arg(long, default_value_t = 4)]
     district_relays: usize,
-    /// Size of the published lesson in MB (three renditions and a handout).
+    /// What the demo publishes: a GStreamer-made video lesson (transcoded into the 720p, 360p
+    /// and audio-only ladder), or synthetic bytes of `--lesson-mb`.
+    #[arg(long, value_enum, default_value_t = Courseware::Video)]
+    courseware: Courseware,
+    /// Length of the video lesson in seconds (`--courseware video`).
+    #[arg(long, default_value_t = 40)]
+    lesson_seconds: u32,
+    /// Size of the synthetic lesson in MB: three renditions and a handout (`--courseware synthetic`).
     #[arg(long, default_value_t = 8)]
     lesson_mb: u32,
     /// Each station's download cap in Mbit/s (0: uncapped).
@@ -47,8 +61,21 @@ pub struct DemoArgs {
     dir: Option<PathBuf>,
 }
 
+/// What the demo publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Courseware {
+    /// A test pattern with a tone, made and transcoded by GStreamer.
+    Video,
+    /// Pseudo-random bytes shaped like a lesson (no transcode; any size).
+    Synthetic,
+}
+
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.lesson_mb > 0, "--lesson-mb must be at least 1");
+    anyhow::ensure!(
+        (2..=3600).contains(&args.lesson_seconds),
+        "--lesson-seconds must be between 2 and 3600"
+    );
     anyhow::ensure!(
         args.link_mbit >= 0.0,
         "--link-mbit must not be negative (0 means uncapped)"
@@ -98,21 +125,29 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     let targets = tree.serve_metrics().await?;
     print_metrics_targets(&targets, &dir)?;
 
-    // One lesson of about `lesson_mb` MB: 720p + 360p + audio, four-second segments.
-    let lesson = SyntheticLesson::of_size(
-        LessonId::new("demo-lesson-001")?,
-        1,
-        u64::from(args.lesson_mb) * 1_000_000,
-    )
-    .build();
-    let lesson_bytes: u64 = lesson.chunks.values().map(|c| c.len() as u64).sum();
+    let (manifest, chunks) = match args.courseware {
+        Courseware::Video => video_lesson(&dir, args.lesson_seconds).await?,
+        Courseware::Synthetic => {
+            // About `lesson_mb` MB: 720p + 360p + audio, four-second segments.
+            let lesson = SyntheticLesson::of_size(
+                LessonId::new("demo-lesson-001")?,
+                1,
+                u64::from(args.lesson_mb) * 1_000_000,
+            )
+            .build();
+            (lesson.manifest, lesson.chunks)
+        }
+    };
+    let lesson_bytes: u64 = chunks.values().map(|c| c.len() as u64).sum();
     let started = Instant::now();
-    let version = tree.origin.publish(&[(lesson.manifest.clone(), &lesson.chunks)])?;
+    // Publishing writes the store synchronously (synced writes): off the async workers.
+    let version = tokio::task::block_in_place(|| tree.origin.publish(&[(manifest.clone(), &chunks)]))?;
     eprintln!(
-        "  published {} ({:.1} MB, {} chunks) as catalog v{version}",
-        lesson.manifest.id,
+        "  published {} \"{}\" ({:.1} MB in {} renditions) as catalog v{version}",
+        manifest.id,
+        manifest.title,
         lesson_bytes as f64 / 1e6,
-        lesson.chunks.len()
+        manifest.renditions.len()
     );
 
     let bars = TierBars::new(&tree, lesson_bytes);
@@ -159,6 +194,11 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "stations": args.stations,
+                "courseware": match args.courseware {
+                    Courseware::Video => "video",
+                    Courseware::Synthetic => "synthetic",
+                },
+                "renditions": manifest.renditions.len(),
                 "stations_complete": tree.stations_synced(version),
                 "lesson_bytes": lesson_bytes,
                 "origin_bytes_sent": origin_bytes_sent,
@@ -176,6 +216,71 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     }
     tree.shutdown().await;
     Ok(())
+}
+
+/// Makes the video lesson: a `seconds`-long 720p test pattern with a tone, transcoded into the
+/// default ladder under `dir/demo-media`, with a short handout, every chunk in memory.
+async fn video_lesson(dir: &Path, seconds: u32) -> anyhow::Result<(LessonManifest, BTreeMap<ChunkId, Vec<u8>>)> {
+    let source = dir.join("demo-source.mp4");
+    let out = dir.join("demo-media");
+    let bar = ProgressBar::with_draw_target(Some(u64::from(seconds) * 1000), ProgressDrawTarget::stderr_with_hz(4));
+    bar.set_style(
+        ProgressStyle::with_template("  {prefix:<16} [{bar:32}] {percent:>3}% {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("making video");
+    bar.set_message(format!("{seconds} s of 720p test pattern (videotestsrc)"));
+    let progress = bar.clone();
+    let build = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        make_test_source(&source, &TestSource::video_audio(1280, 720, seconds))
+            .map_err(|e| anyhow::anyhow!("making the demo video with GStreamer: {e}"))?;
+        progress.set_prefix("transcoding");
+        progress.set_message("720p, 360p and audio-only renditions");
+        let output = courseway_media::transcode(
+            &source,
+            &LadderConfig::default(),
+            &out,
+            |p| progress.set_position(p.position.as_millis() as u64),
+            &CancelToken::new(),
+        )
+        .context("transcoding the demo video (install the GStreamer plugins: ./scripts/demo does)")?;
+        let _ = std::fs::remove_file(&source);
+        let meta = LessonMeta {
+            id: LessonId::new("demo-lesson-001")?,
+            version: 1,
+            title: "农村实用技术：示范课 (demo lesson)".into(),
+            publisher: "demo-centre".into(),
+            category: Category::Required,
+            tags: vec!["demo".into()],
+            language: "zh".into(),
+        };
+        let handout = AttachmentInput {
+            name: "handout.txt".into(),
+            media_type: courseway_media::lesson::media_type_for("handout.txt").into(),
+            bytes: "示范课讲义 / Demo lesson handout\n\nA test pattern with a 440 Hz tone, made by GStreamer and \
+                    transcoded into the Courseway rendition ladder.\n"
+                .repeat(64)
+                .into_bytes(),
+        };
+        let lesson =
+            courseway_media::build_lesson(meta, &output, &[handout]).context("reading the transcoded segments")?;
+        Ok((lesson.manifest, lesson.chunks))
+    });
+    let built = build.await.context("the transcode task failed");
+    bar.finish_and_clear();
+    let (manifest, chunks) = built??;
+    let secs = manifest.duration_ms as f64 / 1000.0;
+    eprintln!(
+        "  made a {secs:.0} s video lesson with GStreamer: {}",
+        manifest
+            .renditions
+            .iter()
+            .map(|r| format!("{} ({} segments)", r.name, r.segments.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok((manifest, chunks))
 }
 
 /// Prints where each node's metrics are, and writes them as a Prometheus file_sd target list.

@@ -13,7 +13,7 @@ use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::LessonId;
 use courseway_node::http::HttpServer;
 use courseway_node::metrics::{self, MetricsCollector, MetricsHandler};
-use courseway_origin::mirror::MirrorConfig;
+use courseway_origin::mirror::{MirrorConfig, MirrorReview};
 use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
 use courseway_relay::{Relay, RelayConfig};
@@ -36,6 +36,22 @@ async fn stop_requested() -> anyhow::Result<()> {
     }
     tracing::info!("stop requested");
     Ok(())
+}
+
+/// Waits for SIGTERM or Ctrl-C, answering SIGHUP by logging that `role` reads its config only
+/// at start (SIGHUP would otherwise end the process).
+async fn stop_requested_ignoring_reloads(role: &str) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let stop = stop_requested();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = &mut stop => return r,
+            _ = hup.recv() => {
+                tracing::warn!("SIGHUP: the {role} reads its config file only at start; restart it to apply changes (the admin API re-reads its token file by itself)");
+            }
+        }
+    }
 }
 
 /// Starts `/metrics` on `listen` with the node's collectors, if configured.
@@ -87,25 +103,6 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         .context("starting the origin")?;
         let origin = std::sync::Arc::new(origin);
         println!("origin {name} listening on {} (UDP, QUIC)", origin.local_addr()?);
-        let mut mirrors = Vec::new();
-        for m in settings.mirrors {
-            let upstream = NodeKeys::load(&m.credentials, Role::Origin)
-                .with_context(|| format!("loading the credentials of [[mirror]] {:?}", m.name))?;
-            let mut config = MirrorConfig::new(m.name.clone(), m.upstream, upstream.root);
-            config.selection = m.selection;
-            config.concurrency = m.concurrency;
-            config.transport = settings.transport.clone();
-            let mirror = origin
-                .mirror(config, upstream.enrollment)
-                .with_context(|| format!("starting [[mirror]] {:?}", m.name))?;
-            println!("mirroring upstream origin {:?}", mirror.name());
-            mirrors.push(mirror);
-        }
-        let mut collectors = vec![origin.metrics()];
-        if !mirrors.is_empty() {
-            collectors.push(courseway_origin::mirror::metrics(&mirrors));
-        }
-        let _metrics = metrics_endpoint(settings.metrics, "origin", collectors).await?;
         let admin = match settings.admin {
             Some(config) => {
                 let admin = courseway_origin::admin::AdminApi::start(config, origin.clone())
@@ -116,6 +113,34 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let mut mirrors = Vec::new();
+        for m in settings.mirrors {
+            let upstream = NodeKeys::load(&m.credentials, Role::Origin)
+                .with_context(|| format!("loading the credentials of [[mirror]] {:?}", m.name))?;
+            let mut config = MirrorConfig::new(m.name.clone(), m.upstream, upstream.root);
+            config.selection = m.selection;
+            config.concurrency = m.concurrency;
+            if m.review == courseway::config::MirrorReviewValue::Local {
+                let admin = admin
+                    .as_ref()
+                    .context("review = \"local\" needs [origin.admin] (checked when the config was read)")?;
+                config.review = MirrorReview::Local(admin.review_queue());
+            }
+            config.transport = settings.transport.clone();
+            let mirror = origin
+                .mirror(config, upstream.enrollment)
+                .with_context(|| format!("starting [[mirror]] {:?}", m.name))?;
+            println!("mirroring upstream origin {:?}", mirror.name());
+            mirrors.push(mirror);
+        }
+        let mut collectors = vec![origin.metrics()];
+        if let Some(admin) = &admin {
+            collectors.push(admin.metrics());
+        }
+        if !mirrors.is_empty() {
+            collectors.push(courseway_origin::mirror::metrics(&mirrors));
+        }
+        let _metrics = metrics_endpoint(settings.metrics, "origin", collectors).await?;
         if settings.synthetic_lessons > 0 && origin.catalog().is_none() {
             let built: Vec<_> = (0..settings.synthetic_lessons)
                 .map(|i| {
@@ -137,7 +162,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
                 catalog.body.entries().len()
             );
         }
-        stop_requested().await?;
+        stop_requested_ignoring_reloads("origin").await?;
         drop(mirrors);
         if let Some(admin) = &admin {
             admin.shutdown();
@@ -170,7 +195,7 @@ pub fn relay(config_path: &Path) -> anyhow::Result<()> {
             .context("starting the relay")?;
         println!("relay {name} listening on {} (UDP, QUIC)", relay.local_addr()?);
         let _metrics = metrics_endpoint(settings.metrics, "relay", vec![relay.metrics()]).await?;
-        stop_requested().await?;
+        stop_requested_ignoring_reloads("relay").await?;
         relay.shutdown();
         Ok(())
     })
@@ -188,12 +213,14 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
         sc.filter = settings.filter;
         sc.place = settings.place;
         sc.bandwidth = settings.bandwidth;
+        sc.retention = settings.retention;
         if let Some(m) = settings.ready_margin {
             sc.ready_margin = m;
         }
         if let Some(n) = settings.concurrency {
             sc.concurrency = n;
         }
+        let started = config::station(config_path)?;
         let station = Station::start(sc, node.enrollment, node.root)
             .await
             .context("starting the station")?;
@@ -212,13 +239,79 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
                 let _ = tokio::time::timeout(Duration::from_secs(10), status.changed()).await;
             }
         };
+        let reloads = async {
+            let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+            while hup.recv().await.is_some() {
+                reload_station(&station, config_path, &started);
+            }
+            Ok::<(), anyhow::Error>(())
+        };
         tokio::select! {
             r = stop_requested() => r?,
             () = report => {}
+            r = reloads => r?,
         }
         station.shutdown().await;
         Ok(())
     })
+}
+
+/// SIGHUP: reads the config file again and puts what can change at run time in force (lesson
+/// filter, bandwidth windows and quota, ready margin, retention); names the keys that changed
+/// but need a restart. A config that does not read keeps the settings in force.
+fn reload_station(station: &Station, config_path: &Path, started: &config::StationSettings) {
+    let new = match config::station(config_path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(config = %config_path.display(), error = format!("{e:#}"), "SIGHUP: the config file does not read; keeping the settings in force");
+            return;
+        }
+    };
+    let mut tunables = station.tunables();
+    tunables.filter = new.filter.clone();
+    tunables.bandwidth = new.bandwidth.clone();
+    tunables.retention = new.retention;
+    if let Some(m) = new.ready_margin {
+        tunables.ready_margin = m;
+    }
+    let needs_restart = restart_only_changes(started, &new);
+    if !needs_restart.is_empty() {
+        tracing::warn!(
+            keys = needs_restart.join(", "),
+            "SIGHUP: these settings changed but apply only after a restart"
+        );
+    }
+    if tunables == station.tunables() {
+        tracing::info!("SIGHUP: the config file read again; no run-time setting changed");
+    } else {
+        station.retune(tunables);
+        println!("config reloaded: lesson filter, bandwidth, ready margin and retention in force");
+    }
+}
+
+/// The config keys, among those read only at start, whose values differ.
+fn restart_only_changes(old: &config::StationSettings, new: &config::StationSettings) -> Vec<&'static str> {
+    // Compared through their Debug form: these types are plain data, and a difference in any
+    // field is a change the operator made.
+    let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+    let mut changed = Vec::new();
+    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 9] = [
+        ("metrics.listen", &old.metrics, &new.metrics),
+        ("node.credentials", &old.credentials, &new.credentials),
+        ("node.bind", &old.bind, &new.bind),
+        ("[store]", &old.store, &new.store),
+        ("[transport]", &old.transport, &new.transport),
+        ("[[parent]] / [upstream]", &old.upstream, &new.upstream),
+        ("station.rate_limit", &old.rate_cap, &new.rate_cap),
+        ("station.concurrency", &old.concurrency, &new.concurrency),
+        ("station.district / town / groups", &old.place, &new.place),
+    ];
+    for (key, a, b) in fields {
+        if !same(a, b) {
+            changed.push(key);
+        }
+    }
+    changed
 }
 
 /// A new catalog, a lesson ready, the sync done or a bad chunk: a line at once. Bytes arriving:

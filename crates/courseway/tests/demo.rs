@@ -14,6 +14,8 @@ fn demo_syncs_every_station_and_reports_json() {
             "1",
             "--district-relays",
             "2",
+            "--courseware",
+            "synthetic",
             "--lesson-mb",
             "2",
         ])
@@ -42,6 +44,36 @@ fn demo_syncs_every_station_and_reports_json() {
     let report = String::from_utf8_lossy(&check.stdout);
     assert!(check.status.success(), "{report}");
     assert!(report.contains("0 corrupt"), "{report}");
+}
+
+#[test]
+fn demo_publishes_a_gstreamer_made_video_lesson_to_every_station() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_courseway"))
+        .args([
+            "demo",
+            "--stations",
+            "3",
+            "--city-relays",
+            "1",
+            "--district-relays",
+            "1",
+        ])
+        .args(["--lesson-seconds", "8", "--exit-when-synced", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    let figures: serde_json::Value = serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    assert_eq!(figures["courseware"], "video");
+    // 720p, 360p and audio-only from a 720p source.
+    assert_eq!(figures["renditions"], 3, "{figures}");
+    assert_eq!(figures["stations_complete"], 3);
+    assert_eq!(figures["bad_chunks_served"], 0);
+    // Eight seconds of 720p at ~1.5 Mbit/s and the smaller rungs: well over half a megabyte.
+    assert!(figures["lesson_bytes"].as_u64().unwrap() > 500_000, "{figures}");
 }
 
 #[test]

@@ -28,8 +28,42 @@ use crate::upstream::FetchStats;
 pub use prometheus_client::collector::Collector as MetricsCollector;
 pub use prometheus_client::registry::Registry as MetricsRegistry;
 
-/// The content type of the OpenMetrics text format, which Prometheus scrapes.
+/// The content type of the OpenMetrics text format, which Prometheus asks for when it scrapes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of Prometheus's classic text format (0.0.4), served to clients that do not
+/// ask for OpenMetrics (curl, `promtool check metrics`, older scrapers).
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as the classic text format: a counter family's `# HELP` and `# TYPE` name
+/// its `_total` samples (OpenMetrics names the family without the suffix), and the `# UNIT` and
+/// `# EOF` lines, which the classic format does not have, are dropped. Pure; every other line
+/// is the same in both formats for the metric types Courseway exposes (counters, gauges,
+/// histograms).
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            counters.contains(name).then(|| format!("{p}{name}_total {tail}"))
+        });
+        match meta {
+            Some(renamed) => out.push_str(renamed.trim_end()),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -54,7 +88,8 @@ pub fn registry(role: &str) -> Registry {
     registry
 }
 
-/// Serves `GET /metrics` from a registry.
+/// Serves `GET /metrics` from a registry: OpenMetrics to a client whose `Accept` asks for it
+/// (Prometheus does), the classic text format to anyone else.
 #[derive(Debug, Clone)]
 pub struct MetricsHandler {
     registry: Arc<Registry>,
@@ -78,7 +113,19 @@ impl MetricsHandler {
 impl Handler for MetricsHandler {
     async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
         match (request.method(), request.uri().path()) {
-            (&Method::GET, "/metrics") => text(StatusCode::OK, CONTENT_TYPE, self.render()),
+            (&Method::GET, "/metrics") => {
+                let openmetrics = request
+                    .headers()
+                    .get_all(hyper::header::ACCEPT)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.contains("application/openmetrics-text"));
+                if openmetrics {
+                    text(StatusCode::OK, CONTENT_TYPE, self.render())
+                } else {
+                    text(StatusCode::OK, TEXT_CONTENT_TYPE, openmetrics_to_text(&self.render()))
+                }
+            }
             (_, "/metrics") => text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "text/plain; charset=utf-8",
@@ -302,5 +349,25 @@ mod tests {
         assert!(text.contains("courseway_chunk_bytes_served_total 7"), "{text}");
         assert!(text.contains("courseway_catalog_version 3"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn classic_text_names_counter_families_by_their_samples_and_drops_openmetrics_lines() {
+        let om = "# HELP courseway_sent_bytes Bytes sent.\n# TYPE courseway_sent_bytes counter\n\
+                  # UNIT courseway_sent_bytes bytes\ncourseway_sent_bytes_total{a=\"b\"} 7\n\
+                  # HELP courseway_up Whether up.\n# TYPE courseway_up gauge\ncourseway_up 1\n\
+                  # HELP courseway_wait_seconds Waits.\n# TYPE courseway_wait_seconds histogram\n\
+                  courseway_wait_seconds_bucket{le=\"+Inf\"} 2\ncourseway_wait_seconds_sum 0.5\n\
+                  courseway_wait_seconds_count 2\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP courseway_sent_bytes_total Bytes sent.\n# TYPE courseway_sent_bytes_total counter\n\
+             courseway_sent_bytes_total{a=\"b\"} 7\n\
+             # HELP courseway_up Whether up.\n# TYPE courseway_up gauge\ncourseway_up 1\n\
+             # HELP courseway_wait_seconds Waits.\n# TYPE courseway_wait_seconds histogram\n\
+             courseway_wait_seconds_bucket{le=\"+Inf\"} 2\ncourseway_wait_seconds_sum 0.5\n\
+             courseway_wait_seconds_count 2\n"
+        );
     }
 }

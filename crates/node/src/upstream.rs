@@ -80,6 +80,8 @@ pub enum UpstreamError {
     Unexpected { request: &'static str, got: String },
     #[error("a parent sent a catalog that cannot be decoded: {0}")]
     Undecodable(#[from] courseway_content::DecodeError),
+    #[error("every parent that answered sent a manifest not matching {hash}; refused (counted in courseway_upstream_rejected_total)")]
+    ManifestMismatch { hash: ChunkId },
 }
 
 impl UpstreamError {
@@ -407,9 +409,7 @@ impl Upstream {
             let (index, response) = match self.request_excluding(&request, &liars).await {
                 Ok((index, response, _)) => (index, response),
                 Err(UpstreamError::Unreachable { .. }) if !liars.is_empty() => {
-                    return Err(UpstreamError::Unreachable {
-                        last: format!("every parent that answered sent a manifest not matching {hash}"),
-                    })
+                    return Err(UpstreamError::ManifestMismatch { hash })
                 }
                 Err(e) => return Err(e),
             };

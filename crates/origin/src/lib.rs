@@ -261,6 +261,11 @@ impl Origin {
         self.service.withdraw_lessons(lessons)
     }
 
+    /// A chunk from the origin's store, verified on read (None: not held).
+    pub fn chunk(&self, id: &ChunkId) -> Result<Option<Vec<u8>>, OriginError> {
+        Ok(self.service.store.get(id, 0)?)
+    }
+
     /// Publishes lessons whose chunks are already in the origin's store (a mirror fetched them):
     /// pins them, stores the manifests, then signs and announces the next catalog version.
     pub fn publish_stored(&self, manifests: &[LessonManifest]) -> Result<u64, OriginError> {

@@ -14,6 +14,11 @@
 //!   origin's own) starts a reconciliation, which replaces one still running and is retried until
 //!   it completes.
 //! - The mirrored set is saved after each lesson, so a restart neither republishes nor forgets.
+//! - [`MirrorReview`] says who publishes: the mirror itself as soon as the chunks are held
+//!   (`Automatic`: the upstream centre reviewed them), or this origin's own review workflow
+//!   (`Local`): the fetched lesson is offered to a [`ReviewQueue`] (the admin API) as a submitted
+//!   lesson, and a local reviewer and publisher take it from there. Either way the mirror
+//!   withdraws what the upstream withdraws, and retracts offers still waiting for review.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -52,6 +57,29 @@ impl MirrorSelection {
     }
 }
 
+/// Where a mirror in [`MirrorReview::Local`] mode hands the lessons it has fetched: this
+/// origin's review workflow. Both calls are idempotent and run on the blocking pool.
+pub trait ReviewQueue: Send + Sync + std::fmt::Debug + 'static {
+    /// A wanted upstream lesson whose manifest and chunks are now held (pinned) here. A lesson
+    /// offered before with the same manifest is left as it is (a rejection stands until the
+    /// upstream publishes a new version); a new version goes back to review. Returns whether
+    /// the offer changed anything (a new lesson or a new version).
+    fn offer(&self, mirror: &str, manifest: &LessonManifest) -> Result<bool, String>;
+    /// The upstream withdrew the lesson (or it left the selection); the mirror has withdrawn it
+    /// from this origin's catalog if it was published. An offer still in review is closed.
+    fn retract(&self, mirror: &str, lesson: &LessonId) -> Result<(), String>;
+}
+
+/// Who publishes a mirror's lessons in this origin's catalog (`[[mirror]] review`).
+#[derive(Debug, Clone, Default)]
+pub enum MirrorReview {
+    /// The mirror publishes a lesson as soon as its chunks are held.
+    #[default]
+    Automatic,
+    /// The mirror offers each lesson to this origin's review workflow.
+    Local(Arc<dyn ReviewQueue>),
+}
+
 /// How a mirror runs.
 #[derive(Debug, Clone)]
 pub struct MirrorConfig {
@@ -65,6 +93,8 @@ pub struct MirrorConfig {
     /// The upstream deployment's root key: its catalogs must chain to it.
     pub root: PublicKey,
     pub selection: MirrorSelection,
+    /// Who publishes the mirrored lessons here.
+    pub review: MirrorReview,
     /// Chunks fetched at once.
     pub concurrency: usize,
     /// Wait before retrying a reconciliation that could not finish.
@@ -81,6 +111,7 @@ impl MirrorConfig {
             transport: TransportConfig::default(),
             root,
             selection: MirrorSelection::default(),
+            review: MirrorReview::Automatic,
             concurrency: 4,
             retry_after: Duration::from_secs(10),
         }
@@ -150,6 +181,7 @@ struct MirrorCounters {
     catalogs_accepted: AtomicU64,
     catalogs_refused: AtomicU64,
     lessons_published: AtomicU64,
+    lessons_offered: AtomicU64,
     lessons_withdrawn: AtomicU64,
     conflicts: AtomicI64,
     lessons_mirrored: AtomicI64,
@@ -167,6 +199,8 @@ pub struct MirrorStats {
     pub catalogs_refused: u64,
     pub lessons_mirrored: u64,
     pub lessons_published: u64,
+    /// Lessons offered to this origin's review workflow (`MirrorReview::Local`).
+    pub lessons_offered: u64,
     pub lessons_withdrawn: u64,
     pub conflicts: u64,
     pub bytes_fetched: u64,
@@ -180,6 +214,7 @@ struct MirrorState {
     upstream: Upstream,
     trust: Mutex<TrustState>,
     selection: MirrorSelection,
+    review: MirrorReview,
     concurrency: usize,
     retry_after: Duration,
     mirrored: Mutex<BTreeSet<LessonId>>,
@@ -254,6 +289,7 @@ impl Mirror {
             upstream: Upstream::new(client, config.upstream),
             trust: Mutex::new(trust),
             selection: config.selection,
+            review: config.review,
             concurrency: config.concurrency.max(1),
             retry_after: config.retry_after,
             mirrored: Mutex::new(mirrored),
@@ -280,6 +316,7 @@ impl Mirror {
             catalogs_refused: c.catalogs_refused.load(Ordering::Relaxed),
             lessons_mirrored: c.lessons_mirrored.load(Ordering::Relaxed).max(0) as u64,
             lessons_published: c.lessons_published.load(Ordering::Relaxed),
+            lessons_offered: c.lessons_offered.load(Ordering::Relaxed),
             lessons_withdrawn: c.lessons_withdrawn.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed).max(0) as u64,
             bytes_fetched: c.bytes_fetched.load(Ordering::Relaxed),
@@ -319,6 +356,11 @@ pub fn metrics(mirrors: &[Mirror]) -> Box<dyn MetricsCollector> {
             "origin_mirror_lessons",
             "Lessons this origin publishes because it mirrors them from upstream",
             &series(&|c| c.lessons_mirrored.load(Ordering::Relaxed)),
+        )?;
+        s.counters(
+            "origin_mirror_lessons_offered",
+            "Upstream lessons (or new versions) offered to this origin's review workflow",
+            &counts(&|c| load(&c.lessons_offered)),
         )?;
         s.gauges(
             "origin_mirror_conflicts",
@@ -494,6 +536,16 @@ async fn reconcile_pass(state: &Arc<MirrorState>, catalog: &Signed<Catalog>) -> 
             {
                 tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not unpin a withdrawn lesson");
             }
+            if let MirrorReview::Local(queue) = &state.review {
+                let (queue, name, id) = (queue.clone(), state.name.clone(), lesson.clone());
+                match tokio::task::spawn_blocking(move || queue.retract(&name, &id)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not close a withdrawn lesson's review")
+                    }
+                    Err(e) => tracing::warn!(mirror = %state.name, %lesson, error = %e, "the review task failed"),
+                }
+            }
         }
     }
     for lesson in &plan.publish {
@@ -506,15 +558,31 @@ async fn reconcile_pass(state: &Arc<MirrorState>, catalog: &Signed<Catalog>) -> 
         }
         let published = async {
             fetch_chunks(state, &manifest).await?;
-            let origin = state.origin.clone();
             let stored = manifest.clone();
-            run_blocking(move || origin.publish_stored(&[stored])).await
+            match &state.review {
+                MirrorReview::Automatic => {
+                    let origin = state.origin.clone();
+                    run_blocking(move || origin.publish_stored(&[stored])).await?;
+                    state.counters.lessons_published.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(mirror = %state.name, %lesson, version = manifest.version, "mirrored a lesson");
+                }
+                MirrorReview::Local(queue) => {
+                    let (queue, name) = (queue.clone(), state.name.clone());
+                    let offered = match tokio::task::spawn_blocking(move || queue.offer(&name, &stored)).await {
+                        Ok(Ok(offered)) => offered,
+                        Ok(Err(e)) => return Err(format!("offering it for review: {e}")),
+                        Err(e) => return Err(format!("the review task failed: {e}")),
+                    };
+                    if offered {
+                        state.counters.lessons_offered.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(mirror = %state.name, %lesson, version = manifest.version, "offered a mirrored lesson for review");
+                    }
+                }
+            }
+            Ok::<(), String>(())
         };
         match published.await {
-            Ok(_) => {
-                state.counters.lessons_published.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(mirror = %state.name, %lesson, version = manifest.version, "mirrored a lesson");
-            }
+            Ok(()) => {}
             Err(e) => {
                 tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not mirror a lesson; will retry");
                 first_error.get_or_insert(e);

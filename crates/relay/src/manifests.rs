@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courseway_content::ChunkId;
-use courseway_node::{store_io, Upstream};
+use courseway_node::{store_io, Upstream, UpstreamError};
 use courseway_proto::{ErrorCode, ErrorReply};
 use courseway_store::{Durability, Store};
 use parking_lot::Mutex;
@@ -129,6 +129,12 @@ async fn fetch(manifests: Arc<Manifests>, hash: ChunkId, source: ManifestSource,
             "no parent sent manifest {hash} within {:?}",
             source.wait
         ))),
+        Ok(Err(e @ UpstreamError::ManifestMismatch { .. })) => {
+            // The upstream refused it (and counted it by reason); the relay counts it as a
+            // verification failure of its own.
+            source.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);
+            Err(e.to_reply())
+        }
         Ok(Err(e)) => Err(e.to_reply()),
         Ok(Ok(bytes)) if ChunkId::of(&bytes) != hash => {
             source.counters.bad_chunks.fetch_add(1, Ordering::Relaxed);

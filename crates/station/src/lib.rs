@@ -9,8 +9,12 @@
 //!   against the catalog's hash, its chunks are pinned, and the missing ones are fetched with
 //!   [`courseway_node::Upstream::fetch_chunk`]: resumed from the last byte after a cut, refused
 //!   and fetched elsewhere when the bytes do not match, paced by the station's rate cap.
-//! - A lesson that leaves the catalog (withdrawn) or the filter is unpinned, so eviction can
-//!   reclaim its chunks (those another wanted lesson also pins stay pinned).
+//! - [`retention`] (pure) decides what the store holds: lessons shown here soon (or just now)
+//!   are pinned and fetched first; other wanted lessons are kept while they fit in free room
+//!   (never by evicting one another); lessons whose showings here are over are let go. A lesson
+//!   that leaves the catalog (withdrawn), the filter or the pinned span is unpinned, so eviction
+//!   can reclaim its chunks (those another pinned lesson shares stay pinned). The store's budget
+//!   is the station's disk quota: it is never exceeded, and pinned chunks are never evicted.
 //! - A sync pass that could not finish (parents down) is retried; a newer catalog replaces the
 //!   pass in progress.
 //!
@@ -22,6 +26,7 @@
 //! The LAN HLS page and viewing reports come with the station issue (#5).
 
 pub mod planner;
+pub mod retention;
 mod throttle;
 
 use std::net::SocketAddr;
@@ -31,7 +36,7 @@ use std::time::Duration;
 
 use courseway_content::schedule::Place;
 use courseway_content::{
-    Catalog, Category, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustError,
+    Catalog, Category, ChunkId, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustError,
     TrustState, UnixTime,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, TransportConfig};
@@ -42,6 +47,7 @@ use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
 
 use crate::planner::{next_showings, plan, BandwidthPolicy, LessonNeed, Plan, PlanContext};
+use crate::retention::{classify, Retention, RetentionPolicy};
 use crate::throttle::Throttle;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -86,6 +92,8 @@ pub struct StationConfig {
     pub bandwidth: BandwidthPolicy,
     /// A lesson must be ready this long before its showing, or it is at risk.
     pub ready_margin: Duration,
+    /// Which lessons are pinned, kept while they fit, or let go.
+    pub retention: RetentionPolicy,
 }
 
 impl StationConfig {
@@ -104,8 +112,19 @@ impl StationConfig {
             place: Place::default(),
             bandwidth: BandwidthPolicy::default(),
             ready_margin: Duration::from_secs(30 * 60),
+            retention: RetentionPolicy::default(),
         }
     }
+}
+
+/// What a config reload changes in a running station (`courseway station` re-reads its config
+/// file on SIGHUP); everything else in [`StationConfig`] needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StationTunables {
+    pub filter: LessonFilter,
+    pub bandwidth: BandwidthPolicy,
+    pub ready_margin: Duration,
+    pub retention: RetentionPolicy,
 }
 
 /// What went wrong starting a station.
@@ -144,6 +163,13 @@ pub struct SyncStatus {
     pub last_synced_at: Option<UnixTime>,
     /// The store's disk is full: no download starts until a probe write succeeds again.
     pub disk_full: bool,
+    /// Lessons pinned by the retention policy (shown here soon or just now).
+    pub lessons_pinned: u32,
+    /// Wanted lessons not downloaded because they do not fit in the store's free room (only
+    /// unpinned lessons wait for room; pinned ones evict them).
+    pub lessons_without_room: u32,
+    /// Lessons whose showings here are over (let go, not downloaded again).
+    pub lessons_expired: u32,
 }
 
 /// How often the throttle and the plan are brought up to date.
@@ -163,11 +189,20 @@ struct State {
     status: watch::Sender<SyncStatus>,
     throttle: Throttle,
     place: Place,
-    ready_margin: Duration,
+    /// These three (and the throttle's policy) change on a config reload ([`Station::retune`]).
+    ready_margin: Mutex<Duration>,
+    retention: Mutex<RetentionPolicy>,
+    /// The retention of every wanted lesson as the current sync pass classified it; the pacer
+    /// classifies again each tick and starts a new pass when it changed.
+    retained: Mutex<std::collections::BTreeMap<LessonId, Retention>>,
+    /// Asks `follow` for a new sync pass (the retention changed with the clock).
+    resync: tokio::sync::Notify,
+    /// Bytes removed because no retained lesson used them.
+    removed_bytes: std::sync::atomic::AtomicU64,
     /// The wanted lessons of the current sync pass, in catalog order.
     wanted: Mutex<Vec<(LessonId, Vec<ChunkRef>)>>,
     plan: Mutex<Option<Arc<Plan>>>,
-    filter: LessonFilter,
+    filter: Mutex<LessonFilter>,
     concurrency: usize,
     retry_after: Duration,
     /// Store writes that failed because the disk was full.
@@ -220,10 +255,14 @@ impl Station {
                 station: Some(config.name.clone()),
                 ..config.place
             },
-            ready_margin: config.ready_margin,
+            ready_margin: Mutex::new(config.ready_margin),
+            retention: Mutex::new(config.retention),
+            retained: Mutex::new(Default::default()),
+            resync: tokio::sync::Notify::new(),
+            removed_bytes: std::sync::atomic::AtomicU64::new(0),
             wanted: Mutex::new(Vec::new()),
             plan: Mutex::new(None),
-            filter: config.filter,
+            filter: Mutex::new(config.filter),
             concurrency: config.concurrency.max(1),
             retry_after: config.retry_after,
             disk_full_writes: std::sync::atomic::AtomicU64::new(0),
@@ -234,6 +273,27 @@ impl Station {
         tasks.spawn(follow(state.clone()));
         tasks.spawn(pace(state.clone()));
         Ok(Self { state, client, tasks })
+    }
+
+    /// Puts new tunables in force: the throttle follows the new bandwidth policy from its next
+    /// tick, and a new sync pass applies the filter and the retention policy.
+    pub fn retune(&self, t: StationTunables) {
+        self.state.throttle.set_policy(t.bandwidth);
+        *self.state.ready_margin.lock() = t.ready_margin;
+        *self.state.retention.lock() = t.retention;
+        *self.state.filter.lock() = t.filter;
+        tracing::info!(station = %self.state.name, "new settings in force; syncing again");
+        self.state.resync.notify_one();
+    }
+
+    /// The tunables in force.
+    pub fn tunables(&self) -> StationTunables {
+        StationTunables {
+            filter: self.state.filter.lock().clone(),
+            bandwidth: self.state.throttle.policy(),
+            ready_margin: *self.state.ready_margin.lock(),
+            retention: *self.state.retention.lock(),
+        }
     }
 
     /// The station's name.
@@ -257,8 +317,8 @@ impl Station {
         self.state.plan.lock().clone()
     }
 
-    /// The station's store (for inspection).
-    pub fn store(&self) -> &Store {
+    /// The station's store (for inspection, and for the LAN server's reads).
+    pub fn store(&self) -> &Arc<Store> {
         &self.state.store
     }
 
@@ -328,6 +388,26 @@ impl Station {
                 "station_disk_full_writes",
                 "Store writes that failed because the disk was full",
                 st.disk_full_writes.load(Ordering::Relaxed),
+            )?;
+            s.gauge(
+                "station_lessons_pinned",
+                "Lessons pinned by the retention policy (shown here soon or just now; never evicted)",
+                i64::from(status.lessons_pinned),
+            )?;
+            s.gauge(
+                "station_lessons_without_room",
+                "Unscheduled lessons not downloaded because the store has no free room for them",
+                i64::from(status.lessons_without_room),
+            )?;
+            s.gauge(
+                "station_lessons_expired",
+                "Lessons whose showings here are over (let go by the retention policy)",
+                i64::from(status.lessons_expired),
+            )?;
+            s.counter(
+                "station_retention_removed_bytes",
+                "Bytes removed from the store because no retained lesson uses them",
+                st.removed_bytes.load(Ordering::Relaxed),
             )?;
             s.gauge(
                 "station_downloads_allowed",
@@ -421,7 +501,18 @@ async fn follow(state: Arc<State>) {
                 state.upstream.mark_failed(index);
                 break;
             }
-            match read_response(&mut recv).await {
+            let read = tokio::select! {
+                read = read_response(&mut recv) => read,
+                () = state.resync.notified() => {
+                    // A showing entered the pinned span, or a lesson's showings are over.
+                    let current = state.trust.lock().catalog().cloned();
+                    if let Some(catalog) = current {
+                        pass.replace(tokio::spawn(sync(state.clone(), catalog)));
+                    }
+                    read_response(&mut recv).await
+                }
+            };
+            match read {
                 Ok(r) => next = Some(r),
                 Err(e) => tracing::debug!(station = %state.name, error = %e, "subscription ended; subscribing again"),
             }
@@ -525,11 +616,46 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
             .lock()
             .verify_manifest(&entry.lesson, &bytes)
             .map_err(|e| e.to_string())?;
-        if state.filter.wants(&manifest) {
+        if state.filter.lock().wants(&manifest) {
             lessons.push((manifest.id.clone(), manifest.chunk_refs()));
         }
     }
-    unpin_unwanted(state, &lessons).map_err(|e| e.to_string())?;
+    let now = clock::now();
+    let retention = {
+        let trust = state.trust.lock();
+        let ids = lessons.iter().map(|(id, _)| id);
+        let policy = *state.retention.lock();
+        classify(ids, trust.schedule().map(|s| &s.body), &state.place, now, &policy)
+    };
+    let kept = |id: &LessonId| retention.get(id).copied().unwrap_or(Retention::Kept);
+    let expired = lessons.iter().filter(|(id, _)| kept(id) == Retention::Expired).count() as u32;
+    lessons.retain(|(id, _)| kept(id) != Retention::Expired);
+    let pinned: Vec<LessonId> = lessons
+        .iter()
+        .filter(|(id, _)| kept(id) == Retention::Pinned)
+        .map(|(id, _)| id.clone())
+        .collect();
+    unpin_unwanted(state, &pinned).map_err(|e| e.to_string())?;
+    *state.retained.lock() = retention.clone();
+    // What no retained lesson uses (withdrawn, filtered out, expired) is let go now, so the
+    // room it took is free room for the lessons the station keeps.
+    let retained: std::collections::HashSet<ChunkId> =
+        lessons.iter().flat_map(|(_, refs)| refs.iter().map(|c| c.id)).collect();
+    let removed = store_io(&state.store, move |s| remove_unretained(s, &retained))
+        .await
+        .map_err(|e| {
+            store_failed(state, &e);
+            e.to_string()
+        })?;
+    if removed > 0 {
+        state.removed_bytes.fetch_add(removed, Ordering::Relaxed);
+        tracing::info!(station = %state.name, bytes = removed, "removed the chunks of lessons no longer held");
+    }
+    state.status.send_modify(|s| {
+        s.lessons_pinned = pinned.len() as u32;
+        s.lessons_expired = expired;
+        s.lessons_without_room = 0;
+    });
     *state.wanted.lock() = lessons.clone();
     // Download in the plan's order: the lesson shown here soonest first.
     let planned = replan(state);
@@ -560,16 +686,39 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
     };
     update(state);
     for (lesson, refs) in &lessons {
-        let ids: Vec<_> = refs.iter().map(|c| c.id).collect();
-        let holder = lesson.clone();
-        store_io(&state.store, move |s| {
-            s.pin(&ids, PinReason::Scheduled, holder.as_str())
-        })
-        .await
-        .map_err(|e| {
-            store_failed(state, &e);
-            e.to_string()
-        })?;
+        if kept(lesson) == Retention::Pinned {
+            let ids: Vec<_> = refs.iter().map(|c| c.id).collect();
+            let holder = lesson.clone();
+            store_io(&state.store, move |s| {
+                s.pin(&ids, PinReason::Scheduled, holder.as_str())
+            })
+            .await
+            .map_err(|e| {
+                store_failed(state, &e);
+                e.to_string()
+            })?;
+        } else {
+            // Kept, not pinned: fetched only into free room left after what the pinned lessons
+            // still need, so kept lessons never evict one another nor take a pinned lesson's room.
+            let missing = missing_bytes(state, std::iter::once(refs));
+            let pinned_missing = missing_bytes(
+                state,
+                lessons
+                    .iter()
+                    .filter(|(id, _)| kept(id) == Retention::Pinned)
+                    .map(|(_, refs)| refs),
+            );
+            let stats = state.store.stats();
+            let free = stats
+                .budget_bytes
+                .saturating_sub(stats.used_bytes)
+                .saturating_sub(pinned_missing);
+            if missing > free {
+                tracing::info!(station = %state.name, %lesson, missing, free, "not downloading an unscheduled lesson: it does not fit in the store's free room");
+                state.status.send_modify(|s| s.lessons_without_room += 1);
+                continue;
+            }
+        }
         let mut running = JoinSet::new();
         let mut failure = None;
         for chunk in refs.iter().copied().filter(|c| !state.store.has(&c.id)) {
@@ -641,9 +790,9 @@ fn replan(state: &State) -> Arc<Plan> {
         &PlanContext {
             now,
             link_bytes_per_sec: state.throttle.link_bytes_per_sec(),
-            policy: state.throttle.policy(),
+            policy: &state.throttle.policy(),
             used_today: state.throttle.used_today(),
-            margin_secs: state.ready_margin.as_secs(),
+            margin_secs: state.ready_margin.lock().as_secs(),
         },
     ));
     let due = planned.lessons.iter().filter(|l| l.showing.is_some()).count() as u32;
@@ -689,17 +838,65 @@ async fn pace(state: Arc<State>) {
         })
         .await;
         replan(&state);
+        check_retention(&state);
     }
 }
 
-/// Drops the pins of every lesson the station no longer wants (withdrawn from the catalog, or
-/// outside its filter), so eviction can reclaim their chunks. Pins are per lesson, so a chunk
-/// another wanted lesson shares stays pinned.
-fn unpin_unwanted(state: &State, wanted: &[(LessonId, Vec<ChunkRef>)]) -> Result<(), StoreError> {
+/// Classifies the wanted lessons again at the current time; asks for a new sync pass when a
+/// lesson's retention changed (a showing entered the pinned span, or one's showings are over).
+fn check_retention(state: &State) {
+    let before = state.retained.lock().clone();
+    if before.is_empty() {
+        return;
+    }
+    let policy = *state.retention.lock();
+    let now = classify(
+        before.keys(),
+        state.trust.lock().schedule().map(|s| &s.body),
+        &state.place,
+        clock::now(),
+        &policy,
+    );
+    if now != before {
+        tracing::info!(station = %state.name, "the retention of a lesson changed with the time; syncing again");
+        *state.retained.lock() = now;
+        state.resync.notify_one();
+    }
+}
+
+/// Bytes of the chunks of `lessons` not held (a chunk two lessons share counted once).
+fn missing_bytes<'a>(state: &State, lessons: impl Iterator<Item = &'a Vec<ChunkRef>>) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    lessons
+        .flatten()
+        .filter(|c| seen.insert(c.id) && !state.store.has(&c.id))
+        .map(|c| u64::from(c.size))
+        .sum()
+}
+
+/// Removes every unpinned chunk outside `retained`; returns the bytes removed.
+fn remove_unretained(store: &Store, retained: &std::collections::HashSet<ChunkId>) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for id in store.chunk_ids() {
+        if retained.contains(&id) || store.is_pinned(&id) {
+            continue;
+        }
+        let size = store.size_of(&id).unwrap_or(0);
+        if store.remove(&id)? {
+            removed += u64::from(size);
+        }
+    }
+    Ok(removed)
+}
+
+/// Drops the pins of every lesson the retention policy no longer pins (withdrawn from the
+/// catalog, outside the filter, not shown here soon, or shown and done), so eviction can reclaim
+/// their chunks. Pins are per lesson, so a chunk another pinned lesson shares stays pinned.
+fn unpin_unwanted(state: &State, pinned: &[LessonId]) -> Result<(), StoreError> {
     for holder in state.store.pin_holders(PinReason::Scheduled)? {
-        if !wanted.iter().any(|(lesson, _)| lesson.as_str() == holder) {
+        if !pinned.iter().any(|lesson| lesson.as_str() == holder) {
             let dropped = state.store.unpin_holder(PinReason::Scheduled, &holder)?;
-            tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer wanted; unpinned");
+            tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer pinned; its chunks may be evicted");
         }
     }
     Ok(())

@@ -40,7 +40,8 @@ struct Meter {
 /// The station's bandwidth policy in force.
 #[derive(Debug)]
 pub(crate) struct Throttle {
-    policy: BandwidthPolicy,
+    /// Replaced by a config reload ([`Throttle::set_policy`]).
+    policy: Mutex<BandwidthPolicy>,
     /// The line's rate at a 100 % share (the configured cap).
     cap: Option<RateLimit>,
     limiter: Option<SharedLimiter>,
@@ -64,7 +65,7 @@ impl Throttle {
             })
             .unwrap_or_default();
         Self {
-            policy,
+            policy: Mutex::new(policy),
             cap,
             limiter: cap.map(SharedLimiter::new),
             gate: watch::Sender::new(true),
@@ -74,8 +75,15 @@ impl Throttle {
         }
     }
 
-    pub fn policy(&self) -> &BandwidthPolicy {
-        &self.policy
+    /// The policy in force.
+    pub fn policy(&self) -> BandwidthPolicy {
+        self.policy.lock().clone()
+    }
+
+    /// Puts a new policy in force from the next tick on (a config reload). Today's quota count
+    /// carries over.
+    pub fn set_policy(&self, policy: BandwidthPolicy) {
+        *self.policy.lock() = policy;
     }
 
     /// The limiter every download is paced by (None: no cap).
@@ -84,13 +92,14 @@ impl Throttle {
     }
 
     fn local_day(&self, t: UnixTime) -> i64 {
-        (t.0 as i64 + i64::from(self.policy.utc_offset_secs)).div_euclid(86_400)
+        (t.0 as i64 + i64::from(self.policy.lock().utc_offset_secs)).div_euclid(86_400)
     }
 
     /// Brings the throttle up to `now`: counts the bytes received since the last tick against
     /// today's quota, measures goodput (while `downloading`), and sets the rate and the gate.
     pub fn tick(&self, now: UnixTime, bytes_received: u64, downloading: bool) {
-        let share = self.policy.share_at(now);
+        let policy = self.policy();
+        let share = policy.share_at(now);
         let delta = {
             let mut meter = self.meter.lock();
             let delta = match meter.last {
@@ -126,7 +135,7 @@ impl Throttle {
             if let Err(e) = self.store.put_meta(QUOTA_KEY, &bytes, Durability::Buffered) {
                 tracing::warn!(error = %e, "could not save today's download count");
             }
-            self.policy.daily_quota.map(|quota| quota.saturating_sub(q.used))
+            policy.daily_quota.map(|quota| quota.saturating_sub(q.used))
         };
         let open = share > 0 && quota_left != Some(0);
         if let (Some(limiter), Some(cap)) = (&self.limiter, self.cap) {

@@ -101,6 +101,7 @@ impl From<SpoolError> for ApiError {
             SpoolError::PastEnd { size, .. } => (StatusCode::PAYLOAD_TOO_LARGE, "past_end", json!({ "size": size })),
             SpoolError::WrongOffset { held, .. } => (StatusCode::CONFLICT, "wrong_offset", json!({ "offset": held })),
             SpoolError::Busy => (StatusCode::CONFLICT, "busy", Value::Null),
+            SpoolError::Empty => (StatusCode::BAD_REQUEST, "empty", Value::Null),
             SpoolError::Cut { received } => (StatusCode::BAD_REQUEST, "cut", json!({ "offset": received })),
             SpoolError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", Value::Null),
         };
@@ -618,6 +619,9 @@ struct NewLesson {
     upload: String,
     #[serde(default)]
     attachments: Vec<String>,
+    /// What the upload is declared to be (`video` or `audio`); checked against the probe.
+    #[serde(default)]
+    media: Option<workflow::DeclaredMedia>,
     #[serde(flatten)]
     metadata: MetadataBody,
 }
@@ -676,10 +680,20 @@ async fn create_lesson(
     // Probe before anything is made, so a file that is not media is refused with its reason.
     let source = inner.spool.upload_path(&media.id);
     let probe_path = source.clone();
-    if let Err(e) = blocking(move || courseway_media::probe(&probe_path)).await? {
+    let info = match blocking(move || courseway_media::probe(&probe_path)).await? {
+        Ok(info) => info,
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_media",
+                format!("{} cannot be ingested: {e}", media.name),
+            ))
+        }
+    };
+    if let Err(e) = workflow::check_declared_media(new.media, info.main_video().is_some()) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "not_media",
+            "media_mismatch",
             format!("{} cannot be ingested: {e}", media.name),
         ));
     }
@@ -700,6 +714,7 @@ async fn create_lesson(
         duration_ms: None,
         renditions: Vec::new(),
         error: None,
+        source: None,
     };
     let job = JobRecord {
         id: job_id.clone(),
@@ -761,6 +776,12 @@ async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput) {
     for a in attachments {
         let _ = std::fs::remove_file(a);
     }
+    // Index into ENDED_JOB_STATES.
+    let ended = match &outcome {
+        JobOutcome::Done { .. } => 0,
+        JobOutcome::Failed(_) => 1,
+        JobOutcome::Cancelled => 2,
+    };
     let now = courseway_node::clock::now().0;
     let mut job = live.record.lock().clone();
     job.updated = now;
@@ -806,6 +827,7 @@ async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput) {
     if !matches!(result, Ok(Ok(()))) {
         tracing::error!(?result, "the end of an ingest job could not be recorded");
     }
+    inner.jobs_ended[ended].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = live.record.lock().id.clone();
     inner.jobs.lock().remove(&id);
 }
@@ -873,6 +895,7 @@ async fn edit_metadata(
     let mut lesson = load_lesson(inner, id).await?;
     let state = state_of(&lesson)?;
     workflow::authorize(who, Action::EditMetadata, Some((&lesson.metadata.department, state)))?;
+    check_mirrored(&lesson, Action::EditMetadata)?;
     workflow::transition(state, Action::EditMetadata)?;
     let metadata = body.validated()?;
     if let Some(d) = &who.department {
@@ -929,6 +952,7 @@ async fn workflow_step(
     let mut lesson = load_lesson(inner, id).await?;
     let state = state_of(&lesson)?;
     workflow::authorize(who, action, Some((&lesson.metadata.department, state)))?;
+    check_mirrored(&lesson, action)?;
     let next = workflow::transition(state, action)?;
     if action == Action::Reject && comment.is_none() {
         return Err(ApiError::bad_request(
@@ -974,6 +998,23 @@ async fn workflow_step(
     ok(StatusCode::OK, &lesson)
 }
 
+/// Refuses what a mirrored lesson does not allow (409, naming the mirror).
+fn check_mirrored(lesson: &LessonRecord, action: Action) -> Result<(), ApiError> {
+    match &lesson.source {
+        Some(mirror) if !workflow::mirrored_allows(action) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "mirrored",
+            format!(
+                "cannot {} lesson {}: it comes from the upstream origin of [[mirror]] {mirror:?}, whose content and metadata are the upstream's; review, approve or reject it instead",
+                action.as_str(),
+                lesson.id
+            ),
+        )
+        .with(json!({ "mirror": mirror }))),
+        _ => Ok(()),
+    }
+}
+
 fn lesson_id(lesson: &LessonRecord) -> Result<LessonId, ApiError> {
     LessonId::new(lesson.id.clone()).map_err(ApiError::internal)
 }
@@ -993,6 +1034,11 @@ async fn publish(inner: &Arc<Inner>, lesson: &LessonRecord) -> Result<u64, ApiEr
             .media(&record.id)?
             .ok_or_else(|| ApiError::internal(format!("lesson {} has no media record", record.id)))?;
         let mut manifest = ingest::stored_manifest(&media).map_err(ApiError::internal)?;
+        if record.source.is_some() {
+            // A mirrored lesson: its chunks are in the store already (the mirror fetched and
+            // pinned them) and its manifest is the upstream's, unchanged.
+            return origin.publish_stored(&[manifest]).map_err(ApiError::internal);
+        }
         let meta = lesson_meta(&id, &record.metadata);
         manifest.title = meta.title;
         manifest.publisher = meta.publisher;
@@ -1166,6 +1212,35 @@ async fn preview(
                 .ok_or_else(|| {
                     ApiError::not_found(format!("no {file_name:?} in a rendition; segments are 0.ts, 1.ts, …"))
                 })?;
+            let segments = manifest.renditions[index].segments.len();
+            if n >= segments {
+                return Err(ApiError::not_found(format!(
+                    "rendition {rendition} has {segments} segments"
+                )));
+            }
+            if lesson.source.is_some() {
+                // A mirrored lesson: the segment's chunks from the origin's store, verified.
+                let (origin, chunks) = (
+                    inner.origin.clone(),
+                    manifest.renditions[index].segments[n].chunks.clone(),
+                );
+                let bytes = blocking(move || -> Result<Vec<u8>, ApiError> {
+                    let mut out = Vec::new();
+                    for c in &chunks {
+                        let bytes = origin
+                            .chunk(&c.id)
+                            .map_err(ApiError::internal)?
+                            .ok_or_else(|| ApiError::internal(format!("chunk {} is not held", c.id)))?;
+                        out.extend_from_slice(&bytes);
+                    }
+                    Ok(out)
+                })
+                .await??;
+                return Ok(Response::builder()
+                    .header(CONTENT_TYPE, "video/mp2t")
+                    .body(Full::new(Bytes::from(bytes)))
+                    .expect("valid response"));
+            }
             let path = media.segments[index].get(n).ok_or_else(|| {
                 ApiError::not_found(format!(
                     "rendition {rendition} has {} segments",

@@ -93,6 +93,9 @@ pub struct LessonRecord {
     /// Why its ingest failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// The mirror that offered it (`[[mirror]] review = "local"`); none for a local upload.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// Where a transcoded lesson's files are (relative to its directory in the spool) and its

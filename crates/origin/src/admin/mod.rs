@@ -9,6 +9,7 @@
 //!   `<spool>/lessons/<id>/`.
 //! - [`ingest`]: jobs (probe, transcode on the blocking pool, build the manifest) and the chunks
 //!   of a transcoded lesson for `Origin::publish`.
+//! - `intake`: lessons a mirror offers for review (`[[mirror]] review = "local"`).
 //! - [`api`]: the HTTP edge (routes, authentication, JSON errors, audit of every action).
 //!
 //! See `docs/ARCHITECTURE.md` (the admin API) for the endpoints.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod db;
 pub mod ingest;
+mod intake;
 pub mod spool;
 pub mod tokens;
 pub mod workflow;
@@ -95,7 +97,14 @@ pub(crate) struct Inner {
     pub transcoders: Arc<tokio::sync::Semaphore>,
     /// One workflow step (or schedule change) at a time: steps read, check and write a record.
     pub workflow: tokio::sync::Mutex<()>,
+    /// Jobs ended since start, by how: done, failed, cancelled.
+    pub jobs_ended: [std::sync::atomic::AtomicU64; 3],
 }
+
+/// The states a running job can be in, and how a job ends: the label values of the ingest
+/// metrics.
+pub(crate) const RUNNING_JOB_STATES: [&str; 4] = ["queued", "probing", "transcoding", "building"];
+pub(crate) const ENDED_JOB_STATES: [&str; 3] = ["done", "failed", "cancelled"];
 
 /// The running admin API.
 #[derive(Debug)]
@@ -129,10 +138,53 @@ impl AdminApi {
             origin,
             jobs: Mutex::new(HashMap::new()),
             workflow: tokio::sync::Mutex::new(()),
+            jobs_ended: Default::default(),
         });
         let server = HttpServer::bind(inner.config.listen, api::AdminHandler(inner.clone())).await?;
         tracing::info!(addr = %server.local_addr(), "admin API listening");
         Ok(Self { server, inner })
+    }
+
+    /// The review workflow as a mirror's review queue (`[[mirror]] review = "local"`).
+    pub fn review_queue(&self) -> Arc<dyn crate::mirror::ReviewQueue> {
+        Arc::new(intake::MirrorIntake(self.inner.clone()))
+    }
+
+    /// The ingest metrics (`courseway_origin_ingest_jobs{state}` for running jobs,
+    /// `courseway_origin_ingest_jobs_ended_total{state}`), read at scrape time from memory.
+    pub fn metrics(&self) -> Box<dyn courseway_node::metrics::MetricsCollector> {
+        use std::sync::atomic::Ordering;
+        Box::new(courseway_node::metrics::FnCollector::new(
+            self.inner.clone(),
+            |inner, s| {
+                let running: Vec<String> = inner
+                    .jobs
+                    .lock()
+                    .values()
+                    .map(|j| j.record.lock().state.clone())
+                    .collect();
+                let series: Vec<([(&str, &str); 1], i64)> = RUNNING_JOB_STATES
+                    .iter()
+                    .map(|state| {
+                        (
+                            [("state", *state)],
+                            running.iter().filter(|r| r == state).count() as i64,
+                        )
+                    })
+                    .collect();
+                s.gauges("origin_ingest_jobs", "Ingest jobs running now, by state", &series)?;
+                let ended: Vec<([(&str, &str); 1], u64)> = ENDED_JOB_STATES
+                    .iter()
+                    .zip(&inner.jobs_ended)
+                    .map(|(state, n)| ([("state", *state)], n.load(Ordering::Relaxed)))
+                    .collect();
+                s.counters(
+                    "origin_ingest_jobs_ended",
+                    "Ingest jobs ended since the origin started, by how they ended",
+                    &ended,
+                )
+            },
+        ))
     }
 
     /// Where the API listens.

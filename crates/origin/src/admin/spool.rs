@@ -21,6 +21,8 @@ use rand::RngCore;
 pub enum SpoolError {
     #[error("the upload is {size} bytes; this origin takes at most {limit} bytes ([origin.admin] max_upload)")]
     TooLarge { size: u64, limit: u64 },
+    #[error("the file is empty (0 bytes); choose the lesson's video or audio file (or the attachment's file) and upload it again")]
+    Empty,
     #[error("the body would end at byte {end}, past the declared size {size}; resume at the offset the server holds")]
     PastEnd { end: u64, size: u64 },
     #[error("the server holds {held} bytes of this upload, not {offset}; resume at offset {held}")]
@@ -51,9 +53,11 @@ pub fn valid_id(prefix: &str, id: &str) -> bool {
         .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
 }
 
-/// Refuses an upload larger than `limit` before any of it is read.
+/// Refuses an empty upload, or one larger than `limit`, before any of it is read.
 pub fn check_size(size: u64, limit: u64) -> Result<(), SpoolError> {
-    if size > limit {
+    if size == 0 {
+        Err(SpoolError::Empty)
+    } else if size > limit {
         Err(SpoolError::TooLarge { size, limit })
     } else {
         Ok(())
@@ -252,5 +256,6 @@ mod tests {
         assert!(check_size(2 << 30, 4 << 30).is_ok());
         let e = check_size((4 << 30) + 1, 4 << 30).unwrap_err();
         assert!(e.to_string().contains("max_upload"), "{e}");
+        assert!(matches!(check_size(0, 4 << 30), Err(SpoolError::Empty)));
     }
 }

@@ -249,6 +249,13 @@ pub fn authorize(who: &Principal, action: Action, lesson: Option<(&str, LessonSt
     Ok(())
 }
 
+/// Whether a lesson offered by a mirror (`[[mirror]] review = "local"`) allows `action`. Its
+/// content and metadata are the upstream's, so nobody here edits or submits it: it is reviewed,
+/// approved, rejected, published and withdrawn like any other.
+pub fn mirrored_allows(action: Action) -> bool {
+    !matches!(action, Action::EditMetadata | Action::Submit | Action::CancelJob)
+}
+
 /// A workflow step the lesson's state does not allow (HTTP 409).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot {action} a lesson that is {state}; {hint}")]
@@ -320,6 +327,34 @@ pub const MAX_DESCRIPTION_CHARS: usize = 4000;
 #[error("the lesson's metadata is not valid: {}", problems.join("; "))]
 pub struct MetadataError {
     pub problems: Vec<String>,
+}
+
+/// What a submitter says an upload is: the probe must agree before anything is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeclaredMedia {
+    /// A video lesson: the upload must have a video stream (audio optional).
+    Video,
+    /// An audio lesson (radio, weak links): the upload must be audio only.
+    Audio,
+}
+
+/// Why a probed upload does not match what it was declared as.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaMismatch {
+    #[error("it has no video stream (audio only), but the lesson was declared as video; upload the video file, or declare the lesson as audio (\"media\": \"audio\", `--media audio`)")]
+    NoVideo,
+    #[error("it has a video stream, but the lesson was declared as audio; declare it as video (\"media\": \"video\", `--media video`), or upload the audio track alone")]
+    HasVideo,
+}
+
+/// Checks a probed upload against what the submitter declared (nothing declared: any media).
+pub fn check_declared_media(declared: Option<DeclaredMedia>, has_video: bool) -> Result<(), MediaMismatch> {
+    match (declared, has_video) {
+        (Some(DeclaredMedia::Video), false) => Err(MediaMismatch::NoVideo),
+        (Some(DeclaredMedia::Audio), true) => Err(MediaMismatch::HasVideo),
+        _ => Ok(()),
+    }
 }
 
 /// Parses a category: `required` / `必修` or `elective` / `选修`.
@@ -407,6 +442,36 @@ impl Metadata {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_mirrored_lesson_is_reviewed_and_published_but_never_edited_or_submitted() {
+        use super::{mirrored_allows, Action};
+        for a in [Action::EditMetadata, Action::Submit, Action::CancelJob] {
+            assert!(!mirrored_allows(a), "{a:?}");
+        }
+        for a in [
+            Action::Read,
+            Action::Preview,
+            Action::Review,
+            Action::Approve,
+            Action::Reject,
+            Action::Publish,
+            Action::Withdraw,
+        ] {
+            assert!(mirrored_allows(a), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn declared_media_must_match_the_probe() {
+        use super::{check_declared_media as check, DeclaredMedia::*, MediaMismatch};
+        assert_eq!(check(Some(Video), false), Err(MediaMismatch::NoVideo));
+        assert_eq!(check(Some(Audio), true), Err(MediaMismatch::HasVideo));
+        assert_eq!(check(Some(Video), true), Ok(()));
+        assert_eq!(check(Some(Audio), false), Ok(()));
+        assert_eq!(check(None, true), Ok(()));
+        assert_eq!(check(None, false), Ok(()));
+    }
+
     use super::*;
 
     fn who(role: Role) -> Principal {
