@@ -182,7 +182,8 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
         "[node]\ncredentials = \"origin\"\nlisten = \"127.0.0.1:0\"\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n\
          [store]\npath = \"origin-store\"\nbudget = \"1 GiB\"\n\
-         [origin]\nonline_key = \"deployment/online.key\"\nsynthetic_lessons = 2\nsynthetic_lesson_size = \"2 MB\"\n",
+         [origin]\nonline_key = \"deployment/online.key\"\nsynthetic_lessons = 2\nsynthetic_lesson_size = \"2 MB\"\n\
+         [origin.admin]\nlisten = \"127.0.0.1:0\"\ndata = \"admin\"\nspool = \"spool\"\n",
     );
     let origin = Node::start("origin", &origin_toml);
     let origin_addr = origin.listen_addr();
