@@ -14,7 +14,7 @@ use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
 use courseway_content::{Catalog, LessonId, NodeName, RenditionKind, ScheduleEntry, Target, UnixTime};
 use courseway_node::metrics::{self, MetricsCollector, MetricsHandler};
 use courseway_node::{clock, Parent, UpstreamConfig};
-use courseway_origin::{Origin, OriginConfig};
+use courseway_origin::Origin;
 use courseway_proto::Role;
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_station::{Station, StationConfig};
@@ -37,20 +37,7 @@ fn lesson(name: &str, seed: u64) -> BuiltLesson {
 }
 
 async fn origin(dir: &std::path::Path, keys: &DeploymentKeys) -> Origin {
-    let name = NodeName::new("origin").unwrap();
-    Origin::start(
-        OriginConfig {
-            name: name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.join("origin"), 1 << 30),
-            transport: Default::default(),
-            catalog_validity: Duration::from_secs(86_400),
-        },
-        keys.enroll(Role::Origin, &name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap()
+    courseway_tests::start_origin(dir, keys).await
 }
 
 /// What the honest parent would serve of `lessons`, with the origin's current catalog.

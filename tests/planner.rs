@@ -10,9 +10,9 @@ use courseway::topology::DeploymentKeys;
 use courseway_content::schedule::Place;
 use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
 use courseway_content::{AreaName, LessonId, NodeName, RenditionKind, ScheduleEntry, Target, UnixTime};
-use courseway_net::{RateLimit, TransportConfig};
+use courseway_net::RateLimit;
 use courseway_node::{clock, Parent, UpstreamConfig};
-use courseway_origin::{Origin, OriginConfig};
+use courseway_origin::Origin;
 use courseway_proto::Role;
 use courseway_station::planner::BandwidthPolicy;
 use courseway_station::{Station, StationConfig};
@@ -38,21 +38,8 @@ fn held(station: &Station, lesson: &BuiltLesson) -> bool {
     lesson.chunks.keys().all(|id| station.store().has(id))
 }
 
-async fn origin(dir: &Path, keys: &DeploymentKeys) -> Origin {
-    let name = NodeName::new("origin").unwrap();
-    Origin::start(
-        OriginConfig {
-            name: name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.join("origin"), 1 << 30),
-            transport: TransportConfig::default(),
-            catalog_validity: Duration::from_secs(86_400),
-        },
-        keys.enroll(Role::Origin, &name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap()
+async fn origin(dir: &std::path::Path, keys: &DeploymentKeys) -> Origin {
+    courseway_tests::start_origin(dir, keys).await
 }
 
 async fn station(

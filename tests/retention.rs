@@ -2,7 +2,6 @@
 //! (the station's disk quota) is never exceeded, a pinned lesson (shown here soon) is never
 //! evicted, unscheduled lessons only take free room, and a lesson whose showing is over is let go.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +10,8 @@ use courseway::topology::DeploymentKeys;
 use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
 use courseway_content::MAX_CHUNK_SIZE;
 use courseway_content::{LessonId, NodeName, RenditionKind, ScheduleEntry, Target, UnixTime};
-use courseway_net::TransportConfig;
 use courseway_node::{clock, Parent, UpstreamConfig};
-use courseway_origin::{Origin, OriginConfig};
+use courseway_origin::Origin;
 use courseway_proto::Role;
 use courseway_station::{Station, StationConfig, SyncStatus};
 use courseway_store::{Store, StoreConfig};
@@ -56,21 +54,8 @@ fn showing(l: &BuiltLesson, at: UnixTime) -> ScheduleEntry {
     }
 }
 
-async fn origin(dir: &Path, keys: &DeploymentKeys) -> Origin {
-    let name = NodeName::new("origin").unwrap();
-    Origin::start(
-        OriginConfig {
-            name: name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.join("origin"), 1 << 30),
-            transport: TransportConfig::default(),
-            catalog_validity: Duration::from_secs(DAY),
-        },
-        keys.enroll(Role::Origin, &name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap()
+async fn origin(dir: &std::path::Path, keys: &DeploymentKeys) -> Origin {
+    courseway_tests::start_origin(dir, keys).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use courseway::topology::DeploymentKeys;
 use courseway_content::synthetic::{BuiltLesson, SyntheticLesson};
 use courseway_content::{LessonId, NodeName, RenditionKind, ScheduleEntry, Target, UnixTime};
-use courseway_net::TransportConfig;
 use courseway_node::{clock, Parent, UpstreamConfig};
-use courseway_origin::{Origin, OriginConfig};
+use courseway_origin::Origin;
 use courseway_proto::Role;
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_station::{Station, StationConfig};
@@ -72,21 +71,8 @@ fn showing(lesson: &BuiltLesson, at: UnixTime) -> ScheduleEntry {
     }
 }
 
-async fn origin(dir: &Path, keys: &DeploymentKeys) -> Origin {
-    let name = NodeName::new("origin").unwrap();
-    Origin::start(
-        OriginConfig {
-            name: name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.join("origin"), 1 << 30),
-            transport: TransportConfig::default(),
-            catalog_validity: Duration::from_secs(DAY),
-        },
-        keys.enroll(Role::Origin, &name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap()
+async fn origin(dir: &std::path::Path, keys: &DeploymentKeys) -> Origin {
+    courseway_tests::start_origin(dir, keys).await
 }
 
 async fn relay(dir: &Path, keys: &DeploymentKeys, parent: SocketAddr, prefetch: PrefetchPolicy) -> Relay {

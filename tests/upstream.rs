@@ -10,7 +10,7 @@ use courseway_content::{ChunkId, ChunkRef, LessonId, NodeName, RenditionKind};
 use courseway_linkemu::{LinkConfig, ProxyConfig, UdpProxy};
 use courseway_net::{Client, TransportConfig};
 use courseway_node::{Parent, Upstream, UpstreamConfig, UpstreamError};
-use courseway_origin::{Origin, OriginConfig};
+use courseway_origin::Origin;
 use courseway_proto::{ErrorCode, Role};
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_store::StoreConfig;
@@ -31,20 +31,7 @@ fn lesson(name: &str, seed: u64, segments: u32) -> BuiltLesson {
 }
 
 async fn origin(dir: &std::path::Path, keys: &DeploymentKeys) -> Origin {
-    let name = NodeName::new("origin").unwrap();
-    Origin::start(
-        OriginConfig {
-            name: name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.join("origin"), 1 << 30),
-            transport: TransportConfig::default(),
-            catalog_validity: Duration::from_secs(86_400),
-        },
-        keys.enroll(Role::Origin, &name).unwrap(),
-        keys.online_key(courseway_node::clock::now()),
-    )
-    .await
-    .unwrap()
+    courseway_tests::start_origin(dir, keys).await
 }
 
 fn origin_parent(origin: &Origin) -> Parent {

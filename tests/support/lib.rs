@@ -46,3 +46,26 @@ pub async fn wait_until(
     }
     start.elapsed()
 }
+
+/// An origin named `origin` on loopback, its store under `dir/origin` (1 GiB), its catalogs
+/// valid for a day: the upstream end of most end-to-end tests.
+pub async fn start_origin(
+    dir: &std::path::Path,
+    keys: &courseway::topology::DeploymentKeys,
+) -> courseway_origin::Origin {
+    let name = courseway_content::NodeName::new("origin").expect("a valid name");
+    courseway_origin::Origin::start(
+        courseway_origin::OriginConfig {
+            name: name.clone(),
+            listen: loopback(),
+            store: courseway_store::StoreConfig::new(dir.join("origin"), 1 << 30),
+            transport: courseway_net::TransportConfig::default(),
+            catalog_validity: std::time::Duration::from_secs(86_400),
+        },
+        keys.enroll(courseway_proto::Role::Origin, &name)
+            .expect("an enrollment"),
+        keys.online_key(courseway_node::clock::now()),
+    )
+    .await
+    .expect("the origin starts")
+}
