@@ -151,7 +151,8 @@ pub struct SyncStatus {
     pub bytes_ready: u64,
     /// Chunks refused because their bytes did not match their id.
     pub bad_chunks: u64,
-    /// Every wanted lesson of the accepted catalog is held.
+    /// Every lesson the retention policy holds is held: the pinned ones, and the kept ones that
+    /// fit in the free room (see `lessons_without_room`).
     pub synced: bool,
     /// Wanted lessons with a showing here still ahead.
     pub lessons_due: u32,
@@ -635,7 +636,10 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         .filter(|(id, _)| kept(id) == Retention::Pinned)
         .map(|(id, _)| id.clone())
         .collect();
-    unpin_unwanted(state, &pinned).map_err(|e| e.to_string())?;
+    let (keep, name) = (pinned.clone(), state.name.clone());
+    store_io(&state.store, move |s| unpin_unwanted(s, &name, &keep))
+        .await
+        .map_err(|e| e.to_string())?;
     *state.retained.lock() = retention.clone();
     // What no retained lesson uses (withdrawn, filtered out, expired) is let go now, so the
     // room it took is free room for the lessons the station keeps.
@@ -892,11 +896,11 @@ fn remove_unretained(store: &Store, retained: &std::collections::HashSet<ChunkId
 /// Drops the pins of every lesson the retention policy no longer pins (withdrawn from the
 /// catalog, outside the filter, not shown here soon, or shown and done), so eviction can reclaim
 /// their chunks. Pins are per lesson, so a chunk another pinned lesson shares stays pinned.
-fn unpin_unwanted(state: &State, pinned: &[LessonId]) -> Result<(), StoreError> {
-    for holder in state.store.pin_holders(PinReason::Scheduled)? {
+fn unpin_unwanted(store: &Store, station: &NodeName, pinned: &[LessonId]) -> Result<(), StoreError> {
+    for holder in store.pin_holders(PinReason::Scheduled)? {
         if !pinned.iter().any(|lesson| lesson.as_str() == holder) {
-            let dropped = state.store.unpin_holder(PinReason::Scheduled, &holder)?;
-            tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer pinned; its chunks may be evicted");
+            let dropped = store.unpin_holder(PinReason::Scheduled, &holder)?;
+            tracing::info!(%station, lesson = %holder, chunks = dropped, "lesson no longer pinned; its chunks may be evicted");
         }
     }
     Ok(())
