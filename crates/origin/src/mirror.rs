@@ -62,12 +62,23 @@ impl MirrorSelection {
 pub trait ReviewQueue: Send + Sync + std::fmt::Debug + 'static {
     /// A wanted upstream lesson whose manifest and chunks are now held (pinned) here. A lesson
     /// offered before with the same manifest is left as it is (a rejection stands until the
-    /// upstream publishes a new version); a new version goes back to review. Returns whether
-    /// the offer changed anything (a new lesson or a new version).
-    fn offer(&self, mirror: &str, manifest: &LessonManifest) -> Result<bool, String>;
-    /// The upstream withdrew the lesson (or it left the selection); the mirror has withdrawn it
-    /// from this origin's catalog if it was published. An offer still in review is closed.
+    /// upstream publishes a new version); a new version goes back to review.
+    fn offer(&self, mirror: &str, manifest: &LessonManifest) -> Result<Offer, String>;
+    /// The upstream withdrew the lesson (or it left the selection): a lesson of this mirror's
+    /// still in this origin's catalog is withdrawn, and its record closed. Idempotent; a lesson
+    /// of another source is left alone.
     fn retract(&self, mirror: &str, lesson: &LessonId) -> Result<(), String>;
+}
+
+/// What became of an offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// A new lesson, or a new version, is waiting for review.
+    Offered,
+    /// This manifest was offered before; its record stands as it is.
+    Unchanged,
+    /// A lesson of another source (a local upload, another mirror) has this id.
+    Conflict,
 }
 
 /// Who publishes a mirror's lessons in this origin's catalog (`[[mirror]] review`).
@@ -521,40 +532,53 @@ async fn reconcile_pass(state: &Arc<MirrorState>, catalog: &Signed<Catalog>) -> 
     }
     let dropped: Vec<LessonId> = plan.withdraw.iter().chain(&plan.forget).cloned().collect();
     if !dropped.is_empty() {
-        // Withdrawn first, forgotten after: a pass cut in between finds them in `forget` next time.
-        let mut mirrored = state.mirrored.lock().clone();
-        for lesson in &dropped {
-            mirrored.remove(lesson);
-        }
-        save_set(state, mirrored).await?;
+        // Each lesson's review is closed (in review mode) and its pins dropped before it leaves
+        // the mirrored set, so a pass cut in between, or a retraction that fails, finds it in
+        // `forget` next time: the mirror never stops tracking a lesson it has not let go of.
+        let mut let_go = Vec::new();
         for lesson in dropped {
+            if let MirrorReview::Local(queue) = &state.review {
+                let (queue, name, id) = (queue.clone(), state.name.clone(), lesson.clone());
+                let retracted = match tokio::task::spawn_blocking(move || queue.retract(&name, &id)).await {
+                    Ok(r) => r,
+                    Err(e) => Err(format!("the review task failed: {e}")),
+                };
+                if let Err(e) = retracted {
+                    tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not close a withdrawn lesson's review; will retry");
+                    first_error.get_or_insert(format!("closing the review of {lesson}: {e}"));
+                    continue;
+                }
+            }
             let holder = lesson.as_str().to_owned();
             if let Err(e) = store_io(&state.origin.store, move |s| {
                 s.unpin_holder(PinReason::OriginOwned, &holder)
             })
             .await
             {
-                tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not unpin a withdrawn lesson");
+                tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not unpin a withdrawn lesson; will retry");
+                first_error.get_or_insert(format!("unpinning {lesson}: {e}"));
+                continue;
             }
-            if let MirrorReview::Local(queue) = &state.review {
-                let (queue, name, id) = (queue.clone(), state.name.clone(), lesson.clone());
-                match tokio::task::spawn_blocking(move || queue.retract(&name, &id)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(mirror = %state.name, %lesson, error = %e, "could not close a withdrawn lesson's review")
-                    }
-                    Err(e) => tracing::warn!(mirror = %state.name, %lesson, error = %e, "the review task failed"),
-                }
+            let_go.push(lesson);
+        }
+        if !let_go.is_empty() {
+            let mut mirrored = state.mirrored.lock().clone();
+            for lesson in &let_go {
+                mirrored.remove(lesson);
             }
+            save_set(state, mirrored).await?;
         }
     }
     for lesson in &plan.publish {
         let manifest = manifests.remove(lesson).expect("every planned lesson has a manifest");
-        // Recorded as mirrored before it is published: a pass cut after the publication still
-        // knows the lesson is the mirror's to withdraw.
-        let mut mirrored = state.mirrored.lock().clone();
-        if mirrored.insert(lesson.clone()) {
-            save_set(state, mirrored).await?;
+        if matches!(state.review, MirrorReview::Automatic) {
+            // Recorded as mirrored before it is published: a pass cut after the publication
+            // still knows the lesson is the mirror's to withdraw. (In review mode the offer's
+            // record carries its source, and the lesson is recorded once the offer is taken.)
+            let mut mirrored = state.mirrored.lock().clone();
+            if mirrored.insert(lesson.clone()) {
+                save_set(state, mirrored).await?;
+            }
         }
         let published = async {
             fetch_chunks(state, &manifest).await?;
@@ -568,12 +592,22 @@ async fn reconcile_pass(state: &Arc<MirrorState>, catalog: &Signed<Catalog>) -> 
                 }
                 MirrorReview::Local(queue) => {
                     let (queue, name) = (queue.clone(), state.name.clone());
-                    let offered = match tokio::task::spawn_blocking(move || queue.offer(&name, &stored)).await {
-                        Ok(Ok(offered)) => offered,
+                    let offer = match tokio::task::spawn_blocking(move || queue.offer(&name, &stored)).await {
+                        Ok(Ok(offer)) => offer,
                         Ok(Err(e)) => return Err(format!("offering it for review: {e}")),
                         Err(e) => return Err(format!("the review task failed: {e}")),
                     };
-                    if offered {
+                    if offer == Offer::Conflict {
+                        // Another source (a local upload, another mirror) owns the id: never ours.
+                        state.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(mirror = %state.name, %lesson, "not offered: a lesson of another source has the same id");
+                        return Ok(());
+                    }
+                    let mut mirrored = state.mirrored.lock().clone();
+                    if mirrored.insert(lesson.clone()) {
+                        save_set(state, mirrored).await?;
+                    }
+                    if offer == Offer::Offered {
                         state.counters.lessons_offered.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(mirror = %state.name, %lesson, version = manifest.version, "offered a mirrored lesson for review");
                     }

@@ -280,7 +280,7 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         }
         (&Method::GET | &Method::HEAD, ["api", "uploads", id]) => {
             allow(Action::Upload)?;
-            let (upload, received) = upload_status(inner, id).await?;
+            let (upload, received) = upload_status(inner, &who, id).await?;
             let mut response = ok(StatusCode::OK, &upload_view(&upload, received))?;
             response
                 .headers_mut()
@@ -294,7 +294,7 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             call.action = Some("upload");
             call.target = Some(id.to_string());
             allow(Action::Upload)?;
-            put_upload(inner, id, &q, request).await
+            put_upload(inner, &who, id, &q, request).await
         }
         (&Method::POST, ["api", "lessons"]) => {
             call.action = Some("create-lesson");
@@ -330,7 +330,12 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
                 }
             };
             call.action = Some(action.as_str());
-            workflow_step(inner, &who, id, action, request).await
+            // A step runs to its end even if the client goes away (a publication can take
+            // minutes): the catalog and the lesson's record must not disagree.
+            let (inner, who, id) = (inner.clone(), who.clone(), id.to_string());
+            tokio::spawn(async move { workflow_step(&inner, &who, &id, action, request).await })
+                .await
+                .map_err(|e| ApiError::internal(format!("the workflow step stopped: {e}")))?
         }
         (&Method::GET, ["api", "jobs", id]) => {
             allow(Action::Read)?;
@@ -343,6 +348,14 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             let job = inner.jobs.lock().get(*id).cloned();
             match job {
                 Some(job) => {
+                    // A token bound to a department cancels that department's jobs only.
+                    let lesson_id = job.record.lock().lesson.clone();
+                    let lesson = load_lesson(inner, &lesson_id).await?;
+                    workflow::authorize(
+                        &who,
+                        Action::CancelJob,
+                        Some((&lesson.metadata.department, state_of(&lesson)?)),
+                    )?;
                     job.cancel.cancel();
                     ok(StatusCode::ACCEPTED, &*job.record.lock())
                 }
@@ -381,7 +394,7 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         (&Method::POST, ["api", "schedule"]) => {
             call.action = Some("schedule");
             allow(Action::Schedule)?;
-            add_schedule(inner, call, request).await
+            add_schedule(inner, call, &who, request).await
         }
         (&Method::GET, ["preview", lesson, rest @ ..]) => {
             call.target = Some(lesson.to_string());
@@ -473,17 +486,26 @@ async fn create_upload(
     ok(StatusCode::CREATED, &upload_view(&record, 0))
 }
 
-async fn upload_status(inner: &Arc<Inner>, id: &str) -> Result<(UploadRecord, u64), ApiError> {
+/// An upload of `who`'s (an upload is its owner's alone: nobody else appends to it or makes a
+/// lesson of it) and the bytes held.
+async fn upload_status(inner: &Arc<Inner>, who: &Principal, id: &str) -> Result<(UploadRecord, u64), ApiError> {
     if !spool::valid_id("u-", id) {
         return Err(ApiError::not_found(format!(
             "no upload {id:?}; upload ids come from POST /api/uploads"
         )));
     }
-    let (db, spool, key) = (inner.db.clone(), inner.spool.clone(), id.to_string());
+    let (db, spool, key, owner) = (inner.db.clone(), inner.spool.clone(), id.to_string(), who.name.clone());
     blocking(move || -> Result<(UploadRecord, u64), ApiError> {
         let upload = db
             .upload(&key)?
             .ok_or_else(|| ApiError::not_found(format!("no upload {key}")))?;
+        if upload.owner != owner {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_owner",
+                format!("upload {key} was made with another token; use an upload of your own"),
+            ));
+        }
         let received = if upload.lesson.is_some() {
             upload.size
         } else {
@@ -496,11 +518,12 @@ async fn upload_status(inner: &Arc<Inner>, id: &str) -> Result<(UploadRecord, u6
 
 async fn put_upload(
     inner: &Arc<Inner>,
+    who: &Principal,
     id: &str,
     q: &HashMap<String, String>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let (upload, _) = upload_status(inner, id).await?;
+    let (upload, _) = upload_status(inner, who, id).await?;
     if let Some(lesson) = &upload.lesson {
         return Err(ApiError::conflict(format!(
             "upload {id} is complete and went into lesson {lesson}"
@@ -626,8 +649,8 @@ struct NewLesson {
     metadata: MetadataBody,
 }
 
-async fn complete_upload(inner: &Arc<Inner>, id: &str, kind: &str) -> Result<UploadRecord, ApiError> {
-    let (upload, received) = upload_status(inner, id).await?;
+async fn complete_upload(inner: &Arc<Inner>, who: &Principal, id: &str, kind: &str) -> Result<UploadRecord, ApiError> {
+    let (upload, received) = upload_status(inner, who, id).await?;
     if upload.kind != kind {
         return Err(ApiError::bad_request(format!(
             "upload {id} is an {} upload, not {kind}",
@@ -666,10 +689,10 @@ async fn create_lesson(
             .into());
         }
     }
-    let media = complete_upload(inner, &new.upload, "media").await?;
+    let media = complete_upload(inner, who, &new.upload, "media").await?;
     let mut attachments = Vec::new();
     for id in &new.attachments {
-        attachments.push(complete_upload(inner, id, "attachment").await?);
+        attachments.push(complete_upload(inner, who, id, "attachment").await?);
     }
     if attachments.len() > courseway_content::lesson::MAX_ATTACHMENTS {
         return Err(ApiError::bad_request(format!(
@@ -973,10 +996,14 @@ async fn workflow_step(
         }
         Action::Withdraw => {
             let (origin, lid) = (inner.origin.clone(), lesson_id(&lesson)?);
-            let version = blocking(move || origin.withdraw(&[lid])).await?.map_err(|e| match e {
-                crate::OriginError::NotPublished { .. } => ApiError::conflict(e.to_string()),
-                e => ApiError::internal(e),
-            })?;
+            let current = origin.catalog().map_or(0, |c| c.body.version);
+            let version = match blocking(move || origin.withdraw(&[lid])).await? {
+                Ok(version) => version,
+                // Already out of the catalog (an earlier withdrawal whose record was not
+                // written): the record catches up.
+                Err(crate::OriginError::NotPublished { .. }) => current,
+                Err(e) => return Err(ApiError::internal(e)),
+            };
             lesson.catalog_version = Some(version);
         }
         _ => {}
@@ -1101,6 +1128,7 @@ fn all() -> String {
 async fn add_schedule(
     inner: &Arc<Inner>,
     call: &mut Call,
+    who: &Principal,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let new: NewShowing = read_json(request.into_body()).await?;
@@ -1108,6 +1136,12 @@ async fn add_schedule(
     let target = parse_target(&new.target).map_err(ApiError::bad_request)?;
     let _one_step_at_a_time = inner.workflow.lock().await;
     let lesson = load_lesson(inner, &new.lesson).await?;
+    // A publisher bound to a department schedules that department's lessons only.
+    workflow::authorize(
+        who,
+        Action::Schedule,
+        Some((&lesson.metadata.department, state_of(&lesson)?)),
+    )?;
     if matches!(state_of(&lesson)?, LessonState::Failed | LessonState::Withdrawn) {
         return Err(ApiError::conflict(format!(
             "lesson {} is {}; it cannot be scheduled",

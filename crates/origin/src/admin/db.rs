@@ -241,6 +241,25 @@ impl AdminDb {
         self.put(LESSONS, lesson.id.as_bytes(), lesson)
     }
 
+    /// A lesson record and its media in one synced batch.
+    pub fn put_lesson_and_media(&self, lesson: &LessonRecord, media: &MediaRecord) -> Result<(), DbError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let cf = |name| self.db.cf_handle(name).expect("created at open");
+        batch.put_cf(
+            &cf(LESSONS),
+            lesson.id.as_bytes(),
+            serde_json::to_vec(lesson).expect("records always serialise"),
+        );
+        batch.put_cf(
+            &cf(MEDIA),
+            lesson.id.as_bytes(),
+            serde_json::to_vec(media).expect("records always serialise"),
+        );
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        self.db.write_opt(batch, &sync).map_err(io("write"))
+    }
+
     pub fn lesson(&self, id: &str) -> Result<Option<LessonRecord>, DbError> {
         self.get(LESSONS, id.as_bytes())
     }

@@ -21,7 +21,7 @@ use courseway_content::{LessonId, LessonManifest};
 use super::db::{Comment, LessonRecord, MediaRecord, MetadataRecord};
 use super::workflow::{self, LessonState};
 use super::{ingest, Inner};
-use crate::mirror::ReviewQueue;
+use crate::mirror::{Offer, ReviewQueue};
 
 /// The comment action a retraction leaves, so a later offer knows to reopen the lesson.
 const RETRACT: &str = "retract";
@@ -47,7 +47,7 @@ fn metadata_of(manifest: &LessonManifest, mirror: &str) -> MetadataRecord {
 }
 
 impl ReviewQueue for MirrorIntake {
-    fn offer(&self, mirror: &str, manifest: &LessonManifest) -> Result<bool, String> {
+    fn offer(&self, mirror: &str, manifest: &LessonManifest) -> Result<Offer, String> {
         let inner = &self.0;
         let _one_step_at_a_time = inner.workflow.blocking_lock();
         let id = manifest.id.as_str();
@@ -57,16 +57,14 @@ impl ReviewQueue for MirrorIntake {
         let mut record = match existing {
             Some(record) => {
                 if record.source.as_deref() != Some(mirror) {
-                    return Err(format!(
-                        "lesson {id} is already a lesson of this origin (not of mirror {mirror:?}); the upstream's lesson is not offered"
-                    ));
+                    return Ok(Offer::Conflict);
                 }
                 let held = inner.db.media(id).map_err(|e| e.to_string())?;
                 let same = held.is_some_and(|m| m.manifest == encoded);
                 let retracted = record.state == LessonState::Withdrawn.as_str()
                     && record.comments.last().is_some_and(|c| c.action == RETRACT);
                 if same && !retracted {
-                    return Ok(false);
+                    return Ok(Offer::Unchanged);
                 }
                 let text = if same {
                     "the upstream origin publishes this lesson again; review it again".to_string()
@@ -108,17 +106,18 @@ impl ReviewQueue for MirrorIntake {
         };
         record.duration_ms = Some(manifest.duration_ms);
         record.renditions = manifest.renditions.iter().map(|r| r.name.clone()).collect();
-        // The record first, then its media: a cut in between leaves a record whose media differs
-        // from the next offer, which then writes both again.
-        inner.db.put_lesson(&record).map_err(|e| e.to_string())?;
         let media = MediaRecord {
             manifest: encoded,
             segments: Vec::new(),
             attachments: Vec::new(),
             poster: None,
         };
-        inner.db.put_media(id, &media).map_err(|e| e.to_string())?;
-        Ok(true)
+        // One batch: a reviewer never sees the new record with the old media.
+        inner
+            .db
+            .put_lesson_and_media(&record, &media)
+            .map_err(|e| e.to_string())?;
+        Ok(Offer::Offered)
     }
 
     fn retract(&self, mirror: &str, lesson: &LessonId) -> Result<(), String> {
@@ -127,7 +126,19 @@ impl ReviewQueue for MirrorIntake {
         let Some(mut record) = inner.db.lesson(lesson.as_str()).map_err(|e| e.to_string())? else {
             return Ok(());
         };
-        if record.source.as_deref() != Some(mirror) || record.state == LessonState::Withdrawn.as_str() {
+        if record.source.as_deref() != Some(mirror) {
+            return Ok(());
+        }
+        // Whatever the record says (a step cut before its record was written, a local
+        // publication after the mirror's snapshot), what is in the catalog comes out.
+        let in_catalog = inner.origin.catalog().is_some_and(|c| c.body.entry(lesson).is_some());
+        if in_catalog {
+            match inner.origin.withdraw(std::slice::from_ref(lesson)) {
+                Ok(_) | Err(crate::OriginError::NotPublished { .. }) => {}
+                Err(e) => return Err(format!("withdrawing it: {e}")),
+            }
+        }
+        if record.state == LessonState::Withdrawn.as_str() {
             return Ok(());
         }
         let now = courseway_node::clock::now().0;

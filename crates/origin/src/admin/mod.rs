@@ -71,6 +71,47 @@ impl AdminConfig {
     }
 }
 
+/// Brings the records in line with the origin's catalog after a step was cut between changing
+/// the catalog and writing the record: an `approved` lesson that is in the catalog is
+/// `published`; a `published` lesson that is not is `withdrawn`. Returns how many changed.
+fn records_follow_the_catalog(db: &db::AdminDb, origin: &Origin) -> Result<usize, db::DbError> {
+    use workflow::LessonState;
+    let catalog = origin.catalog();
+    let version = catalog.as_ref().map(|c| c.body.version);
+    let entry = |id: &str| {
+        catalog.as_ref().and_then(|c| {
+            c.body
+                .entries()
+                .iter()
+                .find(|e| e.lesson.as_str() == id)
+                .map(|e| e.manifest)
+        })
+    };
+    let listed = |id: &str| entry(id).is_some();
+    let mut changed = 0;
+    for mut lesson in db.lessons()? {
+        // A mirrored lesson's approved version may be a newer one than the version listed.
+        let this_version_listed = match &lesson.source {
+            None => listed(&lesson.id),
+            Some(_) => {
+                let held = db.media(&lesson.id)?.and_then(|m| ingest::stored_manifest(&m).ok());
+                held.is_some_and(|m| entry(&lesson.id) == Some(m.hash()))
+            }
+        };
+        let next = match LessonState::parse(&lesson.state) {
+            Some(LessonState::Approved) if this_version_listed => LessonState::Published,
+            Some(LessonState::Published) if !listed(&lesson.id) => LessonState::Withdrawn,
+            _ => continue,
+        };
+        lesson.state = next.as_str().into();
+        lesson.catalog_version = version;
+        lesson.updated = courseway_node::clock::now().0;
+        db.put_lesson(&lesson)?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
 /// Why the admin API could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -127,6 +168,13 @@ impl AdminApi {
             tracing::warn!(
                 lessons = failed,
                 "lessons whose transcode was cut by a restart are marked failed"
+            );
+        }
+        let caught_up = records_follow_the_catalog(&db, &origin)?;
+        if caught_up > 0 {
+            tracing::warn!(
+                lessons = caught_up,
+                "lesson records brought in line with the catalog (a publication or withdrawal was cut before its record was written)"
             );
         }
         let inner = Arc::new(Inner {
