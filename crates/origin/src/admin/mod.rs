@@ -9,13 +9,19 @@
 //!   `<spool>/lessons/<id>/`.
 //! - [`ingest`]: jobs (probe, transcode on the blocking pool, build the manifest) and the chunks
 //!   of a transcoded lesson for `Origin::publish`.
+//! - [`enrol`]: one-time enrolment tokens in `<data>/enrol-tokens.json` and the checks of
+//!   `POST /api/enrol`, which issues a node certificate from the deployment CA to a key the
+//!   node made.
+//! - [`ratelimit`]: per-address and per-token request limits (429 with `Retry-After`).
 //! - [`api`]: the HTTP edge (routes, authentication, JSON errors, audit of every action).
 //!
 //! See `docs/ARCHITECTURE.md` (the admin API) for the endpoints.
 
 pub mod api;
 pub mod db;
+pub mod enrol;
 pub mod ingest;
+pub mod ratelimit;
 pub mod spool;
 pub mod tokens;
 pub mod workflow;
@@ -47,6 +53,10 @@ pub struct AdminConfig {
     /// Transcodes that may run at once (each uses every core GStreamer gives it).
     pub jobs: usize,
     pub ladder: LadderConfig,
+    /// Requests per minute per client address and per token.
+    pub rate_limits: ratelimit::RateLimits,
+    /// Enrolment (`POST /api/enrol`); `None`: the origin holds no CA key and enrols nobody.
+    pub enrol: Option<enrol::EnrolConfig>,
 }
 
 impl AdminConfig {
@@ -60,7 +70,14 @@ impl AdminConfig {
             max_attachment: 256 << 20,
             jobs: 1,
             ladder: LadderConfig::default(),
+            rate_limits: ratelimit::RateLimits::default(),
+            enrol: None,
         }
+    }
+
+    /// The enrolment token file `courseway token create` writes.
+    pub fn enrol_tokens_file(&self) -> PathBuf {
+        self.data.join(enrol::ENROL_TOKENS_FILE)
     }
 
     /// The token file `courseway admin token create` writes.
@@ -80,6 +97,8 @@ pub enum AdminError {
     Bind(#[from] HttpBindError),
     #[error("the ladder in [origin.admin] is not usable: {0}")]
     Ladder(String),
+    #[error("enrolment ([origin.admin] enrol_ca_key) cannot start: {0}")]
+    Enrol(#[from] enrol::EnrolError),
 }
 
 /// What the API's requests share.
@@ -95,6 +114,8 @@ pub(crate) struct Inner {
     pub transcoders: Arc<tokio::sync::Semaphore>,
     /// One workflow step (or schedule change) at a time: steps read, check and write a record.
     pub workflow: tokio::sync::Mutex<()>,
+    pub limiter: ratelimit::Limiter,
+    pub enroller: Option<Arc<enrol::Enroller>>,
 }
 
 /// The running admin API.
@@ -120,8 +141,14 @@ impl AdminApi {
                 "lessons whose transcode was cut by a restart are marked failed"
             );
         }
+        let enroller = match &config.enrol {
+            Some(e) => Some(Arc::new(enrol::Enroller::open(e, config.enrol_tokens_file())?)),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             tokens: tokens::TokenStore::new(config.tokens_file()),
+            limiter: ratelimit::Limiter::new(config.rate_limits),
+            enroller,
             transcoders: Arc::new(tokio::sync::Semaphore::new(config.jobs.max(1))),
             config,
             db,

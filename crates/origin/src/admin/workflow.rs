@@ -152,6 +152,8 @@ pub enum Action {
     Publish,
     Withdraw,
     Schedule,
+    /// Revoke a node (the next catalog lists it; every node refuses it).
+    Revoke,
 }
 
 impl Action {
@@ -171,6 +173,7 @@ impl Action {
             Action::Publish => "publish",
             Action::Withdraw => "withdraw",
             Action::Schedule => "schedule",
+            Action::Revoke => "revoke",
         }
     }
 }
@@ -196,7 +199,7 @@ pub fn required_roles(action: Action, state: Option<LessonState>) -> &'static [R
     use Role::*;
     match action {
         Action::Read => &[Submitter, Reviewer, Publisher, Operator, Viewer],
-        Action::ReadAudit => &[Operator],
+        Action::ReadAudit | Action::Revoke => &[Operator],
         Action::Upload | Action::CreateLesson | Action::EditMetadata | Action::Submit => &[Submitter],
         Action::CancelJob => &[Submitter, Operator],
         Action::Preview => &[Submitter, Reviewer, Publisher, Operator],
