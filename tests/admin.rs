@@ -35,6 +35,12 @@ struct Setup {
 
 impl Setup {
     async fn start(max_upload: u64) -> Setup {
+        Self::start_with(max_upload, |_, _| {}).await
+    }
+
+    /// Starts with the config changed by `adjust` (which also gets the deployment's keys and
+    /// the test directory).
+    async fn start_with(max_upload: u64, adjust: impl FnOnce(&mut AdminConfig, (&DeploymentKeys, &Path))) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let keys = DeploymentKeys::generate().unwrap();
         let name = NodeName::new("origin").unwrap();
@@ -57,6 +63,7 @@ impl Setup {
         let mut config = AdminConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("admin"), spool.clone());
         config.max_upload = max_upload;
         config.max_attachment = 8 << 20;
+        adjust(&mut config, (&keys, dir.path()));
         let tokens = Role::ALL
             .iter()
             .map(|&role| {
@@ -879,4 +886,459 @@ async fn admin_ingest_job_cancelled_leaves_no_output() {
     assert_eq!(e["state"], "failed");
     assert!(s.origin.catalog().is_none());
     s.origin.shutdown();
+}
+
+/// One raw HTTP/1.1 request; the status and the headers (lowercased names) and body.
+fn raw(addr: std::net::SocketAddr, method: &str, path: &str, token: &str) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let auth = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_refuses_every_endpoint_without_a_token_and_paths_that_escape() {
+    let s = Setup::start(1 << 30).await;
+    let addr = s.admin.local_addr();
+    // Every route, unauthenticated and with an unknown token: 401 with a JSON reason, before
+    // any work (ids below do not exist: a 404 would mean the lookup ran first).
+    let routes = [
+        ("GET", "/api/whoami"),
+        ("POST", "/api/uploads"),
+        ("GET", "/api/uploads/u-0"),
+        ("HEAD", "/api/uploads/u-0"),
+        ("PUT", "/api/uploads/u-0?offset=0"),
+        ("POST", "/api/lessons"),
+        ("GET", "/api/lessons"),
+        ("GET", "/api/lessons/x"),
+        ("PUT", "/api/lessons/x/metadata"),
+        ("POST", "/api/lessons/x/submit"),
+        ("POST", "/api/lessons/x/review"),
+        ("POST", "/api/lessons/x/approve"),
+        ("POST", "/api/lessons/x/reject"),
+        ("POST", "/api/lessons/x/publish"),
+        ("POST", "/api/lessons/x/withdraw"),
+        ("GET", "/api/jobs/j-0"),
+        ("POST", "/api/jobs/j-0/cancel"),
+        ("GET", "/api/audit"),
+        ("GET", "/api/schedule"),
+        ("POST", "/api/schedule"),
+        ("GET", "/api/revocations"),
+        ("POST", "/api/revocations"),
+        ("GET", "/preview/x/master.m3u8"),
+        ("GET", "/preview/x/720p/index.m3u8"),
+        ("GET", "/preview/x/720p/0.ts"),
+        ("GET", "/preview/x/poster.jpg"),
+    ];
+    let routes: Vec<(String, String)> = routes.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let refusals = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for (method, path) in &routes {
+            for token in ["", "cw_not-a-token"] {
+                out.push((method.clone(), path.clone(), raw(addr, method, path, token)));
+            }
+        }
+        out
+    })
+    .await
+    .unwrap();
+    for (method, path, (status, _, body)) in refusals {
+        assert_eq!(status, 401, "{method} {path}: {body}");
+        if method != "HEAD" {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["code"], "unauthorized", "{method} {path}: {body}");
+        }
+    }
+
+    // Names that try to leave their directory reach no file: every one is simply not found.
+    let viewer = s.client(Role::Viewer);
+    let submitter = s.client(Role::Submitter);
+    let operator = s.client(Role::Operator);
+    for path in [
+        "/api/lessons/..%2F..%2Fetc%2Fpasswd",
+        "/api/lessons/../../etc/passwd",
+        "/api/jobs/..%2F..%2Fetc%2Fpasswd",
+        "/api/uploads/u-..%2F..%2Fdb",
+        "/preview/..%2F..%2Fetc/master.m3u8",
+        "/preview/../../etc/passwd",
+    ] {
+        // A viewer may not read uploads at all (403); otherwise the name is simply not found.
+        let v = status(viewer.get(path).await);
+        assert!(
+            matches!(v, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+            "{path}: {v}"
+        );
+        assert_eq!(status(submitter.get(path).await), StatusCode::NOT_FOUND, "{path}");
+    }
+    refused(
+        submitter
+            .json(Method::PUT, "/api/uploads/..%2F..%2Fdb?offset=0", None)
+            .await,
+        StatusCode::NOT_FOUND,
+    );
+    refused(
+        operator.post("/api/jobs/..%2F..%2Fdb/cancel", &json!({})).await,
+        StatusCode::CONFLICT,
+    );
+    for name in ["..", "a/b.mp4", "..\\..\\x", "x\u{0}y"] {
+        refused(
+            submitter
+                .post("/api/uploads", &json!({ "name": name, "size": 10 }))
+                .await,
+            StatusCode::BAD_REQUEST,
+        );
+    }
+    // Nothing was written outside the spool and data directories.
+    let mut entries: Vec<String> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, ["admin", "origin", "spool"]);
+    s.origin.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_rate_limits_answer_429_with_retry_after() {
+    use courseway_origin::admin::ratelimit::{RateLimits, RequestLimit};
+    // Per token: 60 a minute, bursts of 3; per address: off.
+    let s = Setup::start_with(1 << 30, |c, _| {
+        c.rate_limits = RateLimits {
+            per_ip: RequestLimit {
+                per_minute: 0,
+                burst: 1,
+            },
+            per_token: RequestLimit {
+                per_minute: 60,
+                burst: 3,
+            },
+        };
+    })
+    .await;
+    let addr = s.admin.local_addr();
+    let viewer = s.token(Role::Viewer).to_string();
+    let publisher = s.token(Role::Publisher).to_string();
+    let answers = tokio::task::spawn_blocking(move || {
+        let v: Vec<_> = (0..4).map(|_| raw(addr, "GET", "/api/whoami", &viewer)).collect();
+        let other = raw(addr, "GET", "/api/whoami", &publisher);
+        (v, other)
+    })
+    .await
+    .unwrap();
+    let (viewer_answers, other) = answers;
+    for (status, _, body) in &viewer_answers[..3] {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let (status, headers, body) = &viewer_answers[3];
+    assert_eq!(*status, 429, "{body}");
+    let retry = headers.iter().find(|(k, _)| k == "retry-after").map(|(_, v)| v.clone());
+    assert_eq!(retry.as_deref(), Some("1"), "{headers:?}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["code"], "rate_limited");
+    assert_eq!(v["retry_after"], 1);
+    assert!(v["error"].as_str().unwrap().contains("token"), "{v}");
+    // Another token has its own budget.
+    assert_eq!(other.0, 200, "{}", other.2);
+    // A refused flood writes nothing to the audit log (a POST over the limit included).
+    let publisher = s.client(Role::Publisher);
+    for _ in 0..2 {
+        let _ = publisher
+            .post("/api/schedule", &json!({ "lesson": "x", "at": 1 }))
+            .await;
+    }
+    let e = publisher
+        .post("/api/schedule", &json!({ "lesson": "x", "at": 1 }))
+        .await;
+    assert_eq!(status_of(&e), StatusCode::TOO_MANY_REQUESTS);
+    let audit = s.client(Role::Operator).get("/api/audit").await.unwrap();
+    let records = audit.as_array().unwrap();
+    assert!(records.iter().any(|r| r["action"] == "schedule"), "{audit}");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["result"].as_str().unwrap_or("").starts_with("429")),
+        "{audit}"
+    );
+    s.origin.shutdown();
+
+    // Per address: 60 a minute, bursts of 5, whatever the token; checked before the token, so
+    // a stream of guesses is cut off too.
+    let s = Setup::start_with(1 << 30, |c, _| {
+        c.rate_limits = RateLimits {
+            per_ip: RequestLimit {
+                per_minute: 60,
+                burst: 5,
+            },
+            per_token: RequestLimit {
+                per_minute: 0,
+                burst: 1,
+            },
+        };
+    })
+    .await;
+    let addr = s.admin.local_addr();
+    let tokens: Vec<String> = s.tokens.iter().map(|(_, t)| t.clone()).collect();
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut out: Vec<_> = tokens.iter().map(|t| raw(addr, "GET", "/api/whoami", t)).collect();
+        out.push(raw(addr, "GET", "/api/whoami", "cw_guess"));
+        out
+    })
+    .await
+    .unwrap();
+    assert_eq!(answers.len(), 6);
+    for (status, _, body) in &answers[..5] {
+        assert_eq!(*status, 200, "{body}");
+    }
+    let (status, headers, body) = &answers[5];
+    assert_eq!(
+        *status, 429,
+        "a guess over the address limit is not even checked: {body}"
+    );
+    assert!(headers.iter().any(|(k, _)| k == "retry-after"), "{headers:?}");
+    assert!(body.contains("address"), "{body}");
+    s.origin.shutdown();
+}
+
+fn status_of(result: &Result<Value, ClientError>) -> StatusCode {
+    match result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status().unwrap_or_else(|| panic!("not an HTTP answer: {e}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_revocation_is_for_operators_and_signs_the_next_catalog() {
+    let s = Setup::start(1 << 30).await;
+    only(
+        &s,
+        &[Role::Operator],
+        Method::POST,
+        "/api/revocations",
+        json!({ "name": "village-1" }),
+    )
+    .await;
+    let operator = s.client(Role::Operator);
+    let before = s.origin.catalog().map_or(0, |c| c.body.version);
+    let v = operator
+        .post("/api/revocations", &json!({ "name": "village-1" }))
+        .await
+        .unwrap();
+    assert_eq!(v["catalog_version"], before + 1);
+    assert!(s
+        .origin
+        .catalog()
+        .unwrap()
+        .body
+        .is_revoked(&NodeName::new("village-1").unwrap()));
+    let listed = s.client(Role::Viewer).get("/api/revocations").await.unwrap();
+    assert_eq!(listed["revoked"], json!(["village-1"]));
+    refused(
+        operator.post("/api/revocations", &json!({ "name": "origin" })).await,
+        StatusCode::CONFLICT,
+    );
+    refused(
+        operator.post("/api/revocations", &json!({ "name": "../x" })).await,
+        StatusCode::BAD_REQUEST,
+    );
+    refused(
+        operator.post("/api/revocations", &json!({ "node": "village-2" })).await,
+        StatusCode::BAD_REQUEST,
+    );
+    let audit = operator.get("/api/audit").await.unwrap();
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["action"] == "revoke" && r["target"] == "village-1" && r["result"] == "ok"),
+        "{audit}"
+    );
+    s.origin.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_enrols_a_station_with_a_one_time_token() {
+    use courseway_admin_proto::enrol::{pin, EnrolToken};
+    use courseway_origin::admin::enrol::{self as origin_enrol, EnrolConfig};
+    let s = Setup::start_with(1 << 30, |c, (keys, dir)| {
+        let creds = dir.join("deployment");
+        std::fs::create_dir_all(&creds).unwrap();
+        keys.ca.save(&creds.join("ca.crt"), &creds.join("ca.key")).unwrap();
+        let root: String = keys
+            .root_public()
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(creds.join("root.pub"), format!("{root}\n")).unwrap();
+        c.enrol = Some(EnrolConfig {
+            ca_cert: creds.join("ca.crt"),
+            ca_key: creds.join("ca.key"),
+            root_pub: creds.join("root.pub"),
+            certificate_lifetime: Duration::from_secs(30 * 86_400),
+        });
+    })
+    .await;
+    let tokens_file = s.dir.path().join("admin").join(origin_enrol::ENROL_TOKENS_FILE);
+    let deployment_pin = pin(s.keys.ca.certificate().der(), s.keys.root_public().as_bytes());
+    let now = clock::now().0;
+    let make = |name: &str, secret: [u8; 32], lifetime: u64, at: u64| {
+        origin_enrol::create(
+            &tokens_file,
+            NodeRole::Station,
+            &NodeName::new(name).unwrap(),
+            at,
+            Duration::from_secs(lifetime),
+            secret,
+            deployment_pin,
+        )
+        .unwrap()
+    };
+    let server = s.admin.local_addr().to_string();
+    let out = |n: &str| s.dir.path().join(n);
+
+    let token = make("village-0123", [1; 32], 86_400, now);
+    let identity = courseway::enrol::enroll(&server, &token, &out("creds")).await.unwrap();
+    assert_eq!(identity.to_string(), "station village-0123");
+    let node = courseway::keys::NodeKeys::load(&out("creds"), NodeRole::Station).unwrap();
+    assert_eq!(node.root, s.keys.root_public());
+    // The key was made here: the origin's files hold no private key of the node.
+    let key = std::fs::read_to_string(out("creds").join("node.key")).unwrap();
+    for entry in walk(s.dir.path().join("admin").as_path()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        assert!(!text.contains(key.lines().nth(1).unwrap()), "{}", entry.display());
+    }
+
+    // Used once: a second use is refused, and writes nothing.
+    let e = courseway::enrol::enroll(&server, &token, &out("again"))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("409"), "{e:#}");
+    assert!(!out("again").join("node.key").exists());
+    // Expired, unknown, and a MAC that does not match the secret (someone who saw a request
+    // and made their own): refused.
+    let expired = make("village-0124", [2; 32], 60, now - 3600);
+    let e = courseway::enrol::enroll(&server, &expired, &out("expired"))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("expired"), "{e:#}");
+    let unknown = EnrolToken {
+        secret: [3; 32],
+        pin: deployment_pin,
+    };
+    let e = courseway::enrol::enroll(&server, &unknown, &out("unknown"))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("401"), "{e:#}");
+    let _ = make("village-0125", [4; 32], 86_400, now);
+    let csr = courseway_net::NodeKeyRequest::generate().unwrap();
+    let forged = json!({
+        "token": EnrolToken { secret: [4; 32], pin: deployment_pin }.id(),
+        "csr": csr.csr_pem(),
+        "mac": EnrolToken { secret: [5; 32], pin: deployment_pin }.mac(csr.csr_pem()),
+    });
+    let body = refused(
+        s.anonymous().post("/api/enrol", &forged).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    assert!(body["error"].as_str().unwrap().contains("MAC"), "{body}");
+    // Garbage instead of a CSR: 400, and the token stays unused.
+    let bad_csr = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+    let t = EnrolToken {
+        secret: [4; 32],
+        pin: deployment_pin,
+    };
+    refused(
+        s.anonymous()
+            .post(
+                "/api/enrol",
+                &json!({ "token": t.id(), "csr": bad_csr, "mac": t.mac(bad_csr) }),
+            )
+            .await,
+        StatusCode::BAD_REQUEST,
+    );
+    courseway::enrol::enroll(&server, &t, &out("village-0125"))
+        .await
+        .unwrap();
+
+    // A token whose pin is not this deployment's (the answer would come from elsewhere): the
+    // node refuses the answer and writes nothing.
+    let wrong_pin = make("village-0126", [6; 32], 86_400, now);
+    let wrong_pin = EnrolToken {
+        pin: [0; 16],
+        ..wrong_pin
+    };
+    let e = courseway::enrol::enroll(&server, &wrong_pin, &out("pinned"))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not the ones this token was made for"),
+        "{e:#}"
+    );
+    assert!(!out("pinned").join("node.key").exists());
+
+    // The enrolled station syncs from the origin with the credentials it wrote.
+    let lesson =
+        courseway_content::synthetic::SyntheticLesson::standard(LessonId::new("enrolled").unwrap(), 9, 2).build();
+    let version = s.origin.publish(&[(lesson.manifest.clone(), &lesson.chunks)]).unwrap();
+    let station = Station::start(
+        StationConfig::new(
+            node.name().clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            StoreConfig::new(out("station-store"), 1 << 30),
+            UpstreamConfig::new(vec![Parent {
+                name: NodeName::new("origin").unwrap(),
+                addr: s.origin.local_addr().unwrap(),
+            }]),
+        ),
+        node.enrollment,
+        node.root,
+    )
+    .await
+    .unwrap();
+    let mut st = station.status();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while !(st.borrow().synced && st.borrow().catalog_version == version) {
+            st.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the enrolled station syncs");
+    for (id, bytes) in &lesson.chunks {
+        assert_eq!(&station.store().get(id, 0).unwrap().unwrap(), bytes);
+    }
+    station.shutdown().await;
+    s.origin.shutdown();
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }

@@ -219,3 +219,231 @@ fn admin_cli_ingest_review_publish_schedule_withdraw() {
     let mut origin = origin;
     assert!(origin.child.wait().unwrap().success());
 }
+
+/// A node started from a config file, its stdout read line by line.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    fn start(role: &str, config: &Path) -> Self {
+        let mut child = Command::new(courseway())
+            .args([role, "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// Waits for a line containing every one of `words`; returns it.
+    fn wait_for(&self, words: &[&str]) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(120))
+                .unwrap_or_else(|e| panic!("no line with {words:?}: {e}"));
+            if words.iter().all(|w| line.contains(w)) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn admin_cli_token_enroll_station_and_revoke() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let deployment = d.join("deployment");
+    run_ok(&["keys", "init", "--dir", &s(&deployment)], &[]);
+    run_ok(
+        &[
+            "keys",
+            "issue",
+            "--keys",
+            &s(&deployment),
+            "--role",
+            "origin",
+            "--name",
+            "origin",
+            "--out",
+            &s(&d.join("origin")),
+        ],
+        &[],
+    );
+    let config = d.join("origin.toml");
+    std::fs::write(
+        &config,
+        "[node]\ncredentials = \"origin\"\nlisten = \"127.0.0.1:0\"\n\
+         [store]\npath = \"origin-store\"\nbudget = \"1 GiB\"\n\
+         [origin]\nonline_key = \"deployment/online.key\"\nsynthetic_lessons = 1\nsynthetic_lesson_size = \"1 MB\"\n\
+         [origin.admin]\nlisten = \"127.0.0.1:0\"\ndata = \"admin\"\nspool = \"spool\"\n\
+         enrol_ca_key = \"deployment/ca.key\"\n",
+    )
+    .unwrap();
+    let origin = Node::start("origin", &config);
+    let line = origin.wait_for(&["listening on"]);
+    let origin_addr = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let server = origin
+        .wait_for(&["admin API on http://"])
+        .trim_start_matches("admin API on http://")
+        .to_string();
+    let c = s(&config);
+
+    // The operator makes a token at the origin; it is printed once.
+    let token = run_ok(
+        &[
+            "token",
+            "create",
+            "--config",
+            &c,
+            "--role",
+            "station",
+            "--name",
+            "village-7",
+            "--expires",
+            "1h",
+        ],
+        &[],
+    )
+    .trim()
+    .to_string();
+    assert!(token.starts_with("cwe_"), "{token}");
+    assert!(!std::fs::read_to_string(d.join("admin/enrol-tokens.json"))
+        .unwrap()
+        .contains(&token[4..68]));
+    let listed = run_ok(&["token", "list", "--config", &c], &[]);
+    assert!(listed.contains("village-7") && listed.contains("expires"), "{listed}");
+    // A second token for a name with one outstanding is refused.
+    let again = run(
+        &[
+            "token",
+            "create",
+            "--config",
+            &c,
+            "--role",
+            "station",
+            "--name",
+            "village-7",
+        ],
+        &[],
+    );
+    assert!(!again.status.success());
+
+    // On the new node: enrol, then run the station from the credentials it wrote.
+    let creds = d.join("village-7");
+    let out = run_ok(
+        &["enroll", "--token", &token, "--parent", &server, "--out", &s(&creds)],
+        &[],
+    );
+    assert!(out.contains("enrolled as station village-7"), "{out}");
+    for f in ["node.crt", "node.key", "ca.crt", "root.pub"] {
+        assert!(creds.join(f).is_file(), "{f}");
+    }
+    assert_eq!(
+        std::fs::read(creds.join("root.pub")).unwrap(),
+        std::fs::read(deployment.join("root.pub")).unwrap()
+    );
+    assert!(run_ok(&["token", "list", "--config", &c], &[]).contains("used"));
+    // The token enrols one node only.
+    let reused = run(
+        &[
+            "enroll",
+            "--token",
+            &token,
+            "--parent",
+            &server,
+            "--out",
+            &s(&d.join("second")),
+        ],
+        &[],
+    );
+    assert!(!reused.status.success());
+    let err = String::from_utf8_lossy(&reused.stderr);
+    assert!(err.contains("409") && err.contains("used"), "{err}");
+    assert!(!d.join("second/node.key").exists());
+
+    let station_toml = d.join("station.toml");
+    std::fs::write(
+        &station_toml,
+        format!(
+            "[node]\ncredentials = \"village-7\"\nbind = \"127.0.0.1:0\"\n\
+             [store]\npath = \"station-store\"\nbudget = \"1 GiB\"\n\
+             [[parent]]\nname = \"origin\"\naddr = \"{origin_addr}\"\n"
+        ),
+    )
+    .unwrap();
+    let station = Node::start("station", &station_toml);
+    station.wait_for(&["synced", "1/1 lessons ready"]);
+
+    // The operator revokes it through the admin API.
+    let ops = run_ok(
+        &[
+            "admin", "token", "create", "--config", &c, "--role", "operator", "--name", "olga",
+        ],
+        &[],
+    )
+    .trim()
+    .to_string();
+    let auth = ["--server", server.as_str(), "--token", ops.as_str()];
+    let revoked = run_ok(&with(&["admin", "revoke", "--name", "village-7"], &auth), &[]);
+    assert!(revoked.contains("village-7 revoked (catalog v2)"), "{revoked}");
+    assert_eq!(run_ok(&with(&["admin", "revoked"], &auth), &[]).trim(), "village-7");
+    // A new token for the revoked name cannot enrol it again.
+    let token = run_ok(
+        &[
+            "token",
+            "create",
+            "--config",
+            &c,
+            "--role",
+            "station",
+            "--name",
+            "village-7",
+        ],
+        &[],
+    )
+    .trim()
+    .to_string();
+    let refused = run(
+        &[
+            "enroll",
+            "--token",
+            &token,
+            "--parent",
+            &server,
+            "--out",
+            &s(&d.join("third")),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("revoked"), "{err}");
+    drop(station);
+    drop(origin);
+}

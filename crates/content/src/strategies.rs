@@ -133,11 +133,18 @@ pub fn catalog() -> impl Strategy<Value = Catalog> {
             manifest_size,
             content_size,
         });
-    (any::<u64>(), unix_time(), unix_time(), vec(entry, 0..8)).prop_map(|(version, issued, expires, entries)| {
-        let mut seen = std::collections::HashSet::new();
-        let entries = entries.into_iter().filter(|e| seen.insert(e.lesson.clone())).collect();
-        Catalog::new(version, issued, expires, entries).expect("duplicates were removed")
-    })
+    (
+        any::<u64>(),
+        unix_time(),
+        unix_time(),
+        vec(entry, 0..8),
+        vec(node_name(), 0..4),
+    )
+        .prop_map(|(version, issued, expires, entries, revoked)| {
+            let mut seen = std::collections::HashSet::new();
+            let entries = entries.into_iter().filter(|e| seen.insert(e.lesson.clone())).collect();
+            Catalog::with_revoked(version, issued, expires, entries, revoked).expect("duplicates were removed")
+        })
 }
 
 pub fn target() -> impl Strategy<Value = Target> {

@@ -163,6 +163,20 @@ pub enum AdminCommand {
     /// Admin API tokens (run on the origin's machine; works while the origin runs).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Revoke a node (operator): the next catalog lists it and every node refuses it at the
+    /// handshake and closes its connections.
+    Revoke {
+        /// The node's name, e.g. village-0123.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The nodes the current catalog revokes.
+    Revoked {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -451,6 +465,21 @@ fn tokens_file(config: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Revoke { name, server } => {
+            let client = server.client()?;
+            let v = runtime()?.block_on(client.post("/api/revocations", &json!({ "name": name })))?;
+            println!(
+                "{name} revoked (catalog v{}); every node refuses it once it has that catalog",
+                v["catalog_version"].as_u64().unwrap_or(0)
+            );
+        }
+        AdminCommand::Revoked { server } => {
+            let client = server.client()?;
+            let v = runtime()?.block_on(client.get("/api/revocations"))?;
+            for n in v["revoked"].as_array().into_iter().flatten() {
+                println!("{}", n.as_str().unwrap_or("?"));
+            }
+        }
         AdminCommand::Token(TokenCommand::Create {
             config,
             role,
@@ -483,5 +512,93 @@ pub fn admin(command: AdminCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrolTokenCommand {
+    /// Make a one-time enrolment token for a node (run on the origin's machine); prints it once.
+    Create {
+        /// The origin's config file (its [origin.admin] names the CA key and the token file).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// station or relay.
+        #[arg(long)]
+        role: String,
+        /// The node's name, e.g. village-0123: the certificate will carry it.
+        #[arg(long)]
+        name: courseway_content::NodeName,
+        /// How long the token may be used: e.g. 24h, 7d, 90m.
+        #[arg(long, default_value = "24h")]
+        expires: String,
+    },
+    /// The enrolment tokens: name, role, expiry, used or not (the secrets are not kept).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+pub fn token(command: EnrolTokenCommand) -> anyhow::Result<()> {
+    match command {
+        EnrolTokenCommand::Create {
+            config,
+            role,
+            name,
+            expires,
+        } => {
+            let role = match role.as_str() {
+                "station" => courseway_proto::Role::Station,
+                "relay" => courseway_proto::Role::Relay,
+                other => bail!("role {other:?} cannot be enrolled with a token; use station or relay"),
+            };
+            let lifetime = courseway::enrol::parse_lifetime(&expires).map_err(anyhow::Error::msg)?;
+            let token = courseway::enrol::create_token(&config, role, &name, lifetime)?;
+            eprintln!(
+                "enrolment token for {} {name} made, valid {expires} and for one node; it is shown once, hand it over privately:",
+                courseway::keys::role_arg(role)
+            );
+            println!("{token}");
+        }
+        EnrolTokenCommand::List { config } => {
+            let settings = courseway::config::origin(&config)?;
+            let admin = settings
+                .admin
+                .with_context(|| format!("{} has no [origin.admin] section", config.display()))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            for t in courseway_origin::admin::enrol::read_entries(&admin.enrol_tokens_file())? {
+                let state = match t.used {
+                    Some(at) => format!("used {}", admin_client::format_time(at)),
+                    None if t.expires <= now => "expired".to_string(),
+                    None => format!("expires {}", admin_client::format_time(t.expires)),
+                };
+                println!("{:<24} {:<8} {state}", t.name, t.role);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollArgs {
+    /// The token from `courseway token create` (cwe_…).
+    #[arg(long)]
+    token: courseway_admin_proto::enrol::EnrolToken,
+    /// The origin's admin API, HOST:PORT ([origin.admin] listen).
+    #[arg(long)]
+    parent: String,
+    /// Directory for this node's credentials; point the node config's `credentials` at it.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
+    let identity = runtime()?.block_on(courseway::enrol::enroll(&args.parent, &args.token, &args.out))?;
+    println!(
+        "enrolled as {identity}; credentials written to {} (the private key never left this machine); point the node's config `credentials` at it",
+        args.out.display()
+    );
     Ok(())
 }

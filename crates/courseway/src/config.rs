@@ -349,6 +349,34 @@ pub struct AdminSection {
     pub max_attachment: ByteSize,
     #[serde(default = "default_jobs")]
     pub jobs: usize,
+    /// Requests a minute one client address may make (0: no limit).
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute_per_ip: u32,
+    /// Requests a minute one token may make (0: no limit).
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute_per_token: u32,
+    /// Requests allowed at once above those rates.
+    #[serde(default = "default_request_burst")]
+    pub request_burst: u32,
+    /// The deployment CA's key (`ca.key`): with it the origin enrols nodes (`POST /api/enrol`);
+    /// absent: no enrolment.
+    #[serde(default)]
+    pub enrol_ca_key: Option<PathBuf>,
+    /// Days a certificate issued by enrolment is valid.
+    #[serde(default = "default_enrol_days")]
+    pub enrol_certificate_days: u64,
+}
+
+fn default_requests_per_minute() -> u32 {
+    600
+}
+
+fn default_request_burst() -> u32 {
+    120
+}
+
+fn default_enrol_days() -> u64 {
+    crate::keys::DEFAULT_NODE_DAYS
 }
 
 fn default_max_upload() -> ByteSize {
@@ -364,16 +392,44 @@ fn default_jobs() -> usize {
 }
 
 impl AdminSection {
-    fn to_config(&self, base: &Path) -> anyhow::Result<courseway_origin::admin::AdminConfig> {
+    fn to_config(&self, base: &Path, credentials: &Path) -> anyhow::Result<courseway_origin::admin::AdminConfig> {
+        use courseway_origin::admin::ratelimit::{RateLimits, RequestLimit};
         ensure!(
             self.jobs >= 1,
             "origin.admin.jobs = 0 would never transcode; give at least 1"
+        );
+        ensure!(
+            self.request_burst >= 1,
+            "origin.admin.request_burst = 0 would refuse every request; give at least 1 (or set the requests_per_minute_* keys to 0 for no limit)"
+        );
+        ensure!(
+            self.enrol_certificate_days >= 1,
+            "origin.admin.enrol_certificate_days must be at least 1"
         );
         let mut c =
             courseway_origin::admin::AdminConfig::new(self.listen, base.join(&self.data), base.join(&self.spool));
         c.max_upload = self.max_upload.as_u64();
         c.max_attachment = self.max_attachment.as_u64();
         c.jobs = self.jobs;
+        c.rate_limits = RateLimits {
+            per_ip: RequestLimit {
+                per_minute: self.requests_per_minute_per_ip,
+                burst: self.request_burst,
+            },
+            per_token: RequestLimit {
+                per_minute: self.requests_per_minute_per_token,
+                burst: self.request_burst,
+            },
+        };
+        c.enrol = self
+            .enrol_ca_key
+            .as_ref()
+            .map(|key| courseway_origin::admin::enrol::EnrolConfig {
+                ca_cert: credentials.join(crate::keys::CA_CERT),
+                ca_key: base.join(key),
+                root_pub: credentials.join(crate::keys::ROOT_PUB),
+                certificate_lifetime: Duration::from_secs(self.enrol_certificate_days * 86_400),
+            });
         Ok(c)
     }
 }
@@ -714,7 +770,12 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
                 .map(|m| mirror_settings(m, &base, &mut names))
                 .collect::<anyhow::Result<_>>()?
         },
-        admin: f.origin.admin.as_ref().map(|a| a.to_config(&base)).transpose()?,
+        admin: f
+            .origin
+            .admin
+            .as_ref()
+            .map(|a| a.to_config(&base, &base.join(&f.node.credentials)))
+            .transpose()?,
     })
     .and_then(|settings: OriginSettings| {
         if let Some(m) = settings

@@ -129,8 +129,19 @@ pub fn issue(deployment: &Path, role: Role, name: &NodeName, days: u64, out: &Pa
     let credentials = ca
         .issue(role, name, Validity::starting_now(Duration::from_secs(days * 86_400)))
         .context("issuing the node certificate")?;
+    write_node_dir(out, &credentials, ca.certificate(), &root_pub)
+}
+
+/// Writes a node's credentials directory: `node.crt`, `node.key` (0600), `ca.crt`, `root.pub`.
+/// None of them may exist yet.
+pub fn write_node_dir(
+    out: &Path,
+    credentials: &NodeCredentials,
+    ca: &CaCertificate,
+    root_pub: &PublicKey,
+) -> anyhow::Result<()> {
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    for file in [NODE_CERT, NODE_KEY] {
+    for file in [NODE_CERT, NODE_KEY, CA_CERT, ROOT_PUB] {
         ensure!(
             !out.join(file).exists(),
             "{} already exists; give an empty --out directory for each node",
@@ -139,7 +150,7 @@ pub fn issue(deployment: &Path, role: Role, name: &NodeName, days: u64, out: &Pa
     }
     write_public(&out.join(NODE_CERT), &credentials.cert_pem())?;
     write_secret(&out.join(NODE_KEY), &credentials.key_pem())?;
-    write_public(&out.join(CA_CERT), &ca.cert_pem())?;
+    write_public(&out.join(CA_CERT), &ca.to_pem())?;
     write_public(&out.join(ROOT_PUB), &format!("{}\n", hex(root_pub.as_bytes())))?;
     Ok(())
 }

@@ -3,10 +3,12 @@
 //!
 //! - [`admin_client`]: a client of the origin's admin API (resumable streamed uploads).
 //! - [`config`]: node config files (TOML) into the libraries' config structs.
+//! - [`enrol`]: enrolment tokens (`token create`) and enrolling a node (`enroll`).
 //! - [`keys`]: a deployment's key files and node credentials.
 //! - [`topology`]: a whole tree in one process, for the demo and the tests.
 
 pub mod admin_client;
 pub mod config;
+pub mod enrol;
 pub mod keys;
 pub mod topology;

@@ -64,9 +64,14 @@ enum Command {
     /// The schedule of showings (播放计划).
     #[command(subcommand)]
     Schedule(admin_cmd::ScheduleCommand),
-    /// Administer the origin's admin API (tokens).
+    /// Administer the origin's admin API (tokens) and revoke nodes.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
+    /// One-time enrolment tokens for new nodes (at the origin).
+    #[command(subcommand)]
+    Token(admin_cmd::EnrolTokenCommand),
+    /// Enrol this node with a token: make its key here, get its certificate from the origin.
+    Enroll(admin_cmd::EnrollArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +207,8 @@ fn main() -> anyhow::Result<()> {
         Command::Lessons(args) => admin_cmd::lessons(args),
         Command::Schedule(command) => admin_cmd::schedule(command),
         Command::Admin(command) => admin_cmd::admin(command),
+        Command::Token(command) => admin_cmd::token(command),
+        Command::Enroll(args) => admin_cmd::enroll(args),
     }
 }
 

@@ -30,6 +30,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::NetError;
 use crate::identity::{role_label, PeerIdentity};
+use crate::revocation::Revocations;
 
 /// How far back a new certificate's validity starts, so that a node whose clock runs somewhat
 /// behind (village PCs often do) still accepts it.
@@ -128,6 +129,25 @@ impl CaCertificate {
         write_new_file(path, self.to_pem().as_bytes(), false)
     }
 
+    /// Checks that `cert` was issued by this CA and is valid now for client (and so node)
+    /// authentication, as a handshake would.
+    pub fn verify_issued(&self, cert: &CertificateDer<'_>) -> Result<(), NetError> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).map_err(NetError::tls)?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+                .build()
+                .map_err(NetError::tls)?;
+        verifier
+            .verify_client_cert(cert, &[], rustls::pki_types::UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| NetError::BadCertificate {
+                what: "the issued certificate",
+                reason: format!("it does not verify against the deployment CA ({e})"),
+            })
+    }
+
     /// Reads a PEM file written by [`CaCertificate::save`].
     pub fn load(path: &Path) -> Result<Self, NetError> {
         Self::from_pem(&read_file(path)?)
@@ -211,22 +231,7 @@ impl DeploymentCa {
             action: "generate a node key",
             source,
         })?;
-        let mut params = CertificateParams::default();
-        validity.apply(&mut params)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "Courseway");
-        dn.push(DnType::OrganizationalUnitName, role_label(role));
-        dn.push(DnType::CommonName, name.as_str());
-        params.distinguished_name = dn;
-        let uri = Ia5String::try_from(identity.to_uri()).map_err(|e| NetError::BadCertificate {
-            what: "the node identity",
-            reason: format!("it cannot be put in a URI ({e})"),
-        })?;
-        params.subject_alt_names = vec![SanType::URI(uri)];
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
+        let params = node_params(&identity, validity)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|source| NetError::CertGeneration {
@@ -239,6 +244,33 @@ impl DeploymentCa {
             cert: cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(key.serialize_der()),
         })
+    }
+
+    /// Issues a node certificate for `role` and `name` to the key of a certificate signing
+    /// request (PEM, made by [`NodeKeyRequest::generate`] on the node), so that the node's
+    /// private key never leaves it. The CSR's signature must verify (the requester holds the
+    /// key); everything it asks for besides its public key is ignored: the role, the name and
+    /// the validity are the CA's to decide.
+    pub fn issue_for_request(
+        &self,
+        role: Role,
+        name: &NodeName,
+        csr_pem: &str,
+        validity: Validity,
+    ) -> Result<CertificateDer<'static>, NetError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| NetError::BadCertificate {
+            what: "the certificate signing request",
+            reason: format!("it cannot be parsed or its signature does not verify ({e})"),
+        })?;
+        let params = node_params(&PeerIdentity::new(role, name.clone()), validity)?;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|source| NetError::CertGeneration {
+                action: "sign the node certificate",
+                source,
+            })?;
+        tracing::info!(node = %PeerIdentity::new(role, name.clone()), "issued a node certificate to a requested key");
+        Ok(cert.der().clone())
     }
 
     /// The CA certificate as PEM.
@@ -289,6 +321,75 @@ impl DeploymentCa {
     /// Reads files written by [`DeploymentCa::save`].
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, NetError> {
         Self::from_pem(&read_file(cert_path)?, &read_file(key_path)?)
+    }
+}
+
+/// The parameters of a node certificate for `identity`.
+fn node_params(identity: &PeerIdentity, validity: Validity) -> Result<CertificateParams, NetError> {
+    let mut params = CertificateParams::default();
+    validity.apply(&mut params)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Courseway");
+    dn.push(DnType::OrganizationalUnitName, role_label(identity.role));
+    dn.push(DnType::CommonName, identity.name.as_str());
+    params.distinguished_name = dn;
+    let uri = Ia5String::try_from(identity.to_uri()).map_err(|e| NetError::BadCertificate {
+        what: "the node identity",
+        reason: format!("it cannot be put in a URI ({e})"),
+    })?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+/// A key pair made on a node and the certificate signing request for it: what `courseway
+/// enroll` sends (the request) and keeps (the key).
+pub struct NodeKeyRequest {
+    key: KeyPair,
+    csr_pem: String,
+}
+
+impl fmt::Debug for NodeKeyRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The key stays out of logs.
+        f.debug_struct("NodeKeyRequest").finish_non_exhaustive()
+    }
+}
+
+impl NodeKeyRequest {
+    /// A fresh P-256 key and a CSR for it (its subject says nothing: the CA decides the
+    /// identity from the enrolment token).
+    pub fn generate() -> Result<Self, NetError> {
+        let key = KeyPair::generate().map_err(|source| NetError::CertGeneration {
+            action: "generate a node key",
+            source,
+        })?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        let csr = params
+            .serialize_request(&key)
+            .and_then(|csr| csr.pem())
+            .map_err(|source| NetError::CertGeneration {
+                action: "make the certificate signing request",
+                source,
+            })?;
+        Ok(Self { key, csr_pem: csr })
+    }
+
+    /// The CSR, PEM.
+    pub fn csr_pem(&self) -> &str {
+        &self.csr_pem
+    }
+
+    /// The credentials once the CA answered with `cert_pem`: the certificate must chain to
+    /// `ca`, be valid now, carry a Courseway identity, and hold this request's key.
+    pub fn complete(self, ca: &CaCertificate, cert_pem: &str) -> Result<NodeCredentials, NetError> {
+        let credentials = NodeCredentials::from_pem(cert_pem, &self.key.serialize_pem())?;
+        ca.verify_issued(credentials.cert_der())?;
+        Ok(credentials)
     }
 }
 
@@ -381,17 +482,29 @@ impl NodeCredentials {
     }
 }
 
-/// What a node needs to take part in a deployment: the CA it trusts and its own credentials.
+/// What a node needs to take part in a deployment: the CA it trusts, its own credentials, and
+/// the nodes it refuses (revoked by the catalog; shared by clones).
 #[derive(Debug, Clone)]
 pub struct Enrollment {
     pub ca: CaCertificate,
     pub credentials: NodeCredentials,
+    revocations: Revocations,
 }
 
 impl Enrollment {
-    /// Bundles the CA certificate and the node's credentials.
+    /// Bundles the CA certificate and the node's credentials, with nothing revoked yet.
     pub fn new(ca: CaCertificate, credentials: NodeCredentials) -> Self {
-        Self { ca, credentials }
+        Self {
+            ca,
+            credentials,
+            revocations: Revocations::new(),
+        }
+    }
+
+    /// The revoked nodes this node refuses; every server and client made from this enrollment
+    /// (or a clone of it) consults the same set. Replace it from each verified catalog.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// This node's role and name.
@@ -479,6 +592,39 @@ mod tests {
             .unwrap();
         let id = PeerIdentity::from_certificate_der(creds.cert_der()).unwrap();
         assert_eq!(id, PeerIdentity::new(Role::Relay, name("district:07_a")));
+    }
+
+    #[test]
+    fn a_requested_key_is_certified_without_leaving_the_node() {
+        let ca = DeploymentCa::generate("test").unwrap();
+        let request = NodeKeyRequest::generate().unwrap();
+        let v = Validity::starting_now(Duration::from_secs(3600));
+        let cert = ca
+            .issue_for_request(Role::Station, &name("village-9"), request.csr_pem(), v)
+            .unwrap();
+        let pem = encode_pem(CERT_TAG, &cert);
+        let creds = request.complete(ca.certificate(), &pem).unwrap();
+        assert_eq!(creds.identity(), &PeerIdentity::new(Role::Station, name("village-9")));
+        // Another CA's answer, or a certificate for another key, is refused.
+        let other = DeploymentCa::generate("other").unwrap();
+        let request = NodeKeyRequest::generate().unwrap();
+        let forged = other
+            .issue_for_request(Role::Station, &name("village-9"), request.csr_pem(), v)
+            .unwrap();
+        let err = request
+            .complete(ca.certificate(), &encode_pem(CERT_TAG, &forged))
+            .unwrap_err();
+        assert!(err.to_string().contains("deployment CA"), "{err}");
+        let request = NodeKeyRequest::generate().unwrap();
+        assert!(request.complete(ca.certificate(), &pem).is_err());
+        // A damaged CSR (its signature no longer verifies) is refused.
+        let csr = NodeKeyRequest::generate().unwrap().csr_pem().to_string();
+        let mut lines: Vec<String> = csr.lines().map(str::to_string).collect();
+        let mid = lines.len() / 2;
+        lines[mid] = "A".repeat(lines[mid].len());
+        assert!(ca
+            .issue_for_request(Role::Station, &name("x"), &lines.join("\n"), v)
+            .is_err());
     }
 
     #[test]

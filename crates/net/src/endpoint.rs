@@ -170,6 +170,9 @@ impl Client {
         })?;
         let peer = PeerConnection::from_connection(connection)?;
         tracing::debug!(peer = %peer.peer, %addr, "connected");
+        let revocations = self.enrollment.revocations().clone();
+        let (who, connection) = (peer.peer.clone(), peer.connection.clone());
+        tokio::spawn(async move { revocations.watch_connection(who, connection).await });
         Ok(peer)
     }
 
@@ -244,12 +247,16 @@ impl Server {
             while tasks.try_join_next().is_some() {}
             let handler = handler.clone();
             let remote = incoming.remote_address();
+            let revocations = self.enrollment.revocations().clone();
             tasks.spawn(
                 async move {
                     match handshake(incoming).await {
                         Ok(conn) => {
                             let span = tracing::info_span!("peer", peer = %conn.peer);
-                            handler(conn).instrument(span).await
+                            let watch = revocations.watch_connection(conn.peer.clone(), conn.connection.clone());
+                            // The handler ends when the connection does; the watcher closes it
+                            // once the peer is revoked.
+                            tokio::join!(handler(conn).instrument(span), watch);
                         }
                         Err(e) => tracing::warn!(error = %e, "handshake refused"),
                     }

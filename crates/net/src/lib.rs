@@ -17,6 +17,8 @@
 //! - [`framing`]: read and write `courseway-proto` frames on quinn streams.
 //! - [`limiter`]: [`TokenBucket`], a pure token bucket; [`pacing`]: [`SharedLimiter`] and
 //!   [`write_limited`], the async wrappers that sleep until bytes may be sent.
+//! - [`revocation`]: [`Revocations`], the shared set of revoked node names, and the watcher that
+//!   closes a connection once its peer is revoked.
 //! - [`error`]: [`NetError`], the one error type of the crate.
 //!
 //! # Invariants
@@ -34,8 +36,10 @@
 //!   clock; over any interval `t` it lets at most `rate × t + burst` bytes through.
 //! - TLS 1.3 only, ring as the crypto provider, ALPN `courseway/1`, no session resumption.
 //!
-//! Revocation (refusing a revoked node whose certificate has not expired) is not here yet: it
-//! comes with the signed revocation list (issue #8).
+//! - **A revoked peer is refused.** [`Revocations`] (in the [`Enrollment`], shared by the node's
+//!   server and client) is replaced from each verified catalog's revocation list; both TLS
+//!   verifiers consult it at every handshake, and every connection is closed as soon as its
+//!   peer is revoked.
 
 pub mod ca;
 pub mod endpoint;
@@ -44,10 +48,11 @@ pub mod framing;
 pub mod identity;
 pub mod limiter;
 pub mod pacing;
+pub mod revocation;
 mod tls;
 pub mod transport;
 
-pub use ca::{CaCertificate, DeploymentCa, Enrollment, NodeCredentials, Validity};
+pub use ca::{CaCertificate, DeploymentCa, Enrollment, NodeCredentials, NodeKeyRequest, Validity};
 pub use endpoint::{peer_identity, serve_requests, Client, IncomingRequest, PeerConnection, ServeConfig, Server};
 pub use error::NetError;
 pub use framing::{
@@ -57,4 +62,5 @@ pub use framing::{
 pub use identity::{parse_role, role_label, PeerIdentity};
 pub use limiter::{RateLimit, TokenBucket};
 pub use pacing::{write_limited, SharedLimiter};
+pub use revocation::Revocations;
 pub use transport::{CongestionControl, TransportConfig};

@@ -4,7 +4,9 @@
 //!   without a certificate, or with one that does not chain to the CA, fails the handshake.
 //! - Client side: [`DeploymentServerVerifier`] checks that the server's certificate chains to the
 //!   CA (webpki, with the server-auth key purpose) and that the identity it carries names the
-//!   node the client meant to reach. Node names are not DNS names, so rustls's DNS name check
+//!   node the client meant to reach.
+//! - Both verifiers refuse a peer whose name is in the node's [`Revocations`] (from the newest
+//!   verified catalog), with rustls's `CertificateError::Revoked`. Node names are not DNS names, so rustls's DNS name check
 //!   is replaced by this identity check; the TLS server name (SNI) is only a hint.
 //!
 //! TLS 1.3 only (QUIC requires it), ring as the crypto provider, ALPN [`ALPN`]. Session
@@ -19,12 +21,14 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, Resumption};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
 
 use crate::ca::Enrollment;
 use crate::error::NetError;
 use crate::identity::PeerIdentity;
+use crate::revocation::Revocations;
 
 /// The TLS server name sent when the node name is not a valid DNS name or IP address.
 const FALLBACK_SNI: &str = "node.courseway.invalid";
@@ -43,9 +47,13 @@ fn roots(enrollment: &Enrollment) -> Result<Arc<RootCertStore>, NetError> {
 /// chaining to the deployment CA.
 pub(crate) fn server_config(enrollment: &Enrollment) -> Result<rustls::ServerConfig, NetError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(enrollment)?, provider.clone())
+    let webpki = WebPkiClientVerifier::builder_with_provider(roots(enrollment)?, provider.clone())
         .build()
         .map_err(NetError::tls)?;
+    let verifier = Arc::new(RevocationCheckingClientVerifier {
+        webpki,
+        revocations: enrollment.revocations().clone(),
+    });
     let creds = &enrollment.credentials;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -65,6 +73,7 @@ pub(crate) fn client_config(enrollment: &Enrollment, expected: &NodeName) -> Res
         roots: roots(enrollment)?,
         algorithms: provider.signature_verification_algorithms,
         expected: expected.clone(),
+        revocations: enrollment.revocations().clone(),
     };
     let creds = &enrollment.credentials;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
@@ -97,6 +106,7 @@ pub(crate) struct DeploymentServerVerifier {
     roots: Arc<RootCertStore>,
     algorithms: WebPkiSupportedAlgorithms,
     expected: NodeName,
+    revocations: Revocations,
 }
 
 impl ServerCertVerifier for DeploymentServerVerifier {
@@ -115,6 +125,10 @@ impl ServerCertVerifier for DeploymentServerVerifier {
         if identity.name != self.expected {
             tracing::warn!(expected = %self.expected, presented = %identity, "server certificate names another node");
             return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName));
+        }
+        if self.revocations.is_revoked(&identity.name) {
+            tracing::warn!(server = %identity, "refusing a revoked server at the handshake");
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -140,6 +154,68 @@ impl ServerCertVerifier for DeploymentServerVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// The server's client verifier: rustls's webpki verifier (chains to the deployment CA, valid
+/// now, client-auth purpose), then the peer's identity must not be revoked.
+#[derive(Debug)]
+struct RevocationCheckingClientVerifier {
+    webpki: Arc<dyn ClientCertVerifier>,
+    revocations: Revocations,
+}
+
+impl ClientCertVerifier for RevocationCheckingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.webpki.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.webpki.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.webpki.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.webpki.verify_client_cert(end_entity, intermediates, now)?;
+        // A certificate without an identity is refused after the handshake (see `endpoint`);
+        // here only a readable, revoked identity matters.
+        if let Ok(identity) = PeerIdentity::from_certificate_der(end_entity) {
+            if self.revocations.is_revoked(&identity.name) {
+                tracing::warn!(client = %identity, "refusing a revoked client at the handshake");
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+            }
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
 

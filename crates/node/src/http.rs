@@ -30,6 +30,11 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn handle(&self, request: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
+/// The client's address, put in every request's extensions by the server (for per-address
+/// limits and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
 /// Why the HTTP server could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen for HTTP on {addr}: {source}; check that the address is this machine's and the port is free")]
@@ -83,8 +88,9 @@ async fn accept_loop<H: Handler>(listener: TcpListener, handler: H) {
                 };
                 let handler = handler.clone();
                 connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
+                    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         let handler = handler.clone();
+                        req.extensions_mut().insert(RemoteAddr(peer));
                         async move { Ok::<_, Infallible>(handler.handle(req).await) }
                     });
                     let result = hyper::server::conn::http1::Builder::new()

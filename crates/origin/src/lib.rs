@@ -24,7 +24,7 @@ use courseway_content::{
     Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Schedule, ScheduleEntry, Signed,
     UnixTime,
 };
-use courseway_net::{Enrollment, IncomingRequest, NetError, Server, TransportConfig};
+use courseway_net::{Enrollment, IncomingRequest, NetError, Revocations, Server, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, store_io, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
@@ -64,6 +64,10 @@ pub enum OriginError {
     ChunkNotStored { lesson: LessonId, chunk: ChunkId },
     #[error("a schedule holds at most {max} entries ({count} given); split it or drop past showings")]
     ScheduleTooLarge { count: usize, max: usize },
+    #[error("{node} is this origin's own name; an origin cannot revoke itself")]
+    RevokeSelf { node: NodeName },
+    #[error("a catalog lists at most {max} revoked nodes; this revocation would make {count}")]
+    TooManyRevoked { count: usize, max: usize },
 }
 
 /// Counters of what the origin sent.
@@ -86,6 +90,8 @@ struct Service {
     catalog_validity: Duration,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
     schedule: RwLock<Option<Arc<Signed<Schedule>>>>,
+    /// The revocation list of the current catalog, consulted by this origin's handshakes.
+    revocations: Revocations,
     publish_lock: Mutex<()>,
     announce: broadcast::Sender<Announcement>,
     chunk_bytes_sent: AtomicU64,
@@ -132,11 +138,16 @@ impl Origin {
         let catalog = trust.catalog().cloned().map(Arc::new);
         let schedule = trust.schedule().cloned().map(Arc::new);
         let (announce, _) = broadcast::channel(64);
+        let revocations = enrollment.revocations().clone();
+        if let Some(c) = &catalog {
+            revocations.replace(c.body.revoked());
+        }
         let service = Arc::new(Service {
             name: config.name,
             store,
             signer,
             catalog_validity: config.catalog_validity,
+            revocations,
             catalog: RwLock::new(catalog),
             schedule: RwLock::new(schedule),
             publish_lock: Mutex::new(()),
@@ -237,9 +248,46 @@ impl Origin {
         for (manifest, _) in lessons {
             entries.insert(manifest.id.clone(), catalog_entry(manifest));
         }
-        let version = s.sign_and_announce(entries.into_values().collect(), clock::now())?;
+        let revoked = s.revoked();
+        let version = s.sign_and_announce(entries.into_values().collect(), revoked, clock::now())?;
         tracing::info!(version, lessons = lessons.len(), "published");
         Ok(version)
+    }
+
+    /// Revokes nodes: signs and announces the next catalog version listing them. Every node
+    /// that accepts it refuses them at the handshake and closes their connections. Revoking a
+    /// node already revoked changes nothing but the version. Returns the new catalog version.
+    pub fn revoke(&self, nodes: &[NodeName]) -> Result<u64, OriginError> {
+        let s = &self.service;
+        if let Some(node) = nodes.iter().find(|n| **n == s.name) {
+            return Err(OriginError::RevokeSelf { node: node.clone() });
+        }
+        let _one_publication_at_a_time = s.publish_lock.lock();
+        let mut revoked = s.revoked();
+        revoked.extend(nodes.iter().cloned());
+        revoked.sort();
+        revoked.dedup();
+        let max = courseway_content::catalog::MAX_REVOKED_NODES;
+        if revoked.len() > max {
+            return Err(OriginError::TooManyRevoked {
+                count: revoked.len(),
+                max,
+            });
+        }
+        let entries = s
+            .catalog
+            .read()
+            .iter()
+            .flat_map(|c| c.body.entries().to_vec())
+            .collect();
+        let version = s.sign_and_announce(entries, revoked, clock::now())?;
+        tracing::warn!(version, nodes = ?nodes.iter().map(NodeName::as_str).collect::<Vec<_>>(), "revoked");
+        Ok(version)
+    }
+
+    /// The nodes the current catalog revokes.
+    pub fn revoked(&self) -> Vec<NodeName> {
+        self.service.revoked()
     }
 
     /// Signs the current catalog again as the next version if less than half of its validity
@@ -313,6 +361,14 @@ impl Drop for Origin {
 }
 
 impl Service {
+    fn revoked(&self) -> Vec<NodeName> {
+        self.catalog
+            .read()
+            .as_ref()
+            .map(|c| c.body.revoked().to_vec())
+            .unwrap_or_default()
+    }
+
     fn withdraw_lessons(&self, lessons: &[LessonId]) -> Result<u64, OriginError> {
         let _one_publication_at_a_time = self.publish_lock.lock();
         let previous = self.catalog.read().clone();
@@ -326,7 +382,7 @@ impl Service {
                 return Err(OriginError::NotPublished { lesson: lesson.clone() });
             }
         }
-        let version = self.sign_and_announce(entries.into_values().collect(), clock::now())?;
+        let version = self.sign_and_announce(entries.into_values().collect(), self.revoked(), clock::now())?;
         tracing::info!(version, lessons = lessons.len(), "withdrew");
         Ok(version)
     }
@@ -358,19 +414,31 @@ impl Service {
         for manifest in manifests {
             entries.insert(manifest.id.clone(), catalog_entry(manifest));
         }
-        let version = self.sign_and_announce(entries.into_values().collect(), clock::now())?;
+        let version = self.sign_and_announce(entries.into_values().collect(), self.revoked(), clock::now())?;
         tracing::info!(version, lessons = manifests.len(), "published lessons already stored");
         Ok(version)
     }
 
-    /// Signs `entries` as the next catalog version, issued `now`, saves it (synced) and
-    /// announces it.
-    fn sign_and_announce(&self, entries: Vec<CatalogEntry>, now: UnixTime) -> Result<u64, OriginError> {
+    /// Signs `entries` and `revoked` as the next catalog version, issued `now`, saves it
+    /// (synced), applies its revocations to this origin's handshakes and announces it.
+    fn sign_and_announce(
+        &self,
+        entries: Vec<CatalogEntry>,
+        revoked: Vec<NodeName>,
+        now: UnixTime,
+    ) -> Result<u64, OriginError> {
         let version = self.catalog.read().as_ref().map(|c| c.body.version).unwrap_or(0) + 1;
-        let catalog = Catalog::new(version, now, now.plus_secs(self.catalog_validity.as_secs()), entries)
-            .expect("entries come from a catalog or are keyed by lesson id, so none repeats");
+        let catalog = Catalog::with_revoked(
+            version,
+            now,
+            now.plus_secs(self.catalog_validity.as_secs()),
+            entries,
+            revoked,
+        )
+        .expect("entries come from a catalog or are keyed by lesson id, so none repeats");
         let signed = self.signer.sign(catalog);
         persist::save_catalog(&self.store, &signed)?;
+        self.revocations.replace(signed.body.revoked());
         *self.catalog.write() = Some(Arc::new(signed.clone()));
         // No subscriber is not an error: children fetch the catalog when they connect.
         let _ = self.announce.send(Announcement::Catalog(Box::new(signed)));
@@ -386,7 +454,7 @@ impl Service {
         if left > self.catalog_validity.as_secs() / 2 {
             return Ok(None);
         }
-        let version = self.sign_and_announce(current.body.entries().to_vec(), now)?;
+        let version = self.sign_and_announce(current.body.entries().to_vec(), current.body.revoked().to_vec(), now)?;
         tracing::info!(version, "catalog signed again before it expires");
         Ok(Some(version))
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use courseway_content::{Catalog, ChunkId, LessonId, NodeName, PublicKey, Schedule, Signed, TrustError, TrustState};
 use courseway_net::{
-    read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Server, TransportConfig,
+    read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig,
 };
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{
@@ -122,6 +122,9 @@ pub(crate) struct RelayService {
     store: Arc<Store>,
     upstream: Arc<Upstream>,
     trust: Mutex<TrustState>,
+    /// The revocation list of the newest verified catalog, consulted by this relay's handshakes
+    /// (as a server to its children and as a client of its parents).
+    revocations: Revocations,
     catalog: RwLock<Option<Arc<Signed<Catalog>>>>,
     schedule: RwLock<Option<Arc<Signed<Schedule>>>>,
     announce: broadcast::Sender<Announcement>,
@@ -155,6 +158,10 @@ impl Relay {
         let trust = persist::load_trust(&store, root)?;
         let catalog = trust.catalog().cloned().map(Arc::new);
         let schedule = trust.schedule().cloned().map(Arc::new);
+        let revocations = enrollment.revocations().clone();
+        if let Some(c) = &catalog {
+            revocations.replace(c.body.revoked());
+        }
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let client: Client = server.client();
         let max_attempts = config.upstream.max_attempts;
@@ -165,6 +172,7 @@ impl Relay {
             store,
             upstream,
             trust: Mutex::new(trust),
+            revocations,
             catalog: RwLock::new(catalog),
             schedule: RwLock::new(schedule),
             announce,
@@ -306,6 +314,7 @@ impl RelayService {
                     tracing::error!(error = %e, "could not save the accepted catalog");
                 }
                 let version = catalog.body.version;
+                self.revocations.replace(catalog.body.revoked());
                 *self.catalog.write() = Some(Arc::new(catalog.clone()));
                 let _ = self.announce.send(Announcement::Catalog(Box::new(catalog)));
                 tracing::info!(version, "accepted a new catalog");

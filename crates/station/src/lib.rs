@@ -39,7 +39,7 @@ use courseway_content::{
     Catalog, Category, ChunkId, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustError,
     TrustState, UnixTime,
 };
-use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, TransportConfig};
+use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, Revocations, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, store_io, task::AbortOnDrop, SignedKind, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
@@ -187,6 +187,9 @@ struct State {
     store: Arc<Store>,
     upstream: Upstream,
     trust: Mutex<TrustState>,
+    /// The revocation list of the newest verified catalog: a revoked parent is refused at the
+    /// handshake and its connection closed.
+    revocations: Revocations,
     status: watch::Sender<SyncStatus>,
     throttle: Throttle,
     place: Place,
@@ -238,6 +241,10 @@ impl Station {
             transport.stream_receive_window = window;
             transport.receive_window = window.saturating_mul(config.concurrency.max(1) as u32 + 1);
         }
+        let revocations = enrollment.revocations().clone();
+        if let Some(c) = trust.catalog() {
+            revocations.replace(c.body.revoked());
+        }
         let client = Client::bind(enrollment, &transport, config.bind)?;
         let status = watch::Sender::new(SyncStatus {
             catalog_version: trust.catalog().map(|c| c.body.version).unwrap_or(0),
@@ -250,6 +257,7 @@ impl Station {
             store,
             upstream: Upstream::new(client.clone(), config.upstream),
             trust: Mutex::new(trust),
+            revocations,
             status,
             throttle: Throttle::new(config.bandwidth, config.rate_cap, throttle_store),
             place: Place {
@@ -476,6 +484,13 @@ async fn follow(state: Arc<State>) {
                 let accepted = state.trust.lock().accept_catalog((*c).clone(), clock::now());
                 match accepted {
                     Ok(courseway_content::Acceptance::New) => {
+                        state.revocations.replace(c.body.revoked());
+                        if c.body.is_revoked(&state.name) {
+                            tracing::error!(
+                                node = %state.name,
+                                "the catalog revokes this station; its parents will refuse it (enrol it again under a new name)"
+                            );
+                        }
                         let saved = (*c).clone();
                         let save = move |s: &Store| persist::save_catalog(s, &saved);
                         if let Err(e) = store_io(&state.store, save).await {

@@ -8,24 +8,27 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courseway_content::{LessonId, ScheduleEntry, Target, UnixTime};
+use courseway_content::{LessonId, ScheduleEntry, UnixTime};
 use courseway_media::LessonMeta;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::db::{AuditRecord, Comment, JobRecord, LessonRecord, MetadataRecord, UploadRecord};
 use super::ingest::{self, JobInput, JobOutcome, LiveJob};
+use super::ratelimit::Over;
 use super::spool::{self, SpoolError};
 use super::workflow::{self, Action, LessonState, Metadata, Principal};
 use super::Inner;
 use courseway_node::http::{Body, Handler};
 
-/// Largest JSON request body.
-const MAX_JSON_BODY: usize = 64 << 10;
+use courseway_admin_proto::body::{
+    MetadataBody, NewLesson, NewShowing, NewUpload, RevokeBody, StepBody, MAX_JSON_BODY,
+};
+use courseway_admin_proto::enrol::EnrolRequest;
+use courseway_node::http::RemoteAddr;
 /// The header a `HEAD`/`GET` of an upload carries its received offset in (and a `PUT` may
 /// carry its starting offset in, instead of `?offset=`).
 pub const UPLOAD_OFFSET: &str = "upload-offset";
@@ -64,12 +67,31 @@ impl ApiError {
     fn internal(message: impl std::fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message.to_string())
     }
+    fn rate_limited(over: Over) -> Self {
+        let secs = over.retry_after_secs();
+        let what = match over {
+            Over::Address(_) => "from this address",
+            Over::Token(_) => "with this token",
+        };
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests {what}; retry after {secs} s (limits: [origin.admin] requests_per_minute_*)"),
+        )
+        .with(json!({ "retry_after": secs }))
+    }
     fn response(&self) -> Response<Body> {
         let mut body = json!({ "error": self.message, "code": self.code });
         if let (Value::Object(extra), Value::Object(map)) = (&self.extra, &mut body) {
             map.extend(extra.clone());
         }
-        json_response(self.status, &body)
+        let mut response = json_response(self.status, &body);
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            if let Some(secs) = self.extra.get("retry_after").and_then(Value::as_u64) {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+            }
+        }
+        response
     }
 }
 
@@ -154,6 +176,8 @@ impl Handler for AdminHandler {
             Err(e) => {
                 call.audit |=
                     matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) || e.status.is_server_error();
+                // A flood is refused before it does any work, audit writes included.
+                call.audit &= e.status != StatusCode::TOO_MANY_REQUESTS;
                 if e.status.is_server_error() {
                     tracing::error!(%method, %path, error = %e.message, "admin request failed");
                 }
@@ -188,45 +212,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)
 }
 
+pub use courseway_admin_proto::query::{parse_query, parse_target, target_str};
+
 fn query(request: &Request<Incoming>) -> HashMap<String, String> {
     request.uri().query().map(parse_query).unwrap_or_default()
-}
-
-/// `a=1&b=%E5%86%9C+x` into a map (percent-decoded, `+` as space).
-pub fn parse_query(q: &str) -> HashMap<String, String> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn bearer(request: &Request<Incoming>, query: &HashMap<String, String>) -> Option<String> {
@@ -237,8 +226,9 @@ fn bearer(request: &Request<Incoming>, query: &HashMap<String, String>) -> Optio
     }
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, ApiError> {
-    let bytes = Limited::new(body, MAX_JSON_BODY)
+/// Reads a whole body of at most `MAX_JSON_BODY` bytes.
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    Ok(Limited::new(body, MAX_JSON_BODY)
         .collect()
         .await
         .map_err(|e| {
@@ -246,9 +236,12 @@ async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, 
                 "cannot read the request body (at most {MAX_JSON_BODY} bytes): {e}"
             ))
         })?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not the expected JSON: {e}")))
+        .to_bytes())
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(body: Incoming) -> Result<T, ApiError> {
+    let bytes = read_body(body).await?;
+    courseway_admin_proto::body::parse(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -260,6 +253,15 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             "no {path} here; the admin API is under /api and /preview"
         )));
     }
+    let now = std::time::Instant::now();
+    if let Some(RemoteAddr(addr)) = request.extensions().get::<RemoteAddr>() {
+        inner.limiter.address(addr.ip(), now).map_err(ApiError::rate_limited)?;
+    }
+    if method == Method::POST && segments[..] == ["api", "enrol"] {
+        // The enrolment token in the body is the credential: a new node has no bearer token.
+        call.action = Some("enrol");
+        return enrol(inner, call, request).await;
+    }
     let q = query(&request);
     let token = bearer(&request, &q);
     let who = inner
@@ -267,6 +269,7 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         .authenticate(token.as_deref())
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()))?;
     call.who = Some(who.clone());
+    inner.limiter.token(&who.name, now).map_err(ApiError::rate_limited)?;
     let allow = |action: Action| workflow::authorize(&who, action, None);
     match (&method, &segments[..]) {
         (&Method::GET, ["api", "whoami"]) => ok(
@@ -396,6 +399,33 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             allow(Action::Schedule)?;
             add_schedule(inner, call, &who, request).await
         }
+        (&Method::GET, ["api", "revocations"]) => {
+            allow(Action::Read)?;
+            let names: Vec<String> = inner.origin.revoked().iter().map(|n| n.to_string()).collect();
+            let version = inner.origin.catalog().map_or(0, |c| c.body.version);
+            ok(StatusCode::OK, &json!({ "catalog_version": version, "revoked": names }))
+        }
+        (&Method::POST, ["api", "revocations"]) => {
+            call.action = Some("revoke");
+            allow(Action::Revoke)?;
+            let body: RevokeBody = read_json(request.into_body()).await?;
+            call.target = Some(body.name.clone());
+            let name = courseway_content::NodeName::new(body.name.clone())
+                .map_err(|e| ApiError::bad_request(format!("node name {:?}: {e}", body.name)))?;
+            let _one_step_at_a_time = inner.workflow.lock().await;
+            let origin = inner.origin.clone();
+            let revoke = vec![name];
+            let version = blocking(move || origin.revoke(&revoke)).await?.map_err(|e| match e {
+                crate::OriginError::RevokeSelf { .. } | crate::OriginError::TooManyRevoked { .. } => {
+                    ApiError::conflict(e.to_string())
+                }
+                e => ApiError::internal(e),
+            })?;
+            ok(
+                StatusCode::OK,
+                &json!({ "revoked": body.name, "catalog_version": version }),
+            )
+        }
         (&Method::GET, ["preview", lesson, rest @ ..]) => {
             call.target = Some(lesson.to_string());
             preview(
@@ -410,16 +440,6 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         }
         _ => Err(ApiError::not_found(format!("no {method} {path} in the admin API"))),
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUpload {
-    /// "media" (default) or "attachment".
-    #[serde(default)]
-    kind: Option<String>,
-    name: String,
-    size: u64,
 }
 
 fn upload_view(upload: &UploadRecord, received: u64) -> Value {
@@ -553,50 +573,31 @@ async fn put_upload(
     ok(StatusCode::OK, &upload_view(&upload, received))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetadataBody {
-    title: String,
-    department: String,
-    category: String,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default = "default_language")]
-    language: String,
-    #[serde(default)]
-    description: String,
-}
-
-fn default_language() -> String {
-    "zh-CN".into()
-}
-
-impl MetadataBody {
-    fn validated(self) -> Result<Metadata, ApiError> {
-        let mut problems = Vec::new();
-        let category = workflow::parse_category(&self.category);
-        if category.is_none() {
-            problems.push(format!(
-                "category {:?} is unknown; use required (必修) or elective (选修)",
-                self.category
-            ));
-        }
-        let meta = Metadata {
-            title: self.title,
-            department: self.department,
-            category: category.unwrap_or(courseway_content::Category::Elective),
-            tags: self.tags,
-            language: self.language,
-            description: self.description,
-        }
-        .validated();
-        match meta {
-            Ok(m) if problems.is_empty() => Ok(m),
-            Ok(_) => Err(metadata_error(problems)),
-            Err(e) => {
-                problems.extend(e.problems);
-                Err(metadata_error(problems))
-            }
+/// Validates metadata as sent: every problem listed (HTTP 422).
+fn validated(body: MetadataBody) -> Result<Metadata, ApiError> {
+    let mut problems = Vec::new();
+    let category = workflow::parse_category(&body.category);
+    if category.is_none() {
+        problems.push(format!(
+            "category {:?} is unknown; use required (必修) or elective (选修)",
+            body.category
+        ));
+    }
+    let meta = Metadata {
+        title: body.title,
+        department: body.department,
+        category: category.unwrap_or(courseway_content::Category::Elective),
+        tags: body.tags,
+        language: body.language,
+        description: body.description,
+    }
+    .validated();
+    match meta {
+        Ok(m) if problems.is_empty() => Ok(m),
+        Ok(_) => Err(metadata_error(problems)),
+        Err(e) => {
+            problems.extend(e.problems);
+            Err(metadata_error(problems))
         }
     }
 }
@@ -636,19 +637,6 @@ fn lesson_meta(id: &LessonId, m: &MetadataRecord) -> LessonMeta {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewLesson {
-    upload: String,
-    #[serde(default)]
-    attachments: Vec<String>,
-    /// What the upload is declared to be (`video` or `audio`); checked against the probe.
-    #[serde(default)]
-    media: Option<workflow::DeclaredMedia>,
-    #[serde(flatten)]
-    metadata: MetadataBody,
-}
-
 async fn complete_upload(inner: &Arc<Inner>, who: &Principal, id: &str, kind: &str) -> Result<UploadRecord, ApiError> {
     let (upload, received) = upload_status(inner, who, id).await?;
     if upload.kind != kind {
@@ -679,7 +667,7 @@ async fn create_lesson(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let new: NewLesson = read_json(request.into_body()).await?;
-    let metadata = new.metadata.validated()?;
+    let metadata = validated(new.metadata)?;
     if let Some(d) = &who.department {
         if *d != metadata.department {
             return Err(workflow::Denied::Department {
@@ -920,7 +908,7 @@ async fn edit_metadata(
     workflow::authorize(who, Action::EditMetadata, Some((&lesson.metadata.department, state)))?;
     check_mirrored(&lesson, Action::EditMetadata)?;
     workflow::transition(state, Action::EditMetadata)?;
-    let metadata = body.validated()?;
+    let metadata = validated(body)?;
     if let Some(d) = &who.department {
         if *d != metadata.department {
             return Err(workflow::Denied::Department {
@@ -935,13 +923,6 @@ async fn edit_metadata(
     let (db, l) = (inner.db.clone(), lesson.clone());
     blocking(move || db.put_lesson(&l)).await??;
     ok(StatusCode::OK, &lesson)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StepBody {
-    #[serde(default)]
-    comment: Option<String>,
 }
 
 async fn workflow_step(
@@ -964,7 +945,7 @@ async fn workflow_step(
         if bytes.is_empty() {
             StepBody::default()
         } else {
-            serde_json::from_slice(&bytes)
+            courseway_admin_proto::body::parse(&bytes)
                 .map_err(|e| ApiError::bad_request(format!("the body must be {{\"comment\": \"…\"}}: {e}")))?
         }
     } else {
@@ -1082,49 +1063,6 @@ fn entry_view(e: &ScheduleEntry) -> Value {
     json!({ "lesson": e.lesson.as_str(), "at": e.show_at.0, "target": target_str(&e.target) })
 }
 
-/// `all`, `district:NAME`, `town:NAME`, `station:NAME` or `group:NAME`.
-pub fn parse_target(s: &str) -> Result<Target, String> {
-    use courseway_content::{AreaName, NodeName};
-    let bad = |e: &dyn std::fmt::Display| format!("target {s:?}: {e}");
-    if s == "all" {
-        return Ok(Target::All);
-    }
-    let (kind, name) = s
-        .split_once(':')
-        .ok_or_else(|| format!("target {s:?} is not all, district:NAME, town:NAME, station:NAME or group:NAME"))?;
-    match kind {
-        "district" => AreaName::new(name).map(Target::District).map_err(|e| bad(&e)),
-        "town" => AreaName::new(name).map(Target::Town).map_err(|e| bad(&e)),
-        "group" => AreaName::new(name).map(Target::Group).map_err(|e| bad(&e)),
-        "station" => NodeName::new(name).map(Target::Station).map_err(|e| bad(&e)),
-        _ => Err(format!("target kind {kind:?} is not district, town, station or group")),
-    }
-}
-
-pub fn target_str(t: &Target) -> String {
-    match t {
-        Target::All => "all".into(),
-        Target::District(n) => format!("district:{}", n.as_str()),
-        Target::Town(n) => format!("town:{}", n.as_str()),
-        Target::Station(n) => format!("station:{}", n.as_str()),
-        Target::Group(n) => format!("group:{}", n.as_str()),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewShowing {
-    lesson: String,
-    /// Unix seconds (UTC).
-    at: u64,
-    #[serde(default = "all")]
-    target: String,
-}
-
-fn all() -> String {
-    "all".into()
-}
-
 async fn add_schedule(
     inner: &Arc<Inner>,
     call: &mut Call,
@@ -1171,6 +1109,40 @@ async fn add_schedule(
         StatusCode::CREATED,
         &json!({ "version": version, "entry": entry_view(&entry) }),
     )
+}
+
+/// `POST /api/enrol`: a new node's key request with a one-time token (see [`super::enrol`]).
+async fn enrol(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    call.audit = true;
+    let Some(enroller) = inner.enroller.clone() else {
+        return Err(ApiError::not_found(
+            "this origin does not enrol nodes: its [origin.admin] has no enrol_ca_key",
+        ));
+    };
+    let bytes = read_body(request.into_body()).await?;
+    let body = EnrolRequest::parse(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    call.target = Some(format!("enrol token {}", &body.token[..16]));
+    let origin = inner.origin.clone();
+    let now = courseway_node::clock::now().0;
+    let answer = blocking(move || enroller.enrol(&body, now, |name| origin.revoked().contains(name))).await?;
+    use super::enrol::Refusal;
+    match answer {
+        Ok(answer) => {
+            call.target = Some(format!("{} {}", answer.role, answer.name));
+            ok(StatusCode::CREATED, &answer)
+        }
+        Err(e) => {
+            let (status, code) = match &e {
+                Refusal::UnknownToken | Refusal::BadMac => (StatusCode::UNAUTHORIZED, "unauthorized"),
+                Refusal::Used { .. } => (StatusCode::CONFLICT, "token_used"),
+                Refusal::Expired { .. } => (StatusCode::FORBIDDEN, "token_expired"),
+                Refusal::Revoked { .. } => (StatusCode::FORBIDDEN, "revoked"),
+                Refusal::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                Refusal::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            };
+            Err(ApiError::new(status, code, e.to_string()))
+        }
+    }
 }
 
 /// `GET /preview/{lesson}/master.m3u8`, `…/{rendition}/index.m3u8`, `…/{rendition}/{n}.ts`,
@@ -1292,32 +1264,6 @@ async fn preview(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queries_are_percent_decoded() {
-        let q = parse_query("q=%E5%86%9C%E4%B8%9A+x&state=draft&empty=&flag");
-        assert_eq!(q["q"], "农业 x");
-        assert_eq!(q["state"], "draft");
-        assert_eq!(q["empty"], "");
-        assert_eq!(q["flag"], "");
-        assert_eq!(parse_query("a=%zz%4")["a"], "%zz%4");
-    }
-
-    #[test]
-    fn schedule_targets_parse_and_print() {
-        for t in [
-            "all",
-            "district:d-07",
-            "town:town-3",
-            "station:village-0001",
-            "group:coop",
-        ] {
-            assert_eq!(target_str(&parse_target(t).unwrap()), t);
-        }
-        assert!(parse_target("city:x").is_err());
-        assert!(parse_target("town").is_err());
-        assert!(parse_target("town:a b").is_err());
-    }
 
     #[test]
     fn file_names_are_plain() {

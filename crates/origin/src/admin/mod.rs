@@ -10,14 +10,20 @@
 //! - [`ingest`]: jobs (probe, transcode on the blocking pool, build the manifest) and the chunks
 //!   of a transcoded lesson for `Origin::publish`.
 //! - `intake`: lessons a mirror offers for review (`[[mirror]] review = "local"`).
+//! - [`enrol`]: one-time enrolment tokens in `<data>/enrol-tokens.json` and the checks of
+//!   `POST /api/enrol`, which issues a node certificate from the deployment CA to a key the
+//!   node made.
+//! - [`ratelimit`]: per-address and per-token request limits (429 with `Retry-After`).
 //! - [`api`]: the HTTP edge (routes, authentication, JSON errors, audit of every action).
 //!
 //! See `docs/ARCHITECTURE.md` (the admin API) for the endpoints.
 
 pub mod api;
 pub mod db;
+pub mod enrol;
 pub mod ingest;
 mod intake;
+pub mod ratelimit;
 pub mod spool;
 pub mod tokens;
 pub mod workflow;
@@ -49,6 +55,10 @@ pub struct AdminConfig {
     /// Transcodes that may run at once (each uses every core GStreamer gives it).
     pub jobs: usize,
     pub ladder: LadderConfig,
+    /// Requests per minute per client address and per token.
+    pub rate_limits: ratelimit::RateLimits,
+    /// Enrolment (`POST /api/enrol`); `None`: the origin holds no CA key and enrols nobody.
+    pub enrol: Option<enrol::EnrolConfig>,
 }
 
 impl AdminConfig {
@@ -62,7 +72,14 @@ impl AdminConfig {
             max_attachment: 256 << 20,
             jobs: 1,
             ladder: LadderConfig::default(),
+            rate_limits: ratelimit::RateLimits::default(),
+            enrol: None,
         }
+    }
+
+    /// The enrolment token file `courseway token create` writes.
+    pub fn enrol_tokens_file(&self) -> PathBuf {
+        self.data.join(enrol::ENROL_TOKENS_FILE)
     }
 
     /// The token file `courseway admin token create` writes.
@@ -123,6 +140,8 @@ pub enum AdminError {
     Bind(#[from] HttpBindError),
     #[error("the ladder in [origin.admin] is not usable: {0}")]
     Ladder(String),
+    #[error("enrolment ([origin.admin] enrol_ca_key) cannot start: {0}")]
+    Enrol(#[from] enrol::EnrolError),
 }
 
 /// What the API's requests share.
@@ -140,6 +159,8 @@ pub(crate) struct Inner {
     pub workflow: tokio::sync::Mutex<()>,
     /// Jobs ended since start, by how: done, failed, cancelled.
     pub jobs_ended: [std::sync::atomic::AtomicU64; 3],
+    pub limiter: ratelimit::Limiter,
+    pub enroller: Option<Arc<enrol::Enroller>>,
 }
 
 /// The states a running job can be in, and how a job ends: the label values of the ingest
@@ -177,8 +198,14 @@ impl AdminApi {
                 "lesson records brought in line with the catalog (a publication or withdrawal was cut before its record was written)"
             );
         }
+        let enroller = match &config.enrol {
+            Some(e) => Some(Arc::new(enrol::Enroller::open(e, config.enrol_tokens_file())?)),
+            None => None,
+        };
         let inner = Arc::new(Inner {
             tokens: tokens::TokenStore::new(config.tokens_file()),
+            limiter: ratelimit::Limiter::new(config.rate_limits),
+            enroller,
             transcoders: Arc::new(tokio::sync::Semaphore::new(config.jobs.max(1))),
             config,
             db,

@@ -152,6 +152,8 @@ pub enum Action {
     Publish,
     Withdraw,
     Schedule,
+    /// Revoke a node (the next catalog lists it; every node refuses it).
+    Revoke,
 }
 
 impl Action {
@@ -171,6 +173,7 @@ impl Action {
             Action::Publish => "publish",
             Action::Withdraw => "withdraw",
             Action::Schedule => "schedule",
+            Action::Revoke => "revoke",
         }
     }
 }
@@ -196,7 +199,7 @@ pub fn required_roles(action: Action, state: Option<LessonState>) -> &'static [R
     use Role::*;
     match action {
         Action::Read => &[Submitter, Reviewer, Publisher, Operator, Viewer],
-        Action::ReadAudit => &[Operator],
+        Action::ReadAudit | Action::Revoke => &[Operator],
         Action::Upload | Action::CreateLesson | Action::EditMetadata | Action::Submit => &[Submitter],
         Action::CancelJob => &[Submitter, Operator],
         Action::Preview => &[Submitter, Reviewer, Publisher, Operator],
@@ -329,15 +332,7 @@ pub struct MetadataError {
     pub problems: Vec<String>,
 }
 
-/// What a submitter says an upload is: the probe must agree before anything is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeclaredMedia {
-    /// A video lesson: the upload must have a video stream (audio optional).
-    Video,
-    /// An audio lesson (radio, weak links): the upload must be audio only.
-    Audio,
-}
+pub use courseway_admin_proto::body::DeclaredMedia;
 
 /// Why a probed upload does not match what it was declared as.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
