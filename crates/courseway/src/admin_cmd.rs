@@ -1,5 +1,5 @@
 //! The operator and editor commands that talk to an origin's admin API: `ingest`, `review`,
-//! `publish`, `withdraw`, `lessons`, `schedule`; and `admin token`, which works on the origin's
+//! `publish`, `withdraw`, `lessons`, `schedule`, `report monthly`; and `admin token`, which works on the origin's
 //! machine (it writes the token file named by the origin's config).
 //!
 //! The server and token come from `--server` / `--token`, else `COURSEWAY_SERVER` /
@@ -426,6 +426,47 @@ pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
                         e["lesson"].as_str().unwrap_or("?"),
                         e["target"].as_str().unwrap_or("?")
                     );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Per district and town for one month (UTC): hours played, showings, attendance, lessons
+    /// ready on time, from what the stations reported.
+    Monthly {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// json or csv.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+}
+
+pub fn report(command: ReportCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            ReportCommand::Monthly { month, format, server } => {
+                let client = server.client()?;
+                let path = |f: &str| format!("/api/reports/monthly?month={}&format={f}", percent_encode(&month));
+                match format {
+                    ReportFormat::Json => {
+                        let v = client.get(&path("json")).await?;
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    }
+                    ReportFormat::Csv => print!("{}", client.get_text(&path("csv")).await?),
                 }
             }
         }

@@ -67,6 +67,9 @@ enum Command {
     /// Administer the origin's admin API (tokens).
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
+    /// Reports made at the origin from what the stations sent (viewings, heartbeats).
+    #[command(subcommand)]
+    Report(admin_cmd::ReportCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lessons(args) => admin_cmd::lessons(args),
         Command::Schedule(command) => admin_cmd::schedule(command),
         Command::Admin(command) => admin_cmd::admin(command),
+        Command::Report(command) => admin_cmd::report(command),
     }
 }
 

@@ -188,6 +188,7 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
         sc.filter = settings.filter;
         sc.place = settings.place;
         sc.bandwidth = settings.bandwidth;
+        sc.reports = settings.reports;
         if let Some(m) = settings.ready_margin {
             sc.ready_margin = m;
         }

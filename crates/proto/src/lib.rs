@@ -27,7 +27,8 @@ pub use frame::{
 };
 pub use messages::{
     Announcement, CatalogReply, ChunkHeader, ErrorReply, GetCatalog, GetChunk, GetManifest, Health, Hello,
-    ManifestReply, Report, ReportAck, ReportId, Request, Response, Role, Subscribe, Topic, Viewing, Welcome,
+    LessonState, LessonStatus, ManifestReply, Report, ReportAck, ReportId, Request, Response, Role, Subscribe, Topic, Viewing, Welcome,
+    MAX_HEALTH_LESSONS, MAX_REASON_LEN, MAX_VIEWINGS,
 };
 
 /// The QUIC ALPN token of this protocol version.

@@ -367,6 +367,34 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             log.truncate(limit);
             ok(StatusCode::OK, &log)
         }
+        (&Method::GET, ["api", "reports", "monthly"]) => {
+            allow(Action::Read)?;
+            let month = q
+                .get("month")
+                .ok_or_else(|| ApiError::bad_request("give the month as ?month=YYYY-MM, e.g. ?month=2026-12"))?;
+            let month = crate::reports::Month::parse(month).map_err(ApiError::bad_request)?;
+            let csv = match q.get("format").map(String::as_str) {
+                None | Some("json") => false,
+                Some("csv") => true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown format {other:?}; use format=json or format=csv"
+                    )))
+                }
+            };
+            let origin = inner.origin.clone();
+            let report = blocking(move || origin.monthly_report(month))
+                .await?
+                .map_err(ApiError::internal)?;
+            if csv {
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(CONTENT_TYPE, "text/csv; charset=utf-8")
+                    .body(Full::new(Bytes::from(report.to_csv())))
+                    .expect("a status and one header make a valid response"));
+            }
+            ok(StatusCode::OK, &report)
+        }
         (&Method::GET, ["api", "schedule"]) => {
             allow(Action::Read)?;
             let entries: Vec<Value> = inner
