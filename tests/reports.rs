@@ -183,7 +183,10 @@ async fn report_offline_week_of_500_records_reaches_the_origin_exactly_once_thro
     let hours: f64 = records.iter().map(|v| f64::from(v.seconds_watched)).sum::<f64>() / 3600.0;
     assert!((month.total.hours_played - hours).abs() < 1e-6, "{month:?}");
     assert_eq!(month.areas.len(), 1);
-    assert_eq!((month.areas[0].district.as_str(), month.areas[0].town.as_str()), ("huadu", "shiqiao"));
+    assert_eq!(
+        (month.areas[0].district.as_str(), month.areas[0].town.as_str()),
+        ("huadu", "shiqiao")
+    );
     // Playbacks of one lesson on one day at one station are one showing.
     let showings: BTreeSet<_> = records
         .iter()
@@ -200,7 +203,10 @@ async fn report_offline_week_of_500_records_reaches_the_origin_exactly_once_thro
     assert_eq!(json["month"], "2026-12");
     assert_eq!(json["areas"][0]["town"], "shiqiao");
     assert!((json["total"]["hours_played"].as_f64().unwrap() - hours).abs() < 1e-6);
-    let csv = client.get_text("/api/reports/monthly?month=2026-12&format=csv").await.unwrap();
+    let csv = client
+        .get_text("/api/reports/monthly?month=2026-12&format=csv")
+        .await
+        .unwrap();
     assert!(csv.starts_with("month,district,town,"), "{csv}");
     assert!(csv.lines().any(|l| l.starts_with("2026-12,huadu,shiqiao,1,")), "{csv}");
     let bad = client.get("/api/reports/monthly?month=December").await.unwrap_err();
@@ -388,7 +394,7 @@ fn lesson(id: &str, seed: u64, mb: u32) -> BuiltLesson {
 async fn report_heartbeat_reaches_the_origin_with_the_at_risk_reason() {
     let dir = tempfile::tempdir().unwrap();
     let keys = DeploymentKeys::generate().unwrap();
-    let origin = origin(dir.path(), &keys).await;
+    let origin = std::sync::Arc::new(origin(dir.path(), &keys).await);
     let relay_addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let _relay = relay(dir.path(), &keys, origin.local_addr().unwrap(), relay_addr).await;
     // 8 MB shown in two minutes in the station's town, on a 200 kB/s line, ready 110 s before
@@ -436,6 +442,45 @@ async fn report_heartbeat_reaches_the_origin_with_the_at_risk_reason() {
         l.reason
     );
     println!("at-risk reason at the origin: {}", l.reason);
+
+    // The fleet status shows it: through the API, and as `courseway status` prints it.
+    let fleet = origin.fleet_status(Duration::from_secs(900));
+    assert_eq!((fleet.stations_online, fleet.stations_offline), (1, 0));
+    assert_eq!(fleet.stations[0].station, "village-0001");
+    assert!(fleet.stations[0].at_risk.iter().any(|r| r.lesson == "maize-planting"));
+    let showing_row = fleet.showings.iter().find(|s| s.lesson == "maize-planting").unwrap();
+    assert_eq!((showing_row.district.as_str(), showing_row.at_risk), ("huadu", 1));
+    let config = AdminConfig::new(loopback(), dir.path().join("admin"), dir.path().join("spool"));
+    let token = tokens::create(&config.tokens_file(), "ops", AdminRole::Operator, None, 1).unwrap();
+    let admin = AdminApi::start(config, origin.clone()).await.unwrap();
+    let server = admin.local_addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        courseway_tests::process::run_ok(&["status", "--server", &server, "--token", &token])
+    })
+    .await
+    .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    println!("{table}");
+    assert!(table.contains("1 stations online, 0 offline"), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.contains("village-0001"))
+        .expect("the station's line");
+    assert!(
+        line.contains("huadu") && line.contains("shiqiao") && line.contains("yes"),
+        "{line}"
+    );
+    assert!(
+        line.contains("maize-planting: ") && line.contains("MB still to download"),
+        "{line}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("maize-planting") && l.contains(&showing.utc()[..16])),
+        "{table}"
+    );
+    admin.shutdown();
     st.shutdown().await;
     origin.shutdown();
 }

@@ -829,7 +829,11 @@ mod tests {
         assert!(!r.upstream.parents.is_empty());
         let s = station(&examples.join("station.toml")).unwrap();
         assert_eq!(s.rate_cap.map(|c| c.bytes_per_sec()), Some(250_000));
-        assert_eq!(s.reports, ReportsConfig::default(), "the example documents the defaults");
+        assert_eq!(
+            s.reports,
+            ReportsConfig::default(),
+            "the example documents the defaults"
+        );
     }
 
     #[test]
@@ -894,7 +898,10 @@ mod tests {
             (good.replace("\"06:00\"", "\"6 am\""), "until"),
             (good.replace("rate_limit = \"4 Mbit/s\"\n", ""), "rate_limit"),
             (format!("{good}[station.reports]\nbatch = 0\n"), "station.reports.batch"),
-            (format!("{good}[station.reports]\nheartbeat_secs = 1\n"), "station.reports.heartbeat_secs"),
+            (
+                format!("{good}[station.reports]\nheartbeat_secs = 1\n"),
+                "station.reports.heartbeat_secs",
+            ),
             (format!("{good}[station.reports]\nbatchsize = 5\n"), "batchsize"),
         ] {
             let err = format!("{:#}", station(&write(dir.path(), "station.toml", &text)).unwrap_err());

@@ -70,6 +70,9 @@ enum Command {
     /// Reports made at the origin from what the stations sent (viewings, heartbeats).
     #[command(subcommand)]
     Report(admin_cmd::ReportCommand),
+    /// The fleet from the stations' heartbeats: district → town → station (online, version,
+    /// lessons ready, at risk with the reason, last seen), then each showing ahead.
+    Status(admin_cmd::StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -206,6 +209,7 @@ fn main() -> anyhow::Result<()> {
         Command::Schedule(command) => admin_cmd::schedule(command),
         Command::Admin(command) => admin_cmd::admin(command),
         Command::Report(command) => admin_cmd::report(command),
+        Command::Status(args) => admin_cmd::status(args),
     }
 }
 

@@ -96,6 +96,10 @@ struct Service {
     reports: Arc<reports::ReportStore>,
 }
 
+/// A station is counted offline in the origin's metrics after this long without a heartbeat
+/// (three default heartbeat periods).
+pub const FLEET_OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// A running origin.
 pub struct Origin {
     service: Arc<Service>,
@@ -147,7 +151,7 @@ impl Origin {
             sent_to: Mutex::new(HashSet::new()),
             duplicate_chunk_sends: AtomicU64::new(0),
             manifests_sent: AtomicU64::new(0),
-            reports: Arc::new(reports::ReportStore::new(store.clone())),
+            reports: Arc::new(reports::ReportStore::open(store.clone())?),
         });
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let accept = {
@@ -223,6 +227,37 @@ impl Origin {
                 "Station heartbeats taken",
                 r.heartbeats.load(Ordering::Relaxed),
             )?;
+            let fleet = reports::fleet(&o.reports.health(), clock::now(), FLEET_OFFLINE_AFTER.as_secs());
+            s.gauges(
+                "origin_fleet_stations",
+                "Stations known from their heartbeats, by state (offline: no heartbeat for 15 minutes)",
+                &[
+                    ([("state", "online")], i64::from(fleet.stations_online)),
+                    ([("state", "offline")], i64::from(fleet.stations_offline)),
+                ],
+            )?;
+            let mut per_showing: Vec<(Vec<(&'static str, String)>, i64)> = Vec::new();
+            for sh in &fleet.showings {
+                for (state, n) in [
+                    ("ready", sh.ready),
+                    ("downloading", sh.downloading),
+                    ("at_risk", sh.at_risk),
+                    ("offline", sh.offline),
+                ] {
+                    let labels = vec![
+                        ("lesson", sh.lesson.clone()),
+                        ("showing", sh.show_at_utc.clone()),
+                        ("district", sh.district.clone()),
+                        ("state", state.to_owned()),
+                    ];
+                    per_showing.push((labels, i64::from(n)));
+                }
+            }
+            s.gauges(
+                "origin_fleet_showing_stations",
+                "Per scheduled showing ahead and district: stations ready, downloading, at risk, offline (from heartbeats)",
+                &per_showing,
+            )?;
             metrics::scrape_catalog(s, o.catalog.read().as_deref(), clock::now())?;
             metrics::scrape_store(s, &o.store.stats())
         }))
@@ -245,13 +280,20 @@ impl Origin {
 
     /// The latest heartbeat of every station that sent one.
     pub fn station_health(&self) -> Result<Vec<reports::StationHealth>, StoreError> {
-        self.service.reports.health()
+        Ok(self.service.reports.health())
+    }
+
+    /// The fleet: every station from its latest heartbeat (offline when none came for
+    /// `offline_after`), and per showing ahead and district the ready / downloading / at-risk /
+    /// offline counts.
+    pub fn fleet_status(&self, offline_after: Duration) -> reports::FleetStatus {
+        reports::fleet(&self.service.reports.health(), clock::now(), offline_after.as_secs())
     }
 
     /// The monthly report (per district and town) from what the stations reported.
     pub fn monthly_report(&self, month: reports::Month) -> Result<reports::MonthlyReport, StoreError> {
         let r = &self.service.reports;
-        let health = r.health()?;
+        let health = r.health();
         Ok(reports::monthly(
             month,
             &r.viewings()?,
@@ -558,7 +600,10 @@ impl NodeService for Service {
         };
         taken.map_err(|e| {
             tracing::error!(%station, error = %e, "could not store a report; the station sends it again");
-            ErrorReply::new(ErrorCode::Internal, format!("the origin could not store the report: {e}"))
+            ErrorReply::new(
+                ErrorCode::Internal,
+                format!("the origin could not store the report: {e}"),
+            )
         })
     }
 }

@@ -125,6 +125,9 @@ pub struct ReportCounters {
 #[derive(Debug)]
 pub struct ReportStore {
     store: Arc<Store>,
+    /// The latest heartbeat of every station (what `report/health/` holds), for the fleet view
+    /// and the metrics without a store scan.
+    latest: Mutex<BTreeMap<NodeName, StationHealth>>,
     /// Makes "seen before? else write" one step, so two copies of a report arriving at once
     /// (over two relays) are written once.
     write: Mutex<()>,
@@ -132,12 +135,20 @@ pub struct ReportStore {
 }
 
 impl ReportStore {
-    pub fn new(store: Arc<Store>) -> Self {
-        Self {
+    /// The reports in `store`, with the latest heartbeats read back.
+    pub fn open(store: Arc<Store>) -> Result<Self, StoreError> {
+        let latest = store
+            .scan_meta(HEALTH_PREFIX, usize::MAX)?
+            .into_iter()
+            .filter_map(|(_, v)| StationHealth::from_bytes(&v))
+            .map(|h| (h.station.clone(), h))
+            .collect();
+        Ok(Self {
             store,
+            latest: Mutex::new(latest),
             write: Mutex::new(()),
             counters: ReportCounters::default(),
-        }
+        })
     }
 
     /// Takes a report (blocking on the disk): returns once it is written, synced, or once it is
@@ -170,19 +181,26 @@ impl ReportStore {
         self.counters.heartbeats.fetch_add(1, Ordering::Relaxed);
         let key = health_key(&report.station);
         let _one_at_a_time = self.write.lock();
-        let newer = match self.store.get_meta(&key)?.as_deref().and_then(StationHealth::from_bytes) {
+        let newer = match self
+            .store
+            .get_meta(&key)?
+            .as_deref()
+            .and_then(StationHealth::from_bytes)
+        {
             Some(held) => held.created_at <= report.created_at,
             None => true,
         };
         let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut latest = None;
         if newer {
-            let latest = StationHealth {
+            let l = StationHealth {
                 station: report.station.clone(),
                 created_at: report.created_at,
                 received_at: now,
                 health: health.clone(),
             };
-            puts.push((key, latest.to_bytes()));
+            puts.push((key, l.to_bytes()));
+            latest = Some(l);
         }
         // Readiness of each scheduled showing: "not ready yet" when first seen, "ready on time"
         // once a heartbeat made before the showing says ready. Never turned back.
@@ -209,7 +227,11 @@ impl ReportStore {
         }
         let borrowed: Vec<(&[u8], &[u8])> = puts.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
         // Buffered: a heartbeat lost to a power cut is replaced by the next one.
-        self.store.write_meta(&borrowed, &[], Durability::Buffered)
+        self.store.write_meta(&borrowed, &[], Durability::Buffered)?;
+        if let Some(l) = latest {
+            self.latest.lock().insert(l.station.clone(), l);
+        }
+        Ok(())
     }
 
     /// Every stored viewing report, in id order.
@@ -237,14 +259,9 @@ impl ReportStore {
             .collect())
     }
 
-    /// The latest heartbeat of every station that sent one.
-    pub fn health(&self) -> Result<Vec<StationHealth>, StoreError> {
-        Ok(self
-            .store
-            .scan_meta(HEALTH_PREFIX, usize::MAX)?
-            .into_iter()
-            .filter_map(|(_, v)| StationHealth::from_bytes(&v))
-            .collect())
+    /// The latest heartbeat of every station that sent one, by station name.
+    pub fn health(&self) -> Vec<StationHealth> {
+        self.latest.lock().values().cloned().collect()
     }
 
     /// Every scheduled showing heartbeats told of, with whether it was ready in time.
@@ -420,7 +437,9 @@ pub fn monthly(
     let areas: Vec<AreaMonth> = rows
         .into_iter()
         .map(|((district, town), mut row)| {
-            row.stations = stations.get(&(district.clone(), town.clone())).map_or(0, |s| s.len() as u32);
+            row.stations = stations
+                .get(&(district.clone(), town.clone()))
+                .map_or(0, |s| s.len() as u32);
             row.district = district;
             row.town = town;
             total.stations += row.stations;
@@ -453,6 +472,147 @@ pub fn places(health: &[StationHealth]) -> BTreeMap<NodeName, (Option<String>, O
             )
         })
         .collect()
+}
+
+/// A station in the fleet view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetStation {
+    pub district: String,
+    pub town: String,
+    pub station: String,
+    /// A heartbeat arrived within the offline limit.
+    pub online: bool,
+    pub version: String,
+    pub catalog_version: u64,
+    pub lessons_ready: u32,
+    /// Lessons at risk, with the station's reason.
+    pub at_risk: Vec<FleetRisk>,
+    /// When the origin last heard from it (Unix seconds) and as text.
+    pub last_seen: u64,
+    pub last_seen_utc: String,
+    pub disk_free: u64,
+    pub disk_total: u64,
+    pub goodput: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetRisk {
+    pub lesson: String,
+    pub reason: String,
+}
+
+/// A scheduled showing still ahead, and where the stations that show it stand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetShowing {
+    pub lesson: String,
+    pub show_at: u64,
+    pub show_at_utc: String,
+    /// The district, or "" for the stations with no district.
+    pub district: String,
+    pub ready: u32,
+    pub downloading: u32,
+    /// The latest predicted finish among those downloading (Unix seconds).
+    pub predicted_finish: Option<u64>,
+    pub at_risk: u32,
+    /// Stations showing it whose last heartbeat is too old.
+    pub offline: u32,
+}
+
+/// The fleet status at the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FleetStatus {
+    pub now: u64,
+    /// A station is offline when its last heartbeat is older than this (seconds).
+    pub offline_after_secs: u64,
+    pub stations_online: u32,
+    pub stations_offline: u32,
+    /// By district, town, station.
+    pub stations: Vec<FleetStation>,
+    /// By showing time, lesson, district.
+    pub showings: Vec<FleetShowing>,
+}
+
+/// The fleet (pure): each station from its latest heartbeat, and per showing ahead (as the
+/// stations' heartbeats list it: a station counts for a showing when its heartbeat names the
+/// lesson with that showing time) and district the ready / downloading / at-risk / offline
+/// counts.
+pub fn fleet(health: &[StationHealth], now: UnixTime, offline_after_secs: u64) -> FleetStatus {
+    let area = |a: &Option<courseway_content::AreaName>| a.as_ref().map_or(String::new(), |a| a.as_str().to_owned());
+    let online = |h: &StationHealth| now.secs_since(h.received_at) <= offline_after_secs;
+    let mut stations: Vec<FleetStation> = health
+        .iter()
+        .map(|h| FleetStation {
+            district: area(&h.health.district),
+            town: area(&h.health.town),
+            station: h.station.as_str().to_owned(),
+            online: online(h),
+            version: h.health.software.clone(),
+            catalog_version: h.health.catalog_version,
+            lessons_ready: h.health.lessons_ready,
+            at_risk: h
+                .health
+                .lessons
+                .iter()
+                .filter(|l| l.state == LessonState::AtRisk)
+                .map(|l| FleetRisk {
+                    lesson: l.lesson.as_str().to_owned(),
+                    reason: l.reason.clone(),
+                })
+                .collect(),
+            last_seen: h.received_at.0,
+            last_seen_utc: h.received_at.utc(),
+            disk_free: h.health.disk_free,
+            disk_total: h.health.disk_total,
+            goodput: h.health.goodput,
+        })
+        .collect();
+    stations.sort_by(|a, b| (&a.district, &a.town, &a.station).cmp(&(&b.district, &b.town, &b.station)));
+    let mut showings: BTreeMap<(UnixTime, String, String), FleetShowing> = BTreeMap::new();
+    for h in health {
+        let up = online(h);
+        for l in &h.health.lessons {
+            let Some(at) = l.showing.filter(|t| *t >= now) else {
+                continue;
+            };
+            let district = area(&h.health.district);
+            let row = showings
+                .entry((at, l.lesson.as_str().to_owned(), district.clone()))
+                .or_insert_with(|| FleetShowing {
+                    lesson: l.lesson.as_str().to_owned(),
+                    show_at: at.0,
+                    show_at_utc: at.utc(),
+                    district,
+                    ready: 0,
+                    downloading: 0,
+                    predicted_finish: None,
+                    at_risk: 0,
+                    offline: 0,
+                });
+            if !up {
+                row.offline += 1;
+                continue;
+            }
+            match l.state {
+                LessonState::Ready => row.ready += 1,
+                LessonState::AtRisk => row.at_risk += 1,
+                LessonState::Downloading => {
+                    row.downloading += 1;
+                    if let Some(t) = l.estimated_ready {
+                        row.predicted_finish = Some(row.predicted_finish.map_or(t.0, |p| p.max(t.0)));
+                    }
+                }
+            }
+        }
+    }
+    let stations_online = stations.iter().filter(|s| s.online).count() as u32;
+    FleetStatus {
+        now: now.0,
+        offline_after_secs,
+        stations_online,
+        stations_offline: stations.len() as u32 - stations_online,
+        stations,
+        showings: showings.into_values().collect(),
+    }
 }
 
 #[cfg(test)]
@@ -503,7 +663,10 @@ mod tests {
             (name("v2"), viewing("pigs", dec(3, 20), 900, Some(7))),
             (name("v3"), viewing("pigs", dec(31, 23), 3600, Some(3))),
             // Not this month, and a station with no heartbeat.
-            (name("v3"), viewing("pigs", UnixTime::from_utc_date(2027, 1, 1).unwrap(), 3600, Some(99))),
+            (
+                name("v3"),
+                viewing("pigs", UnixTime::from_utc_date(2027, 1, 1).unwrap(), 3600, Some(99)),
+            ),
             (name("v9"), viewing("pigs", dec(5, 10), 360, None)),
         ];
         let readiness = vec![
@@ -565,6 +728,124 @@ mod tests {
         assert_eq!(
             parse_ready_key(&k),
             Some((name("v-1"), "lesson:1".parse().unwrap(), UnixTime(42)))
+        );
+    }
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+    use courseway_proto::LessonStatus;
+
+    fn status(lesson: &str, state: LessonState, showing: u64, finish: Option<u64>) -> LessonStatus {
+        LessonStatus {
+            lesson: lesson.parse().unwrap(),
+            state,
+            showing: Some(UnixTime(showing)),
+            estimated_ready: finish.map(UnixTime),
+            remaining_bytes: 0,
+            reason: if state == LessonState::AtRisk {
+                "disk full".into()
+            } else {
+                String::new()
+            },
+        }
+    }
+
+    fn station(name: &str, district: &str, seen: u64, lessons: Vec<LessonStatus>) -> StationHealth {
+        StationHealth {
+            station: name.parse().unwrap(),
+            created_at: UnixTime(seen),
+            received_at: UnixTime(seen),
+            health: Health {
+                disk_free: 1,
+                disk_total: 2,
+                lessons_ready: 1,
+                lessons_at_risk: 0,
+                last_sync: None,
+                software: "courseway 0.1.0".into(),
+                district: Some(district.parse().unwrap()),
+                town: Some("t".parse().unwrap()),
+                catalog_version: 3,
+                goodput: None,
+                lessons,
+            },
+        }
+    }
+
+    #[test]
+    fn showings_are_counted_per_district_and_stale_stations_are_offline() {
+        let now = 10_000;
+        let health = vec![
+            station(
+                "v1",
+                "d1",
+                now - 10,
+                vec![status("maize", LessonState::Ready, now + 3600, None)],
+            ),
+            station(
+                "v2",
+                "d1",
+                now - 20,
+                vec![status("maize", LessonState::Downloading, now + 3600, Some(now + 600))],
+            ),
+            station(
+                "v3",
+                "d1",
+                now - 30,
+                vec![status("maize", LessonState::AtRisk, now + 3600, None)],
+            ),
+            // Not heard from for two hours.
+            station(
+                "v4",
+                "d1",
+                now - 7200,
+                vec![status("maize", LessonState::Ready, now + 3600, None)],
+            ),
+            station(
+                "v5",
+                "d2",
+                now,
+                vec![status("maize", LessonState::Ready, now + 3600, None)],
+            ),
+            // A showing already past is not listed.
+            station("v6", "d2", now, vec![status("pigs", LessonState::Ready, now - 1, None)]),
+        ];
+        let f = fleet(&health, UnixTime(now), 900);
+        assert_eq!((f.stations_online, f.stations_offline), (5, 1));
+        assert_eq!(
+            f.stations
+                .iter()
+                .filter(|s| !s.online)
+                .map(|s| s.station.as_str())
+                .collect::<Vec<_>>(),
+            ["v4"]
+        );
+        let v3 = f.stations.iter().find(|s| s.station == "v3").unwrap();
+        assert_eq!(
+            v3.at_risk,
+            vec![FleetRisk {
+                lesson: "maize".into(),
+                reason: "disk full".into()
+            }]
+        );
+        let rows: Vec<(&str, u32, u32, Option<u64>, u32, u32)> = f
+            .showings
+            .iter()
+            .map(|s| {
+                (
+                    s.district.as_str(),
+                    s.ready,
+                    s.downloading,
+                    s.predicted_finish,
+                    s.at_risk,
+                    s.offline,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("d1", 1, 1, Some(now + 600), 1, 1), ("d2", 1, 0, None, 0, 0)]
         );
     }
 }

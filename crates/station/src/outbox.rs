@@ -255,7 +255,8 @@ impl Outbox {
                     created_at,
                     seqs,
                 };
-                self.store.put_meta(INFLIGHT_KEY, &batch.to_bytes(), Durability::Synced)?;
+                self.store
+                    .put_meta(INFLIGHT_KEY, &batch.to_bytes(), Durability::Synced)?;
                 (batch, found.into_iter().map(|(_, v)| v).collect())
             }
         };
@@ -393,7 +394,11 @@ mod tests {
         assert_eq!(outbox.depth(), 5);
         outbox.record(viewing(5)).unwrap();
         assert_eq!(outbox.next_report().unwrap().unwrap(), first, "the same batch, same id");
-        assert_eq!(outbox.acknowledged(ReportId([0; 16])).unwrap(), 0, "another id removes nothing");
+        assert_eq!(
+            outbox.acknowledged(ReportId([0; 16])).unwrap(),
+            0,
+            "another id removes nothing"
+        );
         assert_eq!(outbox.acknowledged(first.id).unwrap(), 3);
         assert_eq!(outbox.depth(), 3);
         let second = outbox.next_report().unwrap().unwrap();
@@ -416,6 +421,6 @@ mod tests {
         let mut s = "电视".repeat(30);
         cut(&mut s, 32);
         assert!(s.len() <= 32 && s.is_char_boundary(s.len()));
-        assert_eq!(s, "电视".repeat(5) + "电");
+        assert_eq!(s, "电视".repeat(5));
     }
 }

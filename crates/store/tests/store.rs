@@ -264,7 +264,10 @@ fn meta_scans_stay_inside_their_prefix_and_batches_are_atomic() {
     assert_eq!(keys, vec![&b"outbox/rec/1"[..], b"outbox/rec/2", b"outbox/rec/3"]);
     assert_eq!(all[0].1, b"one");
     assert_eq!(store.scan_meta(b"outbox/rec/", 2).unwrap().len(), 2);
-    assert_eq!(store.last_meta_key(b"outbox/rec/").unwrap().as_deref(), Some(&b"outbox/rec/3"[..]));
+    assert_eq!(
+        store.last_meta_key(b"outbox/rec/").unwrap().as_deref(),
+        Some(&b"outbox/rec/3"[..])
+    );
     assert_eq!(store.last_meta_key(b"nothing/").unwrap(), None);
     assert!(store.scan_meta(b"zzz", 10).unwrap().is_empty());
 }

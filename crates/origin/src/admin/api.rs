@@ -367,6 +367,17 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             log.truncate(limit);
             ok(StatusCode::OK, &log)
         }
+        (&Method::GET, ["api", "fleet"]) => {
+            allow(Action::Read)?;
+            let offline_after = match q.get("offline_after") {
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(std::time::Duration::from_secs)
+                    .map_err(|_| ApiError::bad_request(format!("offline_after={v:?} is not a number of seconds")))?,
+                None => crate::FLEET_OFFLINE_AFTER,
+            };
+            ok(StatusCode::OK, &inner.origin.fleet_status(offline_after))
+        }
         (&Method::GET, ["api", "reports", "monthly"]) => {
             allow(Action::Read)?;
             let month = q
