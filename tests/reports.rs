@@ -211,6 +211,16 @@ async fn report_offline_week_of_500_records_reaches_the_origin_exactly_once_thro
     assert!(csv.lines().any(|l| l.starts_with("2026-12,huadu,shiqiao,1,")), "{csv}");
     let bad = client.get("/api/reports/monthly?month=December").await.unwrap_err();
     assert!(bad.to_string().contains("YYYY-MM"), "{bad}");
+    // The same as `courseway report monthly` prints it.
+    let server = admin.local_addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        courseway_tests::process::run_ok(&[
+            "report", "monthly", "--month", "2026-12", "--format", "csv", "--server", &server, "--token", &token,
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), csv);
     admin.shutdown();
     drop(relay);
     st.shutdown().await;
