@@ -41,7 +41,7 @@ pub fn check_reporter(peer: &PeerIdentity, report: &Report) -> Result<(), ErrorR
 pub fn report_id(parts: &[&[u8]]) -> ReportId {
     let mut all = b"courseway report id v1".to_vec();
     for p in parts {
-        (p.len() as u64).to_be_bytes().iter().for_each(|b| all.push(*b));
+        all.extend_from_slice(&(p.len() as u64).to_be_bytes());
         all.extend_from_slice(p);
     }
     let hash = ChunkId::of(&all);

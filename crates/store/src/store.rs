@@ -68,6 +68,9 @@ impl PinReason {
     }
 }
 
+/// A `meta` key and its value.
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
 /// Whether a write waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -604,7 +607,7 @@ impl Store {
 
     /// Every `meta` entry whose key starts with `prefix`, in key order, at most `limit` of them
     /// (node state kept as many small records: a station's report outbox, an origin's reports).
-    pub fn scan_meta(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_meta(&self, prefix: &[u8], limit: usize) -> Result<Vec<MetaEntry>, StoreError> {
         let mut out = Vec::new();
         let iter = self
             .db
