@@ -201,6 +201,21 @@ impl AdminClient {
         }
     }
 
+    /// GETs a text answer (e.g. CSV); a non-2xx answer is [`ClientError::Server`] with the
+    /// server's reason.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let (status, _, body) = self.send(Method::GET, path, Full::new(Bytes::new())).await?;
+        if status.is_success() {
+            return Ok(String::from_utf8_lossy(&body).into_owned());
+        }
+        let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        Err(ClientError::Server {
+            status,
+            message: value["error"].as_str().unwrap_or("(no reason given)").to_string(),
+            body: value,
+        })
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.json(Method::GET, path, None).await
     }

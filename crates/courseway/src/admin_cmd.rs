@@ -1,5 +1,5 @@
 //! The operator and editor commands that talk to an origin's admin API: `ingest`, `review`,
-//! `publish`, `withdraw`, `lessons`, `schedule`; and `admin token`, which works on the origin's
+//! `publish`, `withdraw`, `lessons`, `schedule`, `report monthly`; and `admin token`, which works on the origin's
 //! machine (it writes the token file named by the origin's config).
 //!
 //! The server and token come from `--server` / `--token`, else `COURSEWAY_SERVER` /
@@ -450,6 +450,154 @@ pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Per district and town for one month (UTC): hours played, showings, attendance, lessons
+    /// ready on time, from what the stations reported.
+    Monthly {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// json or csv.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Json)]
+        format: ReportFormat,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+}
+
+pub fn report(command: ReportCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            ReportCommand::Monthly { month, format, server } => {
+                let client = server.client()?;
+                let path = |f: &str| format!("/api/reports/monthly?month={}&format={f}", percent_encode(&month));
+                match format {
+                    ReportFormat::Json => {
+                        let v = client.get(&path("json")).await?;
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    }
+                    ReportFormat::Csv => print!("{}", client.get_text(&path("csv")).await?),
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A station is offline when its last heartbeat is older than this many minutes.
+    #[arg(long, default_value_t = 15)]
+    offline_after_minutes: u64,
+    /// Print the origin's JSON instead of the tables.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// `courseway status`: the fleet by district → town → station, then the showings ahead.
+pub fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let client = args.server.client()?;
+    runtime()?.block_on(async move {
+        let v = client
+            .get(&format!("/api/fleet?offline_after={}", args.offline_after_minutes * 60))
+            .await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            return Ok(());
+        }
+        print!("{}", fleet_tables(&v));
+        Ok(())
+    })
+}
+
+/// The fleet JSON as terminal tables.
+pub fn fleet_tables(v: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut out = format!(
+        "{} stations online, {} offline\n\n{:<12} {:<12} {:<16} {:<7} {:<18} {:>5}  {:<20}  AT RISK\n",
+        n(&v["stations_online"]),
+        n(&v["stations_offline"]),
+        "DISTRICT",
+        "TOWN",
+        "STATION",
+        "ONLINE",
+        "VERSION",
+        "READY",
+        "LAST SEEN"
+    );
+    let (mut district, mut town) = (String::new(), String::new());
+    for st in v["stations"].as_array().into_iter().flatten() {
+        let (d, t) = (s(&st["district"]), s(&st["town"]));
+        // A district or town is named on its first line only.
+        let show_d = if d != district { d.clone() } else { String::new() };
+        let show_t = if d != district || t != town {
+            t.clone()
+        } else {
+            String::new()
+        };
+        (district, town) = (d, t);
+        let risks: Vec<String> = st["at_risk"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{}: {}", s(&r["lesson"]), s(&r["reason"])))
+            .collect();
+        out.push_str(&format!(
+            "{:<12} {:<12} {:<16} {:<7} {:<18} {:>5}  {:<20}  {}\n",
+            show_d,
+            show_t,
+            s(&st["station"]),
+            if st["online"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            },
+            s(&st["version"]),
+            n(&st["lessons_ready"]),
+            s(&st["last_seen_utc"]),
+            if risks.is_empty() {
+                "-".to_owned()
+            } else {
+                risks.join("; ")
+            }
+        ));
+    }
+    let showings = v["showings"].as_array().cloned().unwrap_or_default();
+    if !showings.is_empty() {
+        out.push_str(&format!(
+            "\n{:<20} {:<24} {:<12} {:>5} {:>11} {:<20} {:>7} {:>7}\n",
+            "SHOWING", "LESSON", "DISTRICT", "READY", "DOWNLOADING", "PREDICTED FINISH", "AT RISK", "OFFLINE"
+        ));
+        for sh in &showings {
+            let finish = sh["predicted_finish"]
+                .as_u64()
+                .map_or("-".to_owned(), admin_client::format_time);
+            out.push_str(&format!(
+                "{:<20} {:<24} {:<12} {:>5} {:>11} {:<20} {:>7} {:>7}\n",
+                s(&sh["show_at_utc"]),
+                s(&sh["lesson"]),
+                s(&sh["district"]),
+                n(&sh["ready"]),
+                n(&sh["downloading"]),
+                finish,
+                n(&sh["at_risk"]),
+                n(&sh["offline"])
+            ));
+        }
+    }
+    out
 }
 
 fn tokens_file(config: &std::path::Path) -> anyhow::Result<PathBuf> {

@@ -22,7 +22,7 @@ use courseway_origin::mirror::MirrorSelection;
 use courseway_relay::PrefetchPolicy;
 use courseway_station::planner::{BandwidthPolicy, BandwidthWindow, TimeOfDay};
 use courseway_station::retention::RetentionPolicy;
-use courseway_station::LessonFilter;
+use courseway_station::{LessonFilter, ReportsConfig};
 use courseway_store::StoreConfig;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
@@ -550,6 +550,7 @@ pub struct StationSection {
     pub bandwidth: Option<BandwidthSection>,
     #[serde(default)]
     pub retention: Option<RetentionSection>,
+    pub reports: Option<ReportsSection>,
 }
 
 /// `[station.retention]`: which lessons the store holds on to.
@@ -583,6 +584,45 @@ fn retention_policy(section: Option<RetentionSection>) -> anyhow::Result<Retenti
         policy.keep_after_showing_secs = hours * 3600;
     }
     Ok(policy)
+}
+
+/// `[station.reports]`: viewing reports and heartbeats.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsSection {
+    /// Viewing records per report.
+    pub batch: Option<usize>,
+    /// Wait before sending again after a failed delivery.
+    pub retry_after_secs: Option<u64>,
+    /// Heartbeat period when nothing changes.
+    pub heartbeat_secs: Option<u64>,
+}
+
+fn reports_config(section: Option<ReportsSection>) -> anyhow::Result<ReportsConfig> {
+    let mut c = ReportsConfig::default();
+    let Some(r) = section else {
+        return Ok(c);
+    };
+    if let Some(b) = r.batch {
+        ensure!(
+            (1..=courseway_proto::MAX_VIEWINGS).contains(&b),
+            "station.reports.batch = {b} is out of range; give 1 to {}",
+            courseway_proto::MAX_VIEWINGS
+        );
+        c.batch = b;
+    }
+    if let Some(s) = r.retry_after_secs {
+        ensure!(s >= 1, "station.reports.retry_after_secs must be at least 1");
+        c.retry_after = Duration::from_secs(s);
+    }
+    if let Some(s) = r.heartbeat_secs {
+        ensure!(
+            s >= 5,
+            "station.reports.heartbeat_secs = {s} is too often for a shared village line; give at least 5"
+        );
+        c.heartbeat = Duration::from_secs(s);
+    }
+    Ok(c)
 }
 
 /// `[station.bandwidth]`: how much of the village line the station may use, and when.
@@ -848,6 +888,7 @@ pub struct StationSettings {
     pub bandwidth: BandwidthPolicy,
     pub ready_margin: Option<Duration>,
     pub retention: RetentionPolicy,
+    pub reports: ReportsConfig,
 }
 
 /// Reads `station.toml`.
@@ -863,6 +904,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         .transpose()
         .with_context(|| "station.rate_limit")?;
     let bandwidth = bandwidth_policy(f.station.bandwidth, rate_cap.as_ref())?;
+    let reports = reports_config(f.station.reports)?;
     Ok(StationSettings {
         metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
@@ -888,6 +930,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         bandwidth,
         ready_margin: f.station.ready_margin_minutes.map(|m| Duration::from_secs(m * 60)),
         retention: retention_policy(f.station.retention)?,
+        reports,
     })
 }
 
@@ -913,6 +956,11 @@ mod tests {
         assert!(!r.upstream.parents.is_empty());
         let s = station(&examples.join("station.toml")).unwrap();
         assert_eq!(s.rate_cap.map(|c| c.bytes_per_sec()), Some(250_000));
+        assert_eq!(
+            s.reports,
+            ReportsConfig::default(),
+            "the example documents the defaults"
+        );
     }
 
     #[test]
@@ -987,6 +1035,12 @@ mod tests {
                 "keep_after_hours",
             ),
             (good.replace("rate_limit = \"4 Mbit/s\"\n", ""), "rate_limit"),
+            (format!("{good}[station.reports]\nbatch = 0\n"), "station.reports.batch"),
+            (
+                format!("{good}[station.reports]\nheartbeat_secs = 1\n"),
+                "station.reports.heartbeat_secs",
+            ),
+            (format!("{good}[station.reports]\nbatchsize = 5\n"), "batchsize"),
         ] {
             let err = format!("{:#}", station(&write(dir.path(), "station.toml", &text)).unwrap_err());
             assert!(err.contains(key), "error for {key} does not name it: {err}");

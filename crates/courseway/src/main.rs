@@ -72,6 +72,12 @@ enum Command {
     Token(admin_cmd::EnrolTokenCommand),
     /// Enrol this node with a token: make its key here, get its certificate from the origin.
     Enroll(admin_cmd::EnrollArgs),
+    /// Reports made at the origin from what the stations sent (viewings, heartbeats).
+    #[command(subcommand)]
+    Report(admin_cmd::ReportCommand),
+    /// The fleet from the stations' heartbeats: district → town → station (online, version,
+    /// lessons ready, at risk with the reason, last seen), then each showing ahead.
+    Status(admin_cmd::StatusArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,6 +215,8 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(command) => admin_cmd::admin(command),
         Command::Token(command) => admin_cmd::token(command),
         Command::Enroll(args) => admin_cmd::enroll(args),
+        Command::Report(command) => admin_cmd::report(command),
+        Command::Status(args) => admin_cmd::status(args),
     }
 }
 

@@ -214,6 +214,7 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
         sc.place = settings.place;
         sc.bandwidth = settings.bandwidth;
         sc.retention = settings.retention;
+        sc.reports = settings.reports;
         if let Some(m) = settings.ready_margin {
             sc.ready_margin = m;
         }
@@ -295,7 +296,7 @@ fn restart_only_changes(old: &config::StationSettings, new: &config::StationSett
     // field is a change the operator made.
     let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     let mut changed = Vec::new();
-    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 9] = [
+    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 10] = [
         ("metrics.listen", &old.metrics, &new.metrics),
         ("node.credentials", &old.credentials, &new.credentials),
         ("node.bind", &old.bind, &new.bind),
@@ -305,6 +306,7 @@ fn restart_only_changes(old: &config::StationSettings, new: &config::StationSett
         ("station.rate_limit", &old.rate_cap, &new.rate_cap),
         ("station.concurrency", &old.concurrency, &new.concurrency),
         ("station.district / town / groups", &old.place, &new.place),
+        ("[station.reports]", &old.reports, &new.reports),
     ];
     for (key, a, b) in fields {
         if !same(a, b) {

@@ -8,6 +8,8 @@
 //!   protection and the last verified catalog and schedule survive a restart.
 //! - [`rejections`]: what was refused from parents (chunks, manifests, catalogs, schedules), by
 //!   reason, for the metrics.
+//! - [`reports`]: who may send a station report, report ids, sending one up and waiting for
+//!   the end-to-end acknowledgement.
 //! - [`blocking`]: store IO run on tokio's blocking pool, never on an async worker.
 //! - [`clock`]: the one place a node reads the wall clock.
 //! - [`task`]: background tasks that never outlive their owner.
@@ -23,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod persist;
 pub mod rejections;
+pub mod reports;
 pub mod service;
 pub mod task;
 pub mod upstream;

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod mirror;
+pub mod reports;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -24,10 +25,10 @@ use courseway_content::{
     Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Schedule, ScheduleEntry, Signed,
     UnixTime,
 };
-use courseway_net::{Enrollment, IncomingRequest, NetError, Revocations, Server, TransportConfig};
+use courseway_net::{Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, store_io, NodeService};
-use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
+use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Report, Role, Welcome};
 use courseway_store::{Durability, PinReason, Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::broadcast;
@@ -98,7 +99,12 @@ struct Service {
     sent_to: Mutex<HashSet<(NodeName, ChunkId)>>,
     duplicate_chunk_sends: AtomicU64,
     manifests_sent: AtomicU64,
+    reports: Arc<reports::ReportStore>,
 }
+
+/// A station is counted offline in the origin's metrics after this long without a heartbeat
+/// (three default heartbeat periods).
+pub const FLEET_OFFLINE_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// A running origin.
 pub struct Origin {
@@ -144,7 +150,7 @@ impl Origin {
         }
         let service = Arc::new(Service {
             name: config.name,
-            store,
+            store: store.clone(),
             signer,
             catalog_validity: config.catalog_validity,
             revocations,
@@ -156,6 +162,7 @@ impl Origin {
             sent_to: Mutex::new(HashSet::new()),
             duplicate_chunk_sends: AtomicU64::new(0),
             manifests_sent: AtomicU64::new(0),
+            reports: Arc::new(reports::ReportStore::open(store.clone())?),
         });
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let accept = {
@@ -210,9 +217,100 @@ impl Origin {
                 "Chunk requests a child made for a chunk it had already been sent in full",
                 o.duplicate_chunk_sends.load(Ordering::Relaxed),
             )?;
+            let r = &o.reports.counters;
+            s.counter(
+                "origin_reports_stored",
+                "Viewing reports written (each report id once)",
+                r.stored.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "origin_report_duplicates",
+                "Reports received again (a resend after a lost acknowledgement): acknowledged, not stored twice",
+                r.duplicates.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "origin_viewing_records",
+                "Viewing records written",
+                r.records.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "origin_heartbeats",
+                "Station heartbeats taken",
+                r.heartbeats.load(Ordering::Relaxed),
+            )?;
+            let fleet = reports::fleet(&o.reports.health(), clock::now(), FLEET_OFFLINE_AFTER.as_secs());
+            s.gauges(
+                "origin_fleet_stations",
+                "Stations known from their heartbeats, by state (offline: no heartbeat for 15 minutes)",
+                &[
+                    ([("state", "online")], i64::from(fleet.stations_online)),
+                    ([("state", "offline")], i64::from(fleet.stations_offline)),
+                ],
+            )?;
+            let mut per_showing: Vec<(Vec<(&'static str, String)>, i64)> = Vec::new();
+            for sh in &fleet.showings {
+                for (state, n) in [
+                    ("ready", sh.ready),
+                    ("downloading", sh.downloading),
+                    ("at_risk", sh.at_risk),
+                    ("offline", sh.offline),
+                ] {
+                    let labels = vec![
+                        ("lesson", sh.lesson.clone()),
+                        ("showing", sh.show_at_utc.clone()),
+                        ("district", sh.district.clone()),
+                        ("state", state.to_owned()),
+                    ];
+                    per_showing.push((labels, i64::from(n)));
+                }
+            }
+            s.gauges(
+                "origin_fleet_showing_stations",
+                "Per scheduled showing ahead and district: stations ready, downloading, at risk, offline (from heartbeats)",
+                &per_showing,
+            )?;
             metrics::scrape_catalog(s, o.catalog.read().as_deref(), clock::now())?;
             metrics::scrape_store(s, &o.store.stats())
         }))
+    }
+
+    /// What the origin counted of reports: stored, duplicates, records, heartbeats.
+    pub fn report_counters(&self) -> &reports::ReportCounters {
+        &self.service.reports.counters
+    }
+
+    /// Every viewing report stored (each once).
+    pub fn reports(&self) -> Result<Vec<courseway_proto::Report>, StoreError> {
+        self.service.reports.reports()
+    }
+
+    /// Every viewing record stored, with its station.
+    pub fn viewings(&self) -> Result<Vec<(NodeName, courseway_proto::Viewing)>, StoreError> {
+        self.service.reports.viewings()
+    }
+
+    /// The latest heartbeat of every station that sent one.
+    pub fn station_health(&self) -> Result<Vec<reports::StationHealth>, StoreError> {
+        Ok(self.service.reports.health())
+    }
+
+    /// The fleet: every station from its latest heartbeat (offline when none came for
+    /// `offline_after`), and per showing ahead and district the ready / downloading / at-risk /
+    /// offline counts.
+    pub fn fleet_status(&self, offline_after: Duration) -> reports::FleetStatus {
+        reports::fleet(&self.service.reports.health(), clock::now(), offline_after.as_secs())
+    }
+
+    /// The monthly report (per district and town) from what the stations reported.
+    pub fn monthly_report(&self, month: reports::Month) -> Result<reports::MonthlyReport, StoreError> {
+        let r = &self.service.reports;
+        let health = r.health();
+        Ok(reports::monthly(
+            month,
+            &r.viewings()?,
+            &r.readiness()?,
+            &reports::places(&health),
+        ))
     }
 
     /// Publishes lessons: stores their chunks (pinned) and manifests, then signs and announces
@@ -559,5 +657,26 @@ impl NodeService for Service {
 
     fn announcements(&self) -> broadcast::Receiver<Announcement> {
         self.announce.subscribe()
+    }
+
+    /// Writes the report (synced) before the acknowledgement; a report id seen before is
+    /// acknowledged without a second write.
+    async fn report(&self, peer: &PeerIdentity, report: Report) -> Result<(), ErrorReply> {
+        courseway_node::reports::check_reporter(peer, &report)?;
+        let now = clock::now();
+        let station = report.station.clone();
+        let reports = self.reports.clone();
+        let taken = match tokio::task::spawn_blocking(move || reports.take(&report, now)).await {
+            Ok(taken) => taken,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return Err(ErrorReply::new(ErrorCode::Internal, "the origin is shutting down")),
+        };
+        taken.map_err(|e| {
+            tracing::error!(%station, error = %e, "could not store a report; the station sends it again");
+            ErrorReply::new(
+                ErrorCode::Internal,
+                format!("the origin could not store the report: {e}"),
+            )
+        })
     }
 }

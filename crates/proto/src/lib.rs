@@ -26,8 +26,9 @@ pub use frame::{
     FrameError, FrameHeader, FrameKind, HEADER_LEN, PROTOCOL_VERSION,
 };
 pub use messages::{
-    Announcement, CatalogReply, ChunkHeader, ErrorReply, GetCatalog, GetChunk, GetManifest, Health, Hello,
-    ManifestReply, Report, ReportAck, ReportId, Request, Response, Role, Subscribe, Topic, Viewing, Welcome,
+    Announcement, CatalogReply, ChunkHeader, ErrorReply, GetCatalog, GetChunk, GetManifest, Health, Hello, LessonState,
+    LessonStatus, ManifestReply, Report, ReportAck, ReportId, Request, Response, Role, Subscribe, Topic, Viewing,
+    Welcome, MAX_HEALTH_LESSONS, MAX_REASON_LEN, MAX_VIEWINGS,
 };
 
 /// The QUIC ALPN token of this protocol version.

@@ -8,12 +8,12 @@ use courseway_content::lesson::MAX_MANIFEST_SIZE;
 use courseway_content::live::LiveSegment;
 use courseway_content::schedule::Schedule;
 use courseway_content::signing::Signed;
-use courseway_content::{ChannelId, ChunkId, LessonId, NodeName, UnixTime};
+use courseway_content::{AreaName, ChannelId, ChunkId, LessonId, NodeName, UnixTime};
 
 use crate::error_code::ErrorCode;
 
 /// Longest software version string.
-const MAX_SOFTWARE_LEN: usize = 64;
+pub const MAX_SOFTWARE_LEN: usize = 64;
 /// Most topics in one subscription.
 pub const MAX_TOPICS: usize = 256;
 /// Most viewing records in one report.
@@ -440,7 +440,90 @@ impl Decode for Viewing {
     }
 }
 
-/// A station's health at the time of a report.
+/// Most lessons listed in one health report (at-risk ones first, then downloading, then ready).
+pub const MAX_HEALTH_LESSONS: usize = 512;
+/// Longest at-risk reason.
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Where one lesson stands at a station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LessonState {
+    /// Held complete and verified.
+    Ready,
+    /// Being fetched, expected in time for its showing (if it has one).
+    Downloading,
+    /// Will not be ready by its showing minus the station's margin.
+    AtRisk,
+}
+
+impl Encode for LessonState {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u8(
+            out,
+            match self {
+                LessonState::Ready => 1,
+                LessonState::Downloading => 2,
+                LessonState::AtRisk => 3,
+            },
+        );
+    }
+}
+
+impl Decode for LessonState {
+    const WHAT: &'static str = "lesson state";
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        match d.u8("lesson state")? {
+            1 => Ok(LessonState::Ready),
+            2 => Ok(LessonState::Downloading),
+            3 => Ok(LessonState::AtRisk),
+            tag => Err(DecodeError::InvalidTag {
+                field: "lesson state",
+                tag,
+            }),
+        }
+    }
+}
+
+/// One lesson in a station's heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LessonStatus {
+    pub lesson: LessonId,
+    pub state: LessonState,
+    /// Its next showing at this station, if one is scheduled.
+    pub showing: Option<UnixTime>,
+    /// When the planner expects it complete (None: not within the planner's horizon).
+    pub estimated_ready: Option<UnixTime>,
+    pub remaining_bytes: u64,
+    /// Why it is at risk, for the operator (empty unless at risk).
+    pub reason: String,
+}
+
+impl Encode for LessonStatus {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.lesson.encode(out);
+        self.state.encode(out);
+        self.showing.encode(out);
+        self.estimated_ready.encode(out);
+        put_u64(out, self.remaining_bytes);
+        put_str(out, &self.reason);
+    }
+}
+
+impl Decode for LessonStatus {
+    const WHAT: &'static str = "lesson status";
+    fn decode(d: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            lesson: LessonId::decode(d)?,
+            state: LessonState::decode(d)?,
+            showing: Option::<UnixTime>::decode(d)?,
+            estimated_ready: Option::<UnixTime>::decode(d)?,
+            remaining_bytes: d.u64("remaining bytes")?,
+            reason: d.str("at-risk reason", MAX_REASON_LEN)?,
+        })
+    }
+}
+
+/// A station's health at the time of a report (its heartbeat and inventory).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Health {
     pub disk_free: u64,
@@ -449,6 +532,16 @@ pub struct Health {
     pub lessons_at_risk: u32,
     pub last_sync: Option<UnixTime>,
     pub software: String,
+    /// Where the station is, as configured (for the fleet view and the monthly report).
+    pub district: Option<AreaName>,
+    pub town: Option<AreaName>,
+    /// The catalog version it holds (0: none yet).
+    pub catalog_version: u64,
+    /// Measured download goodput at a full share of the line, bytes per second.
+    pub goodput: Option<u64>,
+    /// Lessons wanted here: at risk first, then downloading, then ready (at most
+    /// [`MAX_HEALTH_LESSONS`]; `lessons_ready` and `lessons_at_risk` count them all).
+    pub lessons: Vec<LessonStatus>,
 }
 
 impl Encode for Health {
@@ -459,6 +552,17 @@ impl Encode for Health {
         put_u32(out, self.lessons_at_risk);
         self.last_sync.encode(out);
         put_str(out, &self.software);
+        self.district.encode(out);
+        self.town.encode(out);
+        put_u64(out, self.catalog_version);
+        match self.goodput {
+            None => put_u8(out, 0),
+            Some(g) => {
+                put_u8(out, 1);
+                put_u64(out, g);
+            }
+        }
+        put_seq(out, &self.lessons);
     }
 }
 
@@ -472,6 +576,15 @@ impl Decode for Health {
             lessons_at_risk: d.u32("lessons at risk")?,
             last_sync: Option::<UnixTime>::decode(d)?,
             software: d.str("software version", MAX_SOFTWARE_LEN)?,
+            district: Option::<AreaName>::decode(d)?,
+            town: Option::<AreaName>::decode(d)?,
+            catalog_version: d.u64("catalog version")?,
+            goodput: match d.u8("goodput")? {
+                0 => None,
+                1 => Some(d.u64("goodput")?),
+                tag => return Err(DecodeError::InvalidTag { field: "goodput", tag }),
+            },
+            lessons: d.seq("lessons", MAX_HEALTH_LESSONS)?,
         })
     }
 }

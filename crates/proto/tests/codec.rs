@@ -38,21 +38,60 @@ fn report() -> impl Strategy<Value = Report> {
                 attendance,
             },
         );
-    let health = (
-        any::<u64>(),
-        any::<u64>(),
-        any::<u32>(),
-        any::<u32>(),
+    let lesson_status = (
+        cs::lesson_id(),
+        prop_oneof![
+            Just(LessonState::Ready),
+            Just(LessonState::Downloading),
+            Just(LessonState::AtRisk)
+        ],
         proptest::option::of(cs::unix_time()),
+        proptest::option::of(cs::unix_time()),
+        any::<u64>(),
+        "\\PC{0,40}",
     )
         .prop_map(
-            |(disk_free, disk_total, lessons_ready, lessons_at_risk, last_sync)| Health {
+            |(lesson, state, showing, estimated_ready, remaining_bytes, reason)| LessonStatus {
+                lesson,
+                state,
+                showing,
+                estimated_ready,
+                remaining_bytes,
+                reason,
+            },
+        );
+    let health = (
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::option::of(cs::unix_time()),
+        ),
+        (
+            proptest::option::of(cs::area_name()),
+            proptest::option::of(cs::area_name()),
+            any::<u64>(),
+            proptest::option::of(any::<u64>()),
+            vec(lesson_status, 0..4),
+        ),
+    )
+        .prop_map(
+            |(
+                (disk_free, disk_total, lessons_ready, lessons_at_risk, last_sync),
+                (district, town, catalog_version, goodput, lessons),
+            )| Health {
                 disk_free,
                 disk_total,
                 lessons_ready,
                 lessons_at_risk,
                 last_sync,
                 software: "courseway 0.1.0".into(),
+                district,
+                town,
+                catalog_version,
+                goodput,
+                lessons,
             },
         );
     (
@@ -290,4 +329,61 @@ fn the_encoder_refuses_a_payload_over_its_kind_limit() {
         "{err}"
     );
     assert_eq!(buf, vec![9, 9], "a refused frame leaves the buffer as it was");
+}
+
+/// The largest report the limits allow (every viewing and every health field at its longest)
+/// still fits one report frame, so a station never has to split a report it was allowed to make.
+#[test]
+fn a_report_at_every_limit_fits_its_frame() {
+    let long = |n: usize| "x".repeat(n);
+    let lesson: courseway_content::LessonId = long(courseway_content::name::MAX_NAME_LEN).parse().unwrap();
+    let viewing = Viewing {
+        lesson: lesson.clone(),
+        rendition: long(32),
+        started_at: courseway_content::UnixTime(u64::MAX),
+        seconds_watched: u32::MAX,
+        device: long(128),
+        attendance: Some(u32::MAX),
+    };
+    let area: courseway_content::AreaName = long(courseway_content::name::MAX_NAME_LEN).parse().unwrap();
+    let health = Health {
+        disk_free: u64::MAX,
+        disk_total: u64::MAX,
+        lessons_ready: u32::MAX,
+        lessons_at_risk: u32::MAX,
+        last_sync: Some(courseway_content::UnixTime(u64::MAX)),
+        software: long(64),
+        district: Some(area.clone()),
+        town: Some(area),
+        catalog_version: u64::MAX,
+        goodput: Some(u64::MAX),
+        lessons: vec![
+            LessonStatus {
+                lesson,
+                state: LessonState::AtRisk,
+                showing: Some(courseway_content::UnixTime(u64::MAX)),
+                estimated_ready: Some(courseway_content::UnixTime(u64::MAX)),
+                remaining_bytes: u64::MAX,
+                reason: long(MAX_REASON_LEN),
+            };
+            MAX_HEALTH_LESSONS
+        ],
+    };
+    let report = Report {
+        id: ReportId([0xff; 16]),
+        station: long(courseway_content::name::MAX_NAME_LEN).parse().unwrap(),
+        created_at: courseway_content::UnixTime(u64::MAX),
+        viewings: vec![viewing; MAX_VIEWINGS],
+        health: Some(health),
+    };
+    let mut buf = Vec::new();
+    encode_request(&Request::Report(Box::new(report.clone())), &mut buf).expect("fits its frame");
+    let (decoded, used) = try_decode_request(&buf).unwrap().unwrap();
+    assert_eq!(used, buf.len());
+    assert_eq!(decoded, Request::Report(Box::new(report)));
+    println!(
+        "largest report: {} bytes of {} allowed",
+        buf.len() - HEADER_LEN,
+        FrameKind::Report.max_payload()
+    );
 }

@@ -10,12 +10,13 @@ use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig,
 };
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
+use courseway_node::reports::{check_reporter, send_report};
 use courseway_node::{
     clock, persist, send_stored_chunk, serve_counted_connection, store_io, task::AbortOnDrop, NodeService, SignedKind,
     Upstream, UpstreamConfig,
 };
 use courseway_proto::{
-    Announcement, ErrorCode, ErrorReply, GetChunk, Request, Response, Role, Subscribe, Topic, Welcome,
+    Announcement, ErrorCode, ErrorReply, GetChunk, Report, Request, Response, Role, Subscribe, Topic, Welcome,
 };
 use courseway_store::{Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
@@ -96,6 +97,10 @@ pub struct Counters {
     pub bad_chunks: AtomicU64,
     /// Children connected now.
     pub children: Arc<AtomicU64>,
+    /// Reports from children passed up, acknowledged by the parent, or not delivered.
+    pub reports_forwarded: AtomicU64,
+    pub reports_acknowledged: AtomicU64,
+    pub report_failures: AtomicU64,
 }
 
 /// A snapshot of a relay's counters.
@@ -271,6 +276,15 @@ impl Relay {
                 "relay_fetched_bytes",
                 "Chunk bytes fetched from parents and kept",
                 load(&c.bytes_fetched),
+            )?;
+            s.counters(
+                "relay_reports",
+                "Station reports from children by result: forwarded (passed up), acknowledged (by the parent, after the origin's write), failed (the child sends it again)",
+                &[
+                    ([("result", "forwarded")], load(&c.reports_forwarded)),
+                    ([("result", "acknowledged")], load(&c.reports_acknowledged)),
+                    ([("result", "failed")], load(&c.report_failures)),
+                ],
             )?;
             s.counter(
                 "relay_verification_failures",
@@ -467,6 +481,26 @@ impl NodeService for RelayService {
 
     fn announcements(&self) -> broadcast::Receiver<Announcement> {
         self.announce.subscribe()
+    }
+
+    /// Passes a report up and acknowledges it only once the parent did (so only once the origin
+    /// wrote it). The relay keeps no copy: the station's outbox holds the report until this
+    /// acknowledgement, which makes the station's store the one durable queue below the origin.
+    async fn report(&self, peer: &PeerIdentity, report: Report) -> Result<(), ErrorReply> {
+        check_reporter(peer, &report)?;
+        let (station, records) = (report.station.clone(), report.viewings.len());
+        self.counters.reports_forwarded.fetch_add(1, Ordering::Relaxed);
+        match send_report(&self.upstream, report).await {
+            Ok(()) => {
+                self.counters.reports_acknowledged.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.counters.report_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%station, records, error = %e, "could not pass a report up; the child keeps it");
+                Err(e.to_reply())
+            }
+        }
     }
 }
 

@@ -23,8 +23,15 @@
 //!   showing; [`throttle`] applies the bandwidth windows and the daily quota to the rate cap and
 //!   measures goodput. Both are re-run every [`PACER_TICK`] and on every new catalog or schedule.
 //!
-//! The LAN HLS page and viewing reports come with the station issue (#5).
+//! - [`outbox`] keeps viewing records (synced) until the origin acknowledged them, sending them
+//!   up as reports with ids that stay the same across resends; [`heartbeat`] builds the
+//!   station's health and inventory, sent every `reports.heartbeat` and on every change.
+//!
+//! The LAN HLS page comes with the station issue (#5); it hands each viewing record to
+//! [`Station::record_viewing`] (or the [`Outbox`] from [`Station::outbox`]).
 
+pub mod heartbeat;
+pub mod outbox;
 pub mod planner;
 pub mod retention;
 mod throttle;
@@ -46,6 +53,7 @@ use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
 use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::Mutex;
 
+pub use crate::outbox::{Outbox, OutboxError, ReportsConfig};
 use crate::planner::{next_showings, plan, BandwidthPolicy, LessonNeed, Plan, PlanContext};
 use crate::retention::{classify, Retention, RetentionPolicy};
 use crate::throttle::Throttle;
@@ -94,6 +102,8 @@ pub struct StationConfig {
     pub ready_margin: Duration,
     /// Which lessons are pinned, kept while they fit, or let go.
     pub retention: RetentionPolicy,
+    /// Viewing reports and heartbeats.
+    pub reports: ReportsConfig,
 }
 
 impl StationConfig {
@@ -113,6 +123,7 @@ impl StationConfig {
             bandwidth: BandwidthPolicy::default(),
             ready_margin: Duration::from_secs(30 * 60),
             retention: RetentionPolicy::default(),
+            reports: ReportsConfig::default(),
         }
     }
 }
@@ -211,6 +222,11 @@ struct State {
     retry_after: Duration,
     /// Store writes that failed because the disk was full.
     disk_full_writes: std::sync::atomic::AtomicU64,
+    outbox: Arc<Outbox>,
+    reports: ReportsConfig,
+    /// Heartbeats acknowledged / not delivered.
+    heartbeats_sent: std::sync::atomic::AtomicU64,
+    heartbeat_failures: std::sync::atomic::AtomicU64,
 }
 
 /// A running station.
@@ -252,6 +268,7 @@ impl Station {
             ..SyncStatus::default()
         });
         let throttle_store = store.clone();
+        let outbox = Arc::new(Outbox::open(config.name.clone(), store.clone(), config.reports.batch)?);
         let state = Arc::new(State {
             name: config.name.clone(),
             store,
@@ -275,12 +292,23 @@ impl Station {
             concurrency: config.concurrency.max(1),
             retry_after: config.retry_after,
             disk_full_writes: std::sync::atomic::AtomicU64::new(0),
+            outbox,
+            reports: config.reports,
+            heartbeats_sent: std::sync::atomic::AtomicU64::new(0),
+            heartbeat_failures: std::sync::atomic::AtomicU64::new(0),
         });
         // The window and quota in force from the first chunk on.
         state.throttle.tick(clock::now(), 0, false);
         let mut tasks = JoinSet::new();
         tasks.spawn(follow(state.clone()));
         tasks.spawn(pace(state.clone()));
+        {
+            let state = state.clone();
+            tasks.spawn(async move {
+                outbox::run_sender(state.outbox.clone(), &state.upstream, state.reports.retry_after).await
+            });
+        }
+        tasks.spawn(heartbeats(state.clone()));
         Ok(Self { state, client, tasks })
     }
 
@@ -324,6 +352,22 @@ impl Station {
     /// flags (None before the first sync pass has listed the wanted lessons).
     pub fn plan(&self) -> Option<Arc<Plan>> {
         self.state.plan.lock().clone()
+    }
+
+    /// Keeps a viewing record until the origin has it: returns once it is written (synced) to
+    /// the station's store. The LAN server's sink calls this.
+    pub async fn record_viewing(&self, viewing: courseway_proto::Viewing) -> Result<(), OutboxError> {
+        self.state.outbox.record_async(viewing).await
+    }
+
+    /// The report outbox (a handle the LAN server can keep).
+    pub fn outbox(&self) -> Arc<Outbox> {
+        self.state.outbox.clone()
+    }
+
+    /// The station's health and inventory now, as its next heartbeat would say it.
+    pub fn health(&self) -> courseway_proto::Health {
+        current_health(&self.state)
     }
 
     /// The station's store (for inspection, and for the LAN server's reads).
@@ -427,6 +471,37 @@ impl Station {
                 "station_downloaded_today_bytes",
                 "Bytes downloaded since local midnight (counted against the daily quota)",
                 i64::try_from(st.throttle.used_today()).unwrap_or(i64::MAX),
+            )?;
+            let o = st.outbox.stats();
+            s.gauge(
+                "station_outbox_records",
+                "Viewing records kept until the origin acknowledges them",
+                i64::try_from(o.depth.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+            )?;
+            s.counter(
+                "station_reports_sent",
+                "Viewing reports sent upstream (first sends and resends)",
+                o.reports_sent.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "station_reports_acknowledged",
+                "Viewing reports acknowledged after the origin's durable write",
+                o.reports_acknowledged.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "station_report_records_acknowledged",
+                "Viewing records acknowledged after the origin's durable write",
+                o.records_acknowledged.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "station_heartbeats_sent",
+                "Heartbeats (health and inventory) acknowledged by the parents",
+                st.heartbeats_sent.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "station_heartbeat_failures",
+                "Heartbeats that could not be delivered",
+                st.heartbeat_failures.load(Ordering::Relaxed),
             )?;
             metrics::scrape_catalog(s, st.trust.lock().catalog(), clock::now())?;
             metrics::scrape_store(s, &st.store.stats())?;
@@ -919,4 +994,69 @@ fn unpin_unwanted(store: &Store, station: &NodeName, pinned: &[LessonId]) -> Res
         }
     }
     Ok(())
+}
+
+/// The station's health now, from its status and current plan.
+fn current_health(state: &State) -> courseway_proto::Health {
+    let status = state.status.borrow().clone();
+    let plan = state.plan.lock().clone();
+    let stats = state.store.stats();
+    heartbeat::build_health(&heartbeat::HealthInputs {
+        status: &status,
+        plan: plan.as_deref(),
+        place: &state.place,
+        store_budget: stats.budget_bytes,
+        store_used: stats.used_bytes,
+        software: concat!("courseway ", env!("CARGO_PKG_VERSION")),
+    })
+}
+
+/// Sends the station's health upstream every `reports.heartbeat`, and at once (at most every
+/// `reports.heartbeat_min_gap`) when what it says changes. A heartbeat that cannot be delivered
+/// is not kept: the next one replaces it.
+async fn heartbeats(state: Arc<State>) {
+    let mut last: Option<(_, tokio::time::Instant)> = None;
+    let mut status = state.status.subscribe();
+    loop {
+        let health = current_health(&state);
+        let key = heartbeat::change_key(&health, &status.borrow_and_update());
+        let due = match &last {
+            None => true,
+            Some((k, at)) => *k != key || at.elapsed() >= state.reports.heartbeat,
+        };
+        if due {
+            let created_at = clock::now();
+            let mut bytes = Vec::new();
+            courseway_content::encoding::Encode::encode(&health, &mut bytes);
+            let id = courseway_node::reports::report_id(&[
+                b"heartbeat",
+                state.name.as_str().as_bytes(),
+                &created_at.0.to_be_bytes(),
+                &bytes,
+            ]);
+            let report = courseway_proto::Report {
+                id,
+                station: state.name.clone(),
+                created_at,
+                viewings: Vec::new(),
+                health: Some(health),
+            };
+            match courseway_node::reports::send_report(&state.upstream, report).await {
+                Ok(()) => {
+                    state.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
+                    last = Some((key, tokio::time::Instant::now()));
+                }
+                Err(e) => {
+                    state.heartbeat_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(station = %state.name, error = %e, "heartbeat not delivered; the next one replaces it");
+                    tokio::time::sleep(state.reports.retry_after).await;
+                    continue;
+                }
+            }
+        }
+        // Wake on a status change (the plan is re-made with it) or on the next tick.
+        let wait = state.reports.heartbeat_min_gap.max(Duration::from_millis(100));
+        tokio::time::sleep(wait).await;
+        let _ = tokio::time::timeout(state.reports.heartbeat, status.changed()).await;
+    }
 }

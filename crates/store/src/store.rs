@@ -68,6 +68,9 @@ impl PinReason {
     }
 }
 
+/// A `meta` key and its value.
+pub type MetaEntry = (Vec<u8>, Vec<u8>);
+
 /// Whether a write waits for the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -600,6 +603,62 @@ impl Store {
         self.db
             .delete_cf_opt(self.cf(CF_META), key, &wo)
             .map_err(io("meta delete"))
+    }
+
+    /// Every `meta` entry whose key starts with `prefix`, in key order, at most `limit` of them
+    /// (node state kept as many small records: a station's report outbox, an origin's reports).
+    pub fn scan_meta(&self, prefix: &[u8], limit: usize) -> Result<Vec<MetaEntry>, StoreError> {
+        let mut out = Vec::new();
+        let iter = self
+            .db
+            .iterator_cf(self.cf(CF_META), IteratorMode::From(prefix, Direction::Forward));
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(io("meta scan"))?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last `meta` key starting with `prefix`, if any.
+    pub fn last_meta_key(&self, prefix: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        // Just past every key with the prefix: the prefix followed by bytes that sort last.
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&[0xff; 64]);
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_META), IteratorMode::From(&end, Direction::Reverse));
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item.map_err(io("meta scan"))?;
+                Ok(key.starts_with(prefix).then(|| key.into_vec()))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Puts and deletes `meta` entries in one atomic write: all of them or none survive a crash.
+    pub fn write_meta(
+        &self,
+        puts: &[(&[u8], &[u8])],
+        deletes: &[&[u8]],
+        durability: Durability,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for key in deletes {
+            batch.delete_cf(self.cf(CF_META), key);
+        }
+        for (key, value) in puts {
+            batch.put_cf(self.cf(CF_META), key, value);
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(durability == Durability::Synced);
+        self.db.write_opt(batch, &wo).map_err(io("meta write"))
     }
 
     /// Writes the hit counters that changed since the last flush. Run it now and then; a crash

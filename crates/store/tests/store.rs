@@ -244,6 +244,35 @@ fn meta_values_round_trip() {
 }
 
 #[test]
+fn meta_scans_stay_inside_their_prefix_and_batches_are_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(&dir, 1 << 20);
+        store.put_meta(b"outbox/a", b"", Durability::Synced).unwrap();
+        store
+            .write_meta(
+                &[(b"outbox/rec/2", b"two"), (b"outbox/rec/1", b"one"), (b"outboy", b"no")],
+                &[b"outbox/a"],
+                Durability::Synced,
+            )
+            .unwrap();
+        store.put_meta(b"outbox/rec/3", b"three", Durability::Synced).unwrap();
+    }
+    let store = open(&dir, 1 << 20);
+    let all = store.scan_meta(b"outbox/", 100).unwrap();
+    let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_slice()).collect();
+    assert_eq!(keys, vec![&b"outbox/rec/1"[..], b"outbox/rec/2", b"outbox/rec/3"]);
+    assert_eq!(all[0].1, b"one");
+    assert_eq!(store.scan_meta(b"outbox/rec/", 2).unwrap().len(), 2);
+    assert_eq!(
+        store.last_meta_key(b"outbox/rec/").unwrap().as_deref(),
+        Some(&b"outbox/rec/3"[..])
+    );
+    assert_eq!(store.last_meta_key(b"nothing/").unwrap(), None);
+    assert!(store.scan_meta(b"zzz", 10).unwrap().is_empty());
+}
+
+#[test]
 fn opening_a_path_that_is_a_file_says_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-dir");

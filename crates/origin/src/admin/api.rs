@@ -384,6 +384,45 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
             log.truncate(limit);
             ok(StatusCode::OK, &log)
         }
+        (&Method::GET, ["api", "fleet"]) => {
+            allow(Action::Read)?;
+            let offline_after = match q.get("offline_after") {
+                Some(v) => v
+                    .parse::<u64>()
+                    .map(std::time::Duration::from_secs)
+                    .map_err(|_| ApiError::bad_request(format!("offline_after={v:?} is not a number of seconds")))?,
+                None => crate::FLEET_OFFLINE_AFTER,
+            };
+            ok(StatusCode::OK, &inner.origin.fleet_status(offline_after))
+        }
+        (&Method::GET, ["api", "reports", "monthly"]) => {
+            allow(Action::Read)?;
+            let month = q
+                .get("month")
+                .ok_or_else(|| ApiError::bad_request("give the month as ?month=YYYY-MM, e.g. ?month=2026-12"))?;
+            let month = crate::reports::Month::parse(month).map_err(ApiError::bad_request)?;
+            let csv = match q.get("format").map(String::as_str) {
+                None | Some("json") => false,
+                Some("csv") => true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown format {other:?}; use format=json or format=csv"
+                    )))
+                }
+            };
+            let origin = inner.origin.clone();
+            let report = blocking(move || origin.monthly_report(month))
+                .await?
+                .map_err(ApiError::internal)?;
+            if csv {
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(CONTENT_TYPE, "text/csv; charset=utf-8")
+                    .body(Full::new(Bytes::from(report.to_csv())))
+                    .expect("a status and one header make a valid response"));
+            }
+            ok(StatusCode::OK, &report)
+        }
         (&Method::GET, ["api", "schedule"]) => {
             allow(Action::Read)?;
             let entries: Vec<Value> = inner
