@@ -478,6 +478,31 @@ pub struct StationSection {
     pub ready_margin_minutes: Option<u64>,
     #[serde(default)]
     pub bandwidth: Option<BandwidthSection>,
+    /// `[station.lan]`: the TV page and HLS on the village LAN (absent: not served).
+    #[serde(default)]
+    pub lan: Option<LanSection>,
+}
+
+/// `[station.lan]`: the LAN server (HLS, the TV page, viewing capture).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanSection {
+    /// TCP address of the page and HLS.
+    #[serde(default = "lan_listen")]
+    pub listen: SocketAddr,
+    /// Seconds without a segment request after which a playback is over and recorded.
+    pub playback_idle_seconds: Option<u64>,
+}
+
+fn lan_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+/// The LAN server's settings, resolved (the viewing sink is the caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanSettings {
+    pub listen: SocketAddr,
+    pub idle_after: Duration,
 }
 
 /// `[station.bandwidth]`: how much of the village line the station may use, and when.
@@ -721,6 +746,8 @@ pub struct StationSettings {
     pub place: Place,
     pub bandwidth: BandwidthPolicy,
     pub ready_margin: Option<Duration>,
+    /// `[station.lan]` (absent: no LAN server).
+    pub lan: Option<LanSettings>,
 }
 
 /// Reads `station.toml`.
@@ -736,6 +763,22 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         .transpose()
         .with_context(|| "station.rate_limit")?;
     let bandwidth = bandwidth_policy(f.station.bandwidth, rate_cap.as_ref())?;
+    let lan = match f.station.lan {
+        Some(l) => {
+            let idle = l
+                .playback_idle_seconds
+                .unwrap_or(courseway_station::lan::DEFAULT_IDLE_AFTER.as_secs());
+            ensure!(
+                (1..=86_400).contains(&idle),
+                "station.lan.playback_idle_seconds = {idle} is out of range; give 1 to 86400 (default 60)"
+            );
+            Some(LanSettings {
+                listen: l.listen,
+                idle_after: Duration::from_secs(idle),
+            })
+        }
+        None => None,
+    };
     Ok(StationSettings {
         metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
@@ -760,6 +803,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         },
         bandwidth,
         ready_margin: f.station.ready_margin_minutes.map(|m| Duration::from_secs(m * 60)),
+        lan,
     })
 }
 
@@ -785,6 +829,13 @@ mod tests {
         assert!(!r.upstream.parents.is_empty());
         let s = station(&examples.join("station.toml")).unwrap();
         assert_eq!(s.rate_cap.map(|c| c.bytes_per_sec()), Some(250_000));
+        assert_eq!(
+            s.lan,
+            Some(LanSettings {
+                listen: "0.0.0.0:8080".parse().unwrap(),
+                idle_after: Duration::from_secs(60),
+            })
+        );
     }
 
     #[test]
@@ -811,6 +862,12 @@ mod tests {
             (format!("{base}[station]\nrate_limit = \"fast\"\n"), "rate_limit"),
             (format!("{base}[station]\ncategories = [\"sport\"]\n"), "categories"),
             (format!("{base}[station]\nrate_limt = \"2 Mbit/s\"\n"), "rate_limt"),
+            (format!("{base}[station.lan]\nlisten = \"port 80\"\n"), "listen"),
+            (format!("{base}[station.lan]\nlisen = \"0.0.0.0:80\"\n"), "lisen"),
+            (
+                format!("{base}[station.lan]\nplayback_idle_seconds = 0\n"),
+                "station.lan.playback_idle_seconds",
+            ),
             (base.replace("127.0.0.1:7400", "nowhere"), "addr"),
             (base.replace("city-01", "City 01!"), "name"),
             (base.replace("1 GiB", "1 KiB"), "store.budget"),
@@ -841,6 +898,17 @@ mod tests {
         assert_eq!(s.bandwidth.windows.len(), 1);
         assert_eq!(s.place.town.as_ref().map(|t| t.as_str()), Some("shiqiao"));
         assert_eq!(s.ready_margin, Some(Duration::from_secs(45 * 60)));
+        assert_eq!(s.lan, None, "no [station.lan]: no LAN server");
+        let lan = station(&write(
+            dir.path(),
+            "station.toml",
+            &format!("{good}[station.lan]\nplayback_idle_seconds = 90\n"),
+        ))
+        .unwrap()
+        .lan
+        .unwrap();
+        assert_eq!(lan.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(lan.idle_after, Duration::from_secs(90));
         for (text, key) in [
             (
                 good.replace("share_percent = 100", "share_percent = 130"),

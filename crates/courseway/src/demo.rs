@@ -97,6 +97,11 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("  origin listening on {} (UDP, QUIC)", tree.origin.local_addr()?);
     let targets = tree.serve_metrics().await?;
     print_metrics_targets(&targets, &dir)?;
+    // Viewing records stay in the log: the demo has no outbox.
+    let pages = tree.serve_lan(std::sync::Arc::new(|_| {})).await?;
+    for (name, url) in &pages {
+        eprintln!("  TV page of station {name}: {url}");
+    }
 
     // One lesson of about `lesson_mb` MB: 720p + 360p + audio, four-second segments.
     let lesson = SyntheticLesson::of_size(
@@ -166,6 +171,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 "egress_ratio": egress_ratio,
                 "seconds": seconds,
                 "bad_chunks_served": bad_chunks_served,
+                "station_pages": pages.iter().map(|(name, url)| serde_json::json!({"station": name, "url": url})).collect::<Vec<_>>(),
             })
         );
     }

@@ -19,8 +19,13 @@
 //!   showing; [`throttle`] applies the bandwidth windows and the daily quota to the rate cap and
 //!   measures goodput. Both are re-run every [`PACER_TICK`] and on every new catalog or schedule.
 //!
-//! The LAN HLS page and viewing reports come with the station issue (#5).
+//! - [`lan`] serves the village's LAN over HTTP: HLS for every ready lesson, the TV page and its
+//!   JSON API, attachments, and the viewing records derived from playback and attendance
+//!   ([`Station::serve_lan`]). The verified manifests of the wanted lessons are kept in the
+//!   store's `meta` (`station/manifest/<lesson>`), so a restarted station with no parent
+//!   reachable still knows, and serves, what it holds.
 
+pub mod lan;
 pub mod planner;
 mod throttle;
 
@@ -166,6 +171,8 @@ struct State {
     ready_margin: Duration,
     /// The wanted lessons of the current sync pass, in catalog order.
     wanted: Mutex<Vec<(LessonId, Vec<ChunkRef>)>>,
+    /// Their verified manifests, in catalog order (what the LAN server offers).
+    manifests: Mutex<Arc<Vec<Arc<LessonManifest>>>>,
     plan: Mutex<Option<Arc<Plan>>>,
     filter: LessonFilter,
     concurrency: usize,
@@ -222,6 +229,7 @@ impl Station {
             },
             ready_margin: config.ready_margin,
             wanted: Mutex::new(Vec::new()),
+            manifests: Mutex::new(Arc::new(Vec::new())),
             plan: Mutex::new(None),
             filter: config.filter,
             concurrency: config.concurrency.max(1),
@@ -260,6 +268,22 @@ impl Station {
     /// The station's store (for inspection).
     pub fn store(&self) -> &Store {
         &self.state.store
+    }
+
+    /// The verified manifests of the lessons this station holds or is fetching, in catalog
+    /// order (empty until the first sync pass has read them).
+    pub fn lessons(&self) -> Arc<Vec<Arc<LessonManifest>>> {
+        self.state.manifests.lock().clone()
+    }
+
+    /// Starts the LAN server (HLS, the TV page, its JSON API, viewing capture); it runs until
+    /// the returned [`lan::LanServer`] is dropped or shut down, independently of the station's
+    /// sync.
+    pub async fn serve_lan(
+        &self,
+        config: lan::LanConfig,
+    ) -> Result<lan::LanServer, courseway_node::http::HttpBindError> {
+        lan::LanServer::start(self.state.clone(), config).await
     }
 
     /// What fetching has cost: bytes received (including any thrown away), bad chunks
@@ -514,23 +538,19 @@ async fn wait_for_room(state: &State) {
 async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), String> {
     wait_for_room(state).await;
     let mut lessons: Vec<(LessonId, Vec<ChunkRef>)> = Vec::new();
+    let mut manifests = Vec::new();
     for entry in catalog.body.entries() {
-        let bytes = state
-            .upstream
-            .fetch_manifest(entry.manifest)
-            .await
-            .map_err(|e| e.to_string())?;
-        let manifest = state
-            .trust
-            .lock()
-            .verify_manifest(&entry.lesson, &bytes)
-            .map_err(|e| e.to_string())?;
+        let manifest = wanted_manifest(state, &entry.lesson, entry.manifest).await?;
         if state.filter.wants(&manifest) {
             lessons.push((manifest.id.clone(), manifest.chunk_refs()));
+            manifests.push(Arc::new(manifest));
+        } else {
+            forget_manifest(state, &entry.lesson).await;
         }
     }
     unpin_unwanted(state, &lessons).map_err(|e| e.to_string())?;
     *state.wanted.lock() = lessons.clone();
+    *state.manifests.lock() = Arc::new(manifests);
     // Download in the plan's order: the lesson shown here soonest first.
     let planned = replan(state);
     let position = |id: &LessonId| planned.lessons.iter().position(|l| &l.lesson == id);
@@ -610,6 +630,56 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The meta key under which a wanted lesson's verified manifest is kept.
+fn manifest_key(lesson: &LessonId) -> Vec<u8> {
+    format!("station/manifest/{lesson}").into_bytes()
+}
+
+/// The manifest of catalog entry `lesson`: the copy kept in the store if it still matches the
+/// catalog, else fetched from a parent (checked against the catalog, then kept).
+async fn wanted_manifest(
+    state: &Arc<State>,
+    lesson: &LessonId,
+    hash: courseway_content::ChunkId,
+) -> Result<LessonManifest, String> {
+    let key = manifest_key(lesson);
+    let kept = store_io(&state.store, move |s| s.get_meta(&key)).await;
+    if let Ok(Some(bytes)) = kept {
+        if let Ok(m) = state.trust.lock().verify_manifest(lesson, &bytes) {
+            return Ok(m);
+        }
+    }
+    let bytes = state.upstream.fetch_manifest(hash).await.map_err(|e| e.to_string())?;
+    let manifest = state
+        .trust
+        .lock()
+        .verify_manifest(lesson, &bytes)
+        .map_err(|e| e.to_string())?;
+    let key = manifest_key(lesson);
+    let saved = store_io(&state.store, move |s| {
+        s.put_meta(&key, &bytes, courseway_store::Durability::Buffered)
+    })
+    .await;
+    if let Err(e) = saved {
+        store_failed(state, &e);
+        tracing::warn!(station = %state.name, %lesson, error = %e, "could not keep the lesson's manifest");
+    }
+    Ok(manifest)
+}
+
+/// Drops the kept manifest of a lesson the station no longer wants.
+async fn forget_manifest(state: &Arc<State>, lesson: &LessonId) {
+    let key = manifest_key(lesson);
+    if let Err(e) = store_io(&state.store, move |s| match s.get_meta(&key)? {
+        Some(_) => s.delete_meta(&key, courseway_store::Durability::Buffered),
+        None => Ok(()),
+    })
+    .await
+    {
+        tracing::warn!(station = %state.name, %lesson, error = %e, "could not drop the lesson's kept manifest");
+    }
 }
 
 /// Plans the wanted lessons of the current pass from what is held now, the schedule and the
@@ -699,6 +769,11 @@ fn unpin_unwanted(state: &State, wanted: &[(LessonId, Vec<ChunkRef>)]) -> Result
     for holder in state.store.pin_holders(PinReason::Scheduled)? {
         if !wanted.iter().any(|(lesson, _)| lesson.as_str() == holder) {
             let dropped = state.store.unpin_holder(PinReason::Scheduled, &holder)?;
+            if let Ok(lesson) = LessonId::new(holder.as_str()) {
+                state
+                    .store
+                    .delete_meta(&manifest_key(&lesson), courseway_store::Durability::Buffered)?;
+            }
             tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer wanted; unpinned");
         }
     }
