@@ -394,13 +394,14 @@ async fn lan_viewing_records_from_two_devices_and_attendance() {
     let after = clock::now();
     let mut records = setup.records.lock().clone();
     records.retain(|v| v.attendance.is_none());
+    // "phone 127.0.0.3" sorts before "player 127.0.0.2".
     records.sort_by(|a, b| a.device.cmp(&b.device));
     assert_eq!(records.len(), 2, "{records:?}");
     let seconds = |r: &courseway_content::Rendition, n: usize| {
         let ms: u64 = r.segments[..n].iter().map(|s| u64::from(s.duration_ms)).sum();
         ((ms + 500) / 1000) as u32
     };
-    let (v, p) = (&records[0], &records[1]);
+    let (p, v) = (&records[0], &records[1]);
     assert_eq!(v.device, "player 127.0.0.2");
     assert_eq!((v.lesson.as_str(), v.rendition.as_str()), (LESSON, "360p"));
     assert_eq!(
