@@ -68,6 +68,10 @@ impl Browser {
         };
         // chromedriver answers /status once it listens.
         let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "chromedriver did not start listening");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         loop {
             if let Ok(Ok(a)) =
                 tokio::time::timeout(Duration::from_secs(2), browser.raw(Method::GET, "/status", None)).await
