@@ -84,7 +84,7 @@ fn player_attr(player: &str) -> serde_json::Value {
 async fn browser_plays_a_ready_lesson_from_the_tv_page() {
     // A showing in 10 minutes: today's schedule has an item (focused first) and an attendance
     // button, so the remote has somewhere to move from.
-    let setup = lan::start(Duration::from_secs(60), Some(600)).await;
+    let mut setup = lan::start(Duration::from_secs(60), Some(600)).await;
     let page = setup.lan.as_ref().unwrap().page_url();
     let browser = Browser::start().await;
     let support = browser
@@ -106,7 +106,6 @@ async fn browser_plays_a_ready_lesson_from_the_tv_page() {
     browser.close().await;
 
     // Each playback became a viewing record when the server stopped.
-    let mut setup = setup;
     setup.stop_lan();
     let records = setup.records.lock().clone();
     assert!(!records.is_empty());

@@ -32,7 +32,7 @@ pub struct Browser {
     driver: Child,
     addr: SocketAddr,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -64,12 +64,15 @@ impl Browser {
             driver,
             addr,
             session: String::new(),
-            _profile: profile,
+            profile: profile,
         };
         // chromedriver answers /status once it listens.
         let started = std::time::Instant::now();
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "chromedriver did not start listening");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "chromedriver did not start listening"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         loop {
@@ -97,7 +100,7 @@ impl Browser {
             "--disable-sync".into(),
             "--disable-dev-shm-usage".into(),
             "--window-size=1280,800".into(),
-            format!("--user-data-dir={}", browser._profile.path().display()),
+            format!("--user-data-dir={}", browser.profile.path().display()),
         ];
         let created = browser
             .raw(

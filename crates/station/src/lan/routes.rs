@@ -149,10 +149,10 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["api", "status"] => Ok(json_answer(&api::status(&snapshot(lan, None)), head)),
-        ["api", "lessons"] => Ok(json_answer(&api::lessons(&snapshot(lan, None)), head)),
+        ["api", "status"] => Ok(json_answer(&api::status(&snapshot(lan)), head)),
+        ["api", "lessons"] => Ok(json_answer(&api::lessons(&snapshot(lan)), head)),
         ["api", "schedule"] => {
-            let snap = snapshot(lan, None);
+            let snap = snapshot(lan);
             let recorded = recorded_attendance(lan, &api::showings(&snap)).await;
             Ok(json_answer(&api::schedule(&snap, &recorded), head))
         }
@@ -385,14 +385,14 @@ fn ready_lesson(lan: &Lan, id: &str) -> Result<Arc<LessonManifest>, LanError> {
     Ok(m)
 }
 
-fn snapshot(lan: &Lan, now: Option<UnixTime>) -> Snapshot {
+fn snapshot(lan: &Lan) -> Snapshot {
     let st = &lan.state;
     let lessons = st.manifests.lock().clone();
     let held = lessons.iter().map(|m| (m.id.clone(), held(lan, m))).collect();
     Snapshot {
         station: st.name.to_string(),
         place: st.place.clone(),
-        now: now.unwrap_or_else(clock::now),
+        now: clock::now(),
         utc_offset_secs: st.throttle.policy().utc_offset_secs,
         status: st.status.borrow().clone(),
         store: st.store.stats(),
@@ -420,7 +420,7 @@ fn decode_recorded(bytes: &[u8]) -> Option<Recorded> {
 
 async fn recorded_attendance(lan: &Lan, showings: &[(LessonId, UnixTime)]) -> BTreeMap<(LessonId, UnixTime), Recorded> {
     let keys: Vec<_> = showings.to_vec();
-    let read = store_io(&lan.state.store, move |s| {
+    store_io(&lan.state.store, move |s| {
         keys.into_iter()
             .filter_map(|(l, t)| {
                 let bytes = s.get_meta(&attendance::register_key(&l, t)).ok()??;
@@ -428,8 +428,7 @@ async fn recorded_attendance(lan: &Lan, showings: &[(LessonId, UnixTime)]) -> BT
             })
             .collect::<BTreeMap<_, _>>()
     })
-    .await;
-    read
+    .await
 }
 
 async fn post_attendance(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<StreamingBody>, LanError> {
