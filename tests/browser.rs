@@ -3,12 +3,13 @@
 //! moves to the lesson with arrow keys and presses Enter, and the video element must play past
 //! 5 s. Once with hls.js (Media Source Extensions: what most TVs and phones get) and once with
 //! the browser's own HLS player (what Safari and some set-top boxes get), then Back/Escape
-//! returns to the page with the focus on the lesson.
+//! returns to the page with the focus on the lesson. Then the remote enters the showing's
+//! attendance through the page's form.
 
 use std::time::Duration;
 
 use courseway_tests::lan::{self, LESSON};
-use courseway_tests::webdriver::{Browser, ARROW_RIGHT, ENTER, ESCAPE};
+use courseway_tests::webdriver::{Browser, ARROW_DOWN, ARROW_LEFT, ARROW_RIGHT, ENTER, ESCAPE};
 use serde_json::json;
 
 /// What the page shows, for a failure message.
@@ -76,6 +77,45 @@ async fn play_with_the_remote(browser: &Browser, page: &str, player: &str) {
         .await;
 }
 
+/// The remote enters attendance for today's showing: to its button, Enter, digits, Enter.
+async fn enter_attendance(browser: &Browser, present: &str) {
+    browser.press(ARROW_LEFT).await;
+    let on_button = "var k = document.activeElement.getAttribute('data-key'); return !!k && k.indexOf('att-') === 0;";
+    let mut presses = 0;
+    while browser.eval(on_button).await != json!(true) {
+        presses += 1;
+        assert!(
+            presses <= 5,
+            "the arrow keys never reach the attendance button: {}",
+            browser.eval(REPORT).await
+        );
+        browser.press(ARROW_DOWN).await;
+    }
+    browser.press(ENTER).await;
+    browser
+        .wait_for(
+            "the attendance form",
+            Duration::from_secs(10),
+            "return !document.getElementById('attendance').hidden && document.activeElement.id === 'present';",
+            REPORT,
+        )
+        .await;
+    for digit in present.chars() {
+        browser.press(&digit.to_string()).await;
+    }
+    browser.press(ENTER).await;
+    browser
+        .wait_for(
+            "the form to be taken and the schedule to show it",
+            Duration::from_secs(10),
+            &format!(
+                "return document.getElementById('attendance').hidden && document.getElementById('schedule').textContent.indexOf('已登记 {present} 人') >= 0;"
+            ),
+            "return document.getElementById('attendance-msg').textContent;",
+        )
+        .await;
+}
+
 fn player_attr(player: &str) -> serde_json::Value {
     json!(if player == "hlsjs" { "hls.js" } else { "native" })
 }
@@ -103,11 +143,17 @@ async fn browser_plays_a_ready_lesson_from_the_tv_page() {
     if support["native_hls"] != "" {
         play_with_the_remote(&browser, &page, "native").await;
     }
+    enter_attendance(&browser, "23").await;
     browser.close().await;
 
     // Each playback became a viewing record when the server stopped.
     setup.stop_lan();
-    let records = setup.records.lock().clone();
+    let mut records = setup.records.lock().clone();
+    let forms: Vec<_> = records.iter().filter(|r| r.attendance.is_some()).cloned().collect();
+    assert_eq!(forms.len(), 1, "{records:?}");
+    assert_eq!(forms[0].attendance, Some(23));
+    assert_eq!(forms[0].device, "attendance-form 127.0.0.1");
+    records.retain(|r| r.attendance.is_none());
     assert!(!records.is_empty());
     for r in &records {
         assert_eq!(r.lesson.as_str(), LESSON);

@@ -22,6 +22,7 @@ pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// WebDriver key codes.
 pub const ARROW_DOWN: &str = "\u{E015}";
+pub const ARROW_LEFT: &str = "\u{E012}";
 pub const ARROW_RIGHT: &str = "\u{E014}";
 pub const ENTER: &str = "\u{E007}";
 pub const ESCAPE: &str = "\u{E00C}";

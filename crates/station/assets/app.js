@@ -57,7 +57,8 @@
   }
 
   function mb(bytes) { return (bytes / 1e6).toFixed(bytes < 1e8 ? 1 : 0) + " MB"; }
-  function gb(bytes) { return (bytes / 1e9).toFixed(1) + " GB"; }
+  function gb(bytes) { return bytes < 1e9 ? mb(bytes) : (bytes / 1e9).toFixed(1) + " GB"; }
+  function duration(secs) { return secs >= 60 ? Math.round(secs / 60) + " 分钟" : secs + " 秒"; }
   function pad(n) { return (n < 10 ? "0" : "") + n; }
 
   /* Station time (its clock, its offset): a TV's own clock is often wrong. */
@@ -129,10 +130,9 @@
     var ready = state.lessons.filter(function (l) { return l.ready; });
     if (!ready.length) ul.appendChild(el("li", { cls: "empty" }, [bi("还没有可以播放的课程", "Nothing ready yet")]));
     ready.forEach(function (l) {
-      var mins = Math.round(l.duration_seconds / 60);
       var b = el("button", { cls: "btn lesson", "data-nav": "", "data-key": "lesson-" + l.id, "data-lesson": l.id }, [
         el("span", { cls: "title", text: l.title || l.id }),
-        el("span", { cls: "meta", text: (l.category === "required" ? "必修" : "选修") + " · " + mins + " 分钟 · " + l.publisher })
+        el("span", { cls: "meta", text: (l.category === "required" ? "必修" : "选修") + " · " + duration(l.duration_seconds) + " · " + l.publisher })
       ]);
       b.onclick = function () { play(l, b); };
       ul.appendChild(el("li", {}, [b]));
