@@ -515,3 +515,113 @@ async fn lan_a_lesson_not_yet_held_whole_is_404_with_its_progress() {
     station.shutdown().await;
     origin.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lan_a_station_restarted_with_no_parent_reachable_still_serves_what_it_holds() {
+    // The village line is down and the station PC was restarted: the page must still play
+    // what the store holds. The manifests were kept in the store when they were first fetched.
+    let dir = tempfile::tempdir().unwrap();
+    let keys = courseway::topology::DeploymentKeys::generate().unwrap();
+    let origin_name = NodeName::new("origin").unwrap();
+    let origin = Origin::start(
+        OriginConfig {
+            name: origin_name.clone(),
+            listen: loopback(),
+            store: StoreConfig::new(dir.path().join("origin"), 1 << 30),
+            transport: Default::default(),
+            catalog_validity: Duration::from_secs(86_400),
+        },
+        keys.enroll(Role::Origin, &origin_name).unwrap(),
+        keys.online_key(clock::now()),
+    )
+    .await
+    .unwrap();
+    let lesson = SyntheticLesson::standard(LessonId::new("kept-lesson").unwrap(), 5, 3).build();
+    let gone = SyntheticLesson::standard(LessonId::new("withdrawn-lesson").unwrap(), 6, 1).build();
+    origin
+        .publish(&[
+            (lesson.manifest.clone(), &lesson.chunks),
+            (gone.manifest.clone(), &gone.chunks),
+        ])
+        .unwrap();
+    let name = NodeName::new("village-offline").unwrap();
+    let parent = Parent {
+        name: origin_name,
+        addr: origin.local_addr().unwrap(),
+    };
+    let config = || {
+        let mut c = StationConfig::new(
+            name.clone(),
+            loopback(),
+            StoreConfig::new(dir.path().join("station"), 1 << 30),
+            UpstreamConfig::new(vec![parent.clone()]),
+        );
+        c.retry_after = Duration::from_millis(200);
+        c
+    };
+    let station = Station::start(config(), keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+        .await
+        .unwrap();
+    let mut status = station.status();
+    wait_until("both lessons at the station", Duration::from_secs(30), || {
+        status.borrow_and_update().lessons_ready == 2
+    })
+    .await;
+    let kept = |store: &courseway_store::Store, id: &str| {
+        store
+            .get_meta(format!("station/manifest/{id}").as_bytes())
+            .unwrap()
+            .is_some()
+    };
+    assert!(kept(station.store(), "kept-lesson") && kept(station.store(), "withdrawn-lesson"));
+    // A withdrawn lesson's kept manifest goes with it.
+    origin.withdraw(&[gone.manifest.id.clone()]).unwrap();
+    wait_until("the withdrawal at the station", Duration::from_secs(30), || {
+        station.lessons().len() == 1
+    })
+    .await;
+    wait_until("the withdrawn manifest dropped", Duration::from_secs(30), || {
+        !kept(station.store(), "withdrawn-lesson")
+    })
+    .await;
+    assert!(kept(station.store(), "kept-lesson"));
+    station.shutdown().await;
+    origin.shutdown();
+    drop(origin);
+
+    let station = Station::start(config(), keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+        .await
+        .unwrap();
+    let lan = station
+        .serve_lan(LanConfig::new(loopback(), std::sync::Arc::new(|_| {})))
+        .await
+        .unwrap();
+    wait_until("the kept manifest read back", Duration::from_secs(30), || {
+        !station.lessons().is_empty()
+    })
+    .await;
+    assert_eq!(station.lessons().len(), 1, "only the lesson still published");
+    let gone_url = device_get_status(lan.local_addr(), "/hls/withdrawn-lesson/master.m3u8").await;
+    assert_eq!(gone_url, StatusCode::NOT_FOUND);
+    let device = tv();
+    let master = device.get(lan.local_addr(), "/hls/kept-lesson/master.m3u8").await;
+    assert_eq!(master.status, StatusCode::OK, "{}", master.text());
+    let r = &lesson.manifest.renditions[1];
+    let got = device
+        .get(lan.local_addr(), &format!("/hls/kept-lesson/{}/2.ts", r.name))
+        .await;
+    let want: Vec<u8> = r.segments[2]
+        .chunks
+        .iter()
+        .flat_map(|c| lesson.chunks[&c.id].iter().copied())
+        .collect();
+    assert!(got.body == want, "segment 2 of {} byte for byte from the store", r.name);
+    let attachment = device.get(lan.local_addr(), "/files/kept-lesson/0").await;
+    assert_eq!(attachment.body.len() as u64, lesson.manifest.attachments[0].size());
+    drop(lan);
+    station.shutdown().await;
+}
+
+async fn device_get_status(addr: std::net::SocketAddr, path: &str) -> StatusCode {
+    tv().get(addr, path).await.status
+}

@@ -544,10 +544,9 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         if state.filter.wants(&manifest) {
             lessons.push((manifest.id.clone(), manifest.chunk_refs()));
             manifests.push(Arc::new(manifest));
-        } else {
-            forget_manifest(state, &entry.lesson).await;
         }
     }
+    keep_only_manifests(state, lessons.iter().map(|(id, _)| id.clone()).collect()).await;
     unpin_unwanted(state, &lessons).map_err(|e| e.to_string())?;
     *state.wanted.lock() = lessons.clone();
     *state.manifests.lock() = Arc::new(manifests);
@@ -669,16 +668,34 @@ async fn wanted_manifest(
     Ok(manifest)
 }
 
-/// Drops the kept manifest of a lesson the station no longer wants.
-async fn forget_manifest(state: &Arc<State>, lesson: &LessonId) {
-    let key = manifest_key(lesson);
-    if let Err(e) = store_io(&state.store, move |s| match s.get_meta(&key)? {
-        Some(_) => s.delete_meta(&key, courseway_store::Durability::Buffered),
-        None => Ok(()),
+/// The meta key listing the lessons whose manifests are kept (one id per line).
+const KEPT_MANIFESTS_KEY: &[u8] = b"station/manifests";
+
+/// Drops the kept manifests of the lessons no longer wanted (withdrawn, or outside the
+/// filter), whatever their pins, and records which are kept.
+async fn keep_only_manifests(state: &Arc<State>, wanted: Vec<LessonId>) {
+    let kept = store_io(&state.store, move |s| {
+        let listed = s.get_meta(KEPT_MANIFESTS_KEY)?.unwrap_or_default();
+        for old in String::from_utf8_lossy(&listed).lines() {
+            if let Ok(old) = LessonId::new(old) {
+                if !wanted.contains(&old) {
+                    s.delete_meta(&manifest_key(&old), courseway_store::Durability::Buffered)?;
+                }
+            }
+        }
+        let list = wanted.iter().map(LessonId::as_str).collect::<Vec<_>>().join("\n");
+        if list.as_bytes() == listed.as_slice() {
+            return Ok(());
+        }
+        s.put_meta(
+            KEPT_MANIFESTS_KEY,
+            list.as_bytes(),
+            courseway_store::Durability::Buffered,
+        )
     })
-    .await
-    {
-        tracing::warn!(station = %state.name, %lesson, error = %e, "could not drop the lesson's kept manifest");
+    .await;
+    if let Err(e) = kept {
+        tracing::warn!(station = %state.name, error = %e, "could not drop the kept manifests of unwanted lessons");
     }
 }
 
@@ -769,11 +786,6 @@ fn unpin_unwanted(state: &State, wanted: &[(LessonId, Vec<ChunkRef>)]) -> Result
     for holder in state.store.pin_holders(PinReason::Scheduled)? {
         if !wanted.iter().any(|(lesson, _)| lesson.as_str() == holder) {
             let dropped = state.store.unpin_holder(PinReason::Scheduled, &holder)?;
-            if let Ok(lesson) = LessonId::new(holder.as_str()) {
-                state
-                    .store
-                    .delete_meta(&manifest_key(&lesson), courseway_store::Durability::Buffered)?;
-            }
             tracing::info!(station = %state.name, lesson = %holder, chunks = dropped, "lesson no longer wanted; unpinned");
         }
     }
