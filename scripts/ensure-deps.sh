@@ -12,6 +12,7 @@ COURSEWAY_PACKAGES=(
   gstreamer1.0-libav
   ffmpeg                             # ffprobe, for tests that check produced media
   prometheus                         # promtool, for the tests of deploy/prometheus
+  chromium chromium-driver           # headless Chromium, for the browser tests of the TV page
 )
 
 missing=()

@@ -128,6 +128,17 @@ fn scrape(addr: &str) -> String {
     body.to_string()
 }
 
+/// `GET path` from `addr`: the response head and body (HTTP/1.1, connection closed).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
 /// The value of the sample `series` (name with labels, exactly as exposed).
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -210,12 +221,28 @@ fn operator_sets_up_keys_and_runs_origin_relay_station_from_config_files() {
              [metrics]\nlisten = \"127.0.0.1:0\"\n\
              [store]\npath = \"station-store\"\nbudget = \"1 GiB\"\n\
              [[parent]]\nname = \"district-07\"\naddr = \"{relay_addr}\"\n\
-             [station]\nrate_limit = \"50 Mbit/s\"\n"
+             [station]\nrate_limit = \"50 Mbit/s\"\n\
+             [station.lan]\nlisten = \"127.0.0.1:0\"\n"
         ),
     );
     let station = Node::start("station", &station_toml);
     let station_metrics = station.metrics_addr();
+    let page = station.wait_for(&["TV page and HLS on http://"], Duration::from_secs(30));
+    let lan_addr = page
+        .trim_start_matches("TV page and HLS on http://")
+        .trim_end_matches('/')
+        .to_string();
     station.wait_for(&["synced", "2/2 lessons ready"], Duration::from_secs(120));
+    // The station's LAN server lists both lessons as ready and serves their playlists.
+    let (head, lessons) = http_get(&lan_addr, "/api/lessons");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(lessons.matches("\"ready\":true").count(), 2, "{lessons}");
+    let (head, master) = http_get(&lan_addr, "/hls/synthetic-001/master.m3u8");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("application/vnd.apple.mpegurl"),
+        "{head}"
+    );
+    assert!(master.starts_with("#EXTM3U"), "{master}");
 
     // What each node's /metrics says agrees with what happened.
     let lesson_bytes: u64 = (1..=2u64)

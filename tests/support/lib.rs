@@ -1,7 +1,10 @@
 //! Helpers shared by the end-to-end tests and their helper processes.
 
 pub mod hostile;
+pub mod http;
+pub mod lan;
 pub mod process;
+pub mod webdriver;
 
 use courseway_content::synthetic::pseudo_random;
 use courseway_content::ChunkId;

@@ -551,6 +551,9 @@ pub struct StationSection {
     #[serde(default)]
     pub retention: Option<RetentionSection>,
     pub reports: Option<ReportsSection>,
+    /// `[station.lan]`: the TV page and HLS on the village LAN (absent: not served).
+    #[serde(default)]
+    pub lan: Option<LanSection>,
 }
 
 /// `[station.retention]`: which lessons the store holds on to.
@@ -623,6 +626,28 @@ fn reports_config(section: Option<ReportsSection>) -> anyhow::Result<ReportsConf
         c.heartbeat = Duration::from_secs(s);
     }
     Ok(c)
+}
+
+/// `[station.lan]`: the LAN server (HLS, the TV page, viewing capture).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LanSection {
+    /// TCP address of the page and HLS.
+    #[serde(default = "lan_listen")]
+    pub listen: SocketAddr,
+    /// Seconds without a segment request after which a playback is over and recorded.
+    pub playback_idle_seconds: Option<u64>,
+}
+
+fn lan_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+/// The LAN server's settings, resolved (the viewing sink is the caller's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LanSettings {
+    pub listen: SocketAddr,
+    pub idle_after: Duration,
 }
 
 /// `[station.bandwidth]`: how much of the village line the station may use, and when.
@@ -889,6 +914,8 @@ pub struct StationSettings {
     pub ready_margin: Option<Duration>,
     pub retention: RetentionPolicy,
     pub reports: ReportsConfig,
+    /// `[station.lan]` (absent: no LAN server).
+    pub lan: Option<LanSettings>,
 }
 
 /// Reads `station.toml`.
@@ -905,6 +932,22 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         .with_context(|| "station.rate_limit")?;
     let bandwidth = bandwidth_policy(f.station.bandwidth, rate_cap.as_ref())?;
     let reports = reports_config(f.station.reports)?;
+    let lan = match f.station.lan {
+        Some(l) => {
+            let idle = l
+                .playback_idle_seconds
+                .unwrap_or(courseway_station::lan::DEFAULT_IDLE_AFTER.as_secs());
+            ensure!(
+                (1..=86_400).contains(&idle),
+                "station.lan.playback_idle_seconds = {idle} is out of range; give 1 to 86400 (default 60)"
+            );
+            Some(LanSettings {
+                listen: l.listen,
+                idle_after: Duration::from_secs(idle),
+            })
+        }
+        None => None,
+    };
     Ok(StationSettings {
         metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
@@ -931,6 +974,7 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         ready_margin: f.station.ready_margin_minutes.map(|m| Duration::from_secs(m * 60)),
         retention: retention_policy(f.station.retention)?,
         reports,
+        lan,
     })
 }
 
@@ -961,6 +1005,13 @@ mod tests {
             ReportsConfig::default(),
             "the example documents the defaults"
         );
+        assert_eq!(
+            s.lan,
+            Some(LanSettings {
+                listen: "0.0.0.0:8080".parse().unwrap(),
+                idle_after: Duration::from_secs(60),
+            })
+        );
     }
 
     #[test]
@@ -987,6 +1038,12 @@ mod tests {
             (format!("{base}[station]\nrate_limit = \"fast\"\n"), "rate_limit"),
             (format!("{base}[station]\ncategories = [\"sport\"]\n"), "categories"),
             (format!("{base}[station]\nrate_limt = \"2 Mbit/s\"\n"), "rate_limt"),
+            (format!("{base}[station.lan]\nlisten = \"port 80\"\n"), "listen"),
+            (format!("{base}[station.lan]\nlisen = \"0.0.0.0:80\"\n"), "lisen"),
+            (
+                format!("{base}[station.lan]\nplayback_idle_seconds = 0\n"),
+                "station.lan.playback_idle_seconds",
+            ),
             (base.replace("127.0.0.1:7400", "nowhere"), "addr"),
             (base.replace("city-01", "City 01!"), "name"),
             (base.replace("1 GiB", "1 KiB"), "store.budget"),
@@ -1020,6 +1077,17 @@ mod tests {
         assert_eq!(s.ready_margin, Some(Duration::from_secs(45 * 60)));
         assert_eq!(s.retention.pin_horizon_secs, 3 * 86_400);
         assert_eq!(s.retention.keep_after_showing_secs, 12 * 3600);
+        assert_eq!(s.lan, None, "no [station.lan]: no LAN server");
+        let lan = station(&write(
+            dir.path(),
+            "station.toml",
+            &format!("{good}[station.lan]\nplayback_idle_seconds = 90\n"),
+        ))
+        .unwrap()
+        .lan
+        .unwrap();
+        assert_eq!(lan.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(lan.idle_after, Duration::from_secs(90));
         for (text, key) in [
             (
                 good.replace("share_percent = 100", "share_percent = 130"),

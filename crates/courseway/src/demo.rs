@@ -124,6 +124,11 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("  origin listening on {} (UDP, QUIC)", tree.origin.local_addr()?);
     let targets = tree.serve_metrics().await?;
     print_metrics_targets(&targets, &dir)?;
+    // Viewing records stay in the log: the demo has no outbox.
+    let pages = tree.serve_lan().await?;
+    for (name, url) in &pages {
+        eprintln!("  TV page of station {name}: {url}");
+    }
 
     let (manifest, chunks) = match args.courseware {
         Courseware::Video => video_lesson(&dir, args.lesson_seconds).await?,
@@ -206,6 +211,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 "egress_ratio": egress_ratio,
                 "seconds": seconds,
                 "bad_chunks_served": bad_chunks_served,
+                "station_pages": pages.iter().map(|(name, url)| serde_json::json!({"station": name, "url": url})).collect::<Vec<_>>(),
             })
         );
     }

@@ -17,6 +17,7 @@ use courseway_origin::mirror::{MirrorConfig, MirrorReview};
 use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
 use courseway_relay::{Relay, RelayConfig};
+use courseway_station::lan::LanConfig;
 use courseway_station::{Station, StationConfig, SyncStatus};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -227,6 +228,19 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
             .context("starting the station")?;
         println!("station {name} started");
         let _metrics = metrics_endpoint(settings.metrics, "station", vec![station.metrics()]).await?;
+        let lan = match settings.lan {
+            Some(l) => {
+                let mut config = LanConfig::new(l.listen, station.viewing_sink());
+                config.idle_after = l.idle_after;
+                let lan = station
+                    .serve_lan(config)
+                    .await
+                    .context("starting the LAN page and HLS ([station.lan] listen)")?;
+                println!("TV page and HLS on {}", lan.page_url());
+                Some(lan)
+            }
+            None => None,
+        };
         let mut status = station.status();
         let report = async {
             let mut last: Option<(SyncStatus, Instant)> = None;
@@ -252,6 +266,8 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
             () = report => {}
             r = reloads => r?,
         }
+        // Playbacks in progress end and are recorded before the station stops.
+        drop(lan);
         station.shutdown().await;
         Ok(())
     })
@@ -296,7 +312,7 @@ fn restart_only_changes(old: &config::StationSettings, new: &config::StationSett
     // field is a change the operator made.
     let same = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
     let mut changed = Vec::new();
-    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 10] = [
+    let fields: [(&'static str, &dyn std::fmt::Debug, &dyn std::fmt::Debug); 11] = [
         ("metrics.listen", &old.metrics, &new.metrics),
         ("node.credentials", &old.credentials, &new.credentials),
         ("node.bind", &old.bind, &new.bind),
@@ -307,6 +323,7 @@ fn restart_only_changes(old: &config::StationSettings, new: &config::StationSett
         ("station.concurrency", &old.concurrency, &new.concurrency),
         ("station.district / town / groups", &old.place, &new.place),
         ("[station.reports]", &old.reports, &new.reports),
+        ("[station.lan]", &old.lan, &new.lan),
     ];
     for (key, a, b) in fields {
         if !same(a, b) {

@@ -14,6 +14,7 @@ use courseway_node::{Parent, UpstreamConfig};
 use courseway_origin::{Origin, OriginConfig, OriginError};
 use courseway_proto::Role;
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig, RelayError};
+use courseway_station::lan::{LanConfig, LanServer};
 use courseway_station::{Station, StationConfig, StationError, SyncStatus};
 use courseway_store::StoreConfig;
 
@@ -108,6 +109,7 @@ pub struct Topology {
     pub district: Vec<Relay>,
     pub stations: Vec<Station>,
     metrics: Vec<HttpServer>,
+    lan: Vec<LanServer>,
 }
 
 /// One node's `/metrics` endpoint.
@@ -221,6 +223,7 @@ impl Topology {
             district,
             stations,
             metrics: Vec::new(),
+            lan: Vec::new(),
         })
     }
 
@@ -249,6 +252,19 @@ impl Topology {
         Ok(targets)
     }
 
+    /// Starts every station's LAN server (the TV page and HLS) on loopback, each keeping its
+    /// viewing records in its own outbox (sent up as reports); returns each station's name and
+    /// page URL.
+    pub async fn serve_lan(&mut self) -> Result<Vec<(String, String)>, HttpBindError> {
+        let mut pages = Vec::new();
+        for s in &self.stations {
+            let server = s.serve_lan(LanConfig::new(loopback(), s.viewing_sink())).await?;
+            pages.push((s.name().to_string(), server.page_url()));
+            self.lan.push(server);
+        }
+        Ok(pages)
+    }
+
     /// Each station's sync status.
     pub fn station_status(&self) -> Vec<SyncStatus> {
         self.stations.iter().map(|s| s.status().borrow().clone()).collect()
@@ -265,6 +281,8 @@ impl Topology {
     /// Stops every node.
     pub async fn shutdown(self) {
         // Concurrently: each station's endpoint drains for about a second after closing.
+        // Playbacks in progress end (and are recorded) before their stations stop.
+        drop(self.lan);
         let mut closing = tokio::task::JoinSet::new();
         for s in self.stations {
             closing.spawn(s.shutdown());

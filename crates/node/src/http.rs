@@ -4,13 +4,18 @@
 //! Each connection runs in its own task, owned by the server: dropping the [`HttpServer`] stops
 //! accepting and ends every connection. A client that does not send its request headers within
 //! [`HEADER_TIMEOUT`] is disconnected, so idle sockets cannot pile up.
+//!
+//! A [`Handler`] answers with a body held in memory; a [`StreamingHandler`] (bound with
+//! [`HttpServer::bind_streaming`]) may send a body as it is produced, for files too large to
+//! hold. Every request carries the client's address as a [`PeerAddr`] extension.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -30,10 +35,23 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn handle(&self, request: Request<Incoming>) -> impl Future<Output = Response<Body>> + Send;
 }
 
-/// The client's address, put in every request's extensions by the server (for per-address
-/// limits and logs).
+/// A response body sent as it is produced; an `Err` ends the connection mid-body (the client
+/// sees a short body against its `Content-Length`).
+pub type StreamingBody = BoxBody<Bytes, std::io::Error>;
+
+/// Answers requests with bodies that may be streamed. Cloned into every connection.
+pub trait StreamingHandler: Clone + Send + Sync + 'static {
+    fn handle(&self, request: Request<Incoming>) -> impl Future<Output = Response<StreamingBody>> + Send;
+}
+
+/// A whole in-memory body as a [`StreamingBody`].
+pub fn full_body(bytes: impl Into<Bytes>) -> StreamingBody {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+}
+
+/// The client's address, added to every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteAddr(pub SocketAddr);
+pub struct PeerAddr(pub SocketAddr);
 
 /// Why the HTTP server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,11 +72,34 @@ pub struct HttpServer {
 impl HttpServer {
     /// Listens on `addr` and answers every request with `handler`.
     pub async fn bind<H: Handler>(addr: SocketAddr, handler: H) -> Result<Self, HttpBindError> {
+        Self::listen(addr, move |request| {
+            let handler = handler.clone();
+            async move { handler.handle(request).await }
+        })
+        .await
+    }
+
+    /// Listens on `addr` and answers every request with `handler`, whose bodies may stream.
+    pub async fn bind_streaming<H: StreamingHandler>(addr: SocketAddr, handler: H) -> Result<Self, HttpBindError> {
+        Self::listen(addr, move |request| {
+            let handler = handler.clone();
+            async move { handler.handle(request).await }
+        })
+        .await
+    }
+
+    async fn listen<S, F, B>(addr: SocketAddr, service: S) -> Result<Self, HttpBindError>
+    where
+        S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send + 'static,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| HttpBindError { addr, source })?;
         let local_addr = listener.local_addr().map_err(|source| HttpBindError { addr, source })?;
-        let accept = tokio::spawn(accept_loop(listener, handler));
+        let accept = tokio::spawn(accept_loop(listener, service));
         Ok(Self {
             local_addr,
             _accept: AbortOnDrop::new(accept),
@@ -71,7 +112,13 @@ impl HttpServer {
     }
 }
 
-async fn accept_loop<H: Handler>(listener: TcpListener, handler: H) {
+async fn accept_loop<S, F, B>(listener: TcpListener, service: S)
+where
+    S: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     // Connections live in this set: they end when the accept loop is aborted.
     let mut connections = JoinSet::new();
     loop {
@@ -86,12 +133,12 @@ async fn accept_loop<H: Handler>(listener: TcpListener, handler: H) {
                         continue;
                     }
                 };
-                let handler = handler.clone();
+                let service = service.clone();
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        req.extensions_mut().insert(RemoteAddr(peer));
-                        async move { Ok::<_, Infallible>(handler.handle(req).await) }
+                        req.extensions_mut().insert(PeerAddr(peer));
+                        let answer = service(req);
+                        async move { Ok::<_, Infallible>(answer.await) }
                     });
                     let result = hyper::server::conn::http1::Builder::new()
                         .timer(TokioTimer::new())

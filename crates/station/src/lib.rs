@@ -26,11 +26,15 @@
 //! - [`outbox`] keeps viewing records (synced) until the origin acknowledged them, sending them
 //!   up as reports with ids that stay the same across resends; [`heartbeat`] builds the
 //!   station's health and inventory, sent every `reports.heartbeat` and on every change.
-//!
-//! The LAN HLS page comes with the station issue (#5); it hands each viewing record to
-//! [`Station::record_viewing`] (or the [`Outbox`] from [`Station::outbox`]).
+//! - [`lan`] serves the village's LAN over HTTP: HLS for every ready lesson, the TV page and its
+//!   JSON API, attachments, and the viewing records derived from playback and attendance
+//!   ([`Station::serve_lan`]; [`Station::viewing_sink`] puts them in the outbox). The verified
+//!   manifests of the retained lessons are kept in the store's `meta`
+//!   (`station/manifest/<lesson>`), so a restarted station with no parent reachable still
+//!   knows, and serves, what it holds.
 
 pub mod heartbeat;
+pub mod lan;
 pub mod outbox;
 pub mod planner;
 pub mod retention;
@@ -216,6 +220,8 @@ struct State {
     removed_bytes: std::sync::atomic::AtomicU64,
     /// The wanted lessons of the current sync pass, in catalog order.
     wanted: Mutex<Vec<(LessonId, Vec<ChunkRef>)>>,
+    /// Their verified manifests, in catalog order (what the LAN server offers).
+    manifests: Mutex<Arc<Vec<Arc<LessonManifest>>>>,
     plan: Mutex<Option<Arc<Plan>>>,
     filter: Mutex<LessonFilter>,
     concurrency: usize,
@@ -287,6 +293,7 @@ impl Station {
             resync: tokio::sync::Notify::new(),
             removed_bytes: std::sync::atomic::AtomicU64::new(0),
             wanted: Mutex::new(Vec::new()),
+            manifests: Mutex::new(Arc::new(Vec::new())),
             plan: Mutex::new(None),
             filter: Mutex::new(config.filter),
             concurrency: config.concurrency.max(1),
@@ -360,6 +367,19 @@ impl Station {
         self.state.outbox.record_async(viewing).await
     }
 
+    /// A viewing sink for [`Station::serve_lan`] that keeps every record in this station's
+    /// outbox, from where it goes up as a report. The write is synced before the sink returns
+    /// (a record is small and a playback ends a few times an hour); a record that cannot be
+    /// written is logged as an error.
+    pub fn viewing_sink(&self) -> lan::ViewingSink {
+        let (outbox, name) = (self.state.outbox.clone(), self.state.name.clone());
+        Arc::new(move |viewing| {
+            if let Err(e) = outbox.record(viewing) {
+                tracing::error!(station = %name, error = %e, "a viewing record could not be kept in the outbox; it is lost");
+            }
+        })
+    }
+
     /// The report outbox (a handle the LAN server can keep).
     pub fn outbox(&self) -> Arc<Outbox> {
         self.state.outbox.clone()
@@ -373,6 +393,22 @@ impl Station {
     /// The station's store (for inspection, and for the LAN server's reads).
     pub fn store(&self) -> &Arc<Store> {
         &self.state.store
+    }
+
+    /// The verified manifests of the lessons this station holds or is fetching, in catalog
+    /// order (empty until the first sync pass has read them).
+    pub fn lessons(&self) -> Arc<Vec<Arc<LessonManifest>>> {
+        self.state.manifests.lock().clone()
+    }
+
+    /// Starts the LAN server (HLS, the TV page, its JSON API, viewing capture); it runs until
+    /// the returned [`lan::LanServer`] is dropped or shut down, independently of the station's
+    /// sync.
+    pub async fn serve_lan(
+        &self,
+        config: lan::LanConfig,
+    ) -> Result<lan::LanServer, courseway_node::http::HttpBindError> {
+        lan::LanServer::start(self.state.clone(), config).await
     }
 
     /// What fetching has cost: bytes received (including any thrown away), bad chunks
@@ -696,19 +732,12 @@ async fn wait_for_room(state: &State) {
 async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), String> {
     wait_for_room(state).await;
     let mut lessons: Vec<(LessonId, Vec<ChunkRef>)> = Vec::new();
+    let mut manifests = Vec::new();
     for entry in catalog.body.entries() {
-        let bytes = state
-            .upstream
-            .fetch_manifest(entry.manifest)
-            .await
-            .map_err(|e| e.to_string())?;
-        let manifest = state
-            .trust
-            .lock()
-            .verify_manifest(&entry.lesson, &bytes)
-            .map_err(|e| e.to_string())?;
+        let manifest = wanted_manifest(state, &entry.lesson, entry.manifest).await?;
         if state.filter.lock().wants(&manifest) {
             lessons.push((manifest.id.clone(), manifest.chunk_refs()));
+            manifests.push(Arc::new(manifest));
         }
     }
     let now = clock::now();
@@ -721,6 +750,10 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
     let kept = |id: &LessonId| retention.get(id).copied().unwrap_or(Retention::Kept);
     let expired = lessons.iter().filter(|(id, _)| kept(id) == Retention::Expired).count() as u32;
     lessons.retain(|(id, _)| kept(id) != Retention::Expired);
+    manifests.retain(|m| kept(&m.id) != Retention::Expired);
+    // The kept manifests follow the retained lessons: an expired, withdrawn or filtered-out
+    // lesson's manifest goes with its chunks.
+    keep_only_manifests(state, lessons.iter().map(|(id, _)| id.clone()).collect()).await;
     let pinned: Vec<LessonId> = lessons
         .iter()
         .filter(|(id, _)| kept(id) == Retention::Pinned)
@@ -751,6 +784,7 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         s.lessons_without_room = 0;
     });
     *state.wanted.lock() = lessons.clone();
+    *state.manifests.lock() = Arc::new(manifests);
     // Download in the plan's order: the lesson shown here soonest first.
     let planned = replan(state);
     let position = |id: &LessonId| planned.lessons.iter().position(|l| &l.lesson == id);
@@ -853,6 +887,74 @@ async fn sync_pass(state: &Arc<State>, catalog: &Signed<Catalog>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The meta key under which a wanted lesson's verified manifest is kept.
+fn manifest_key(lesson: &LessonId) -> Vec<u8> {
+    format!("station/manifest/{lesson}").into_bytes()
+}
+
+/// The manifest of catalog entry `lesson`: the copy kept in the store if it still matches the
+/// catalog, else fetched from a parent (checked against the catalog, then kept).
+async fn wanted_manifest(
+    state: &Arc<State>,
+    lesson: &LessonId,
+    hash: courseway_content::ChunkId,
+) -> Result<LessonManifest, String> {
+    let key = manifest_key(lesson);
+    let kept = store_io(&state.store, move |s| s.get_meta(&key)).await;
+    if let Ok(Some(bytes)) = kept {
+        if let Ok(m) = state.trust.lock().verify_manifest(lesson, &bytes) {
+            return Ok(m);
+        }
+    }
+    let bytes = state.upstream.fetch_manifest(hash).await.map_err(|e| e.to_string())?;
+    let manifest = state
+        .trust
+        .lock()
+        .verify_manifest(lesson, &bytes)
+        .map_err(|e| e.to_string())?;
+    let key = manifest_key(lesson);
+    let saved = store_io(&state.store, move |s| {
+        s.put_meta(&key, &bytes, courseway_store::Durability::Buffered)
+    })
+    .await;
+    if let Err(e) = saved {
+        store_failed(state, &e);
+        tracing::warn!(station = %state.name, %lesson, error = %e, "could not keep the lesson's manifest");
+    }
+    Ok(manifest)
+}
+
+/// The meta key listing the lessons whose manifests are kept (one id per line).
+const KEPT_MANIFESTS_KEY: &[u8] = b"station/manifests";
+
+/// Drops the kept manifests of the lessons no longer wanted (withdrawn, or outside the
+/// filter), whatever their pins, and records which are kept.
+async fn keep_only_manifests(state: &Arc<State>, wanted: Vec<LessonId>) {
+    let kept = store_io(&state.store, move |s| {
+        let listed = s.get_meta(KEPT_MANIFESTS_KEY)?.unwrap_or_default();
+        for old in String::from_utf8_lossy(&listed).lines() {
+            if let Ok(old) = LessonId::new(old) {
+                if !wanted.contains(&old) {
+                    s.delete_meta(&manifest_key(&old), courseway_store::Durability::Buffered)?;
+                }
+            }
+        }
+        let list = wanted.iter().map(LessonId::as_str).collect::<Vec<_>>().join("\n");
+        if list.as_bytes() == listed.as_slice() {
+            return Ok(());
+        }
+        s.put_meta(
+            KEPT_MANIFESTS_KEY,
+            list.as_bytes(),
+            courseway_store::Durability::Buffered,
+        )
+    })
+    .await;
+    if let Err(e) = kept {
+        tracing::warn!(station = %state.name, error = %e, "could not drop the kept manifests of unwanted lessons");
+    }
 }
 
 /// Plans the wanted lessons of the current pass from what is held now, the schedule and the

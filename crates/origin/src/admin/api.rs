@@ -28,7 +28,7 @@ use courseway_admin_proto::body::{
     MetadataBody, NewLesson, NewShowing, NewUpload, RevokeBody, StepBody, MAX_JSON_BODY,
 };
 use courseway_admin_proto::enrol::EnrolRequest;
-use courseway_node::http::RemoteAddr;
+use courseway_node::http::PeerAddr;
 /// The header a `HEAD`/`GET` of an upload carries its received offset in (and a `PUT` may
 /// carry its starting offset in, instead of `?offset=`).
 pub const UPLOAD_OFFSET: &str = "upload-offset";
@@ -254,7 +254,7 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         )));
     }
     let now = std::time::Instant::now();
-    if let Some(RemoteAddr(addr)) = request.extensions().get::<RemoteAddr>() {
+    if let Some(PeerAddr(addr)) = request.extensions().get::<PeerAddr>() {
         inner.limiter.address(addr.ip(), now).map_err(ApiError::rate_limited)?;
     }
     if method == Method::POST && segments[..] == ["api", "enrol"] {

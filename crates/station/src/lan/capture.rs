@@ -1,0 +1,369 @@
+//! Viewing capture: playback records derived from HLS access. Pure: no clock, no IO.
+//!
+//! A playback session is one client address playing one rendition of one lesson. Each segment
+//! the LAN server sends is fed in as a [`SegmentFetch`] with the time; a session that fetches
+//! nothing for `idle_after` seconds is over, and so is every session when the server stops.
+//! An ended session becomes one [`Viewing`]: when it started (its first segment), the seconds
+//! watched (the sum of the `EXTINF` durations of the *distinct* segments fetched, so a player
+//! that fetches a segment twice, or in byte ranges, counts it once) and the device (a short
+//! user-agent class and the client's address).
+//!
+//! Fetches never move time backwards: a `now` earlier than a session's last fetch (the wall
+//! clock stepped back) is treated as that last fetch's time.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use courseway_content::{LessonId, UnixTime};
+use courseway_proto::Viewing;
+
+/// One segment sent to a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentFetch {
+    pub client: IpAddr,
+    /// The `User-Agent` header (empty when there was none).
+    pub user_agent: String,
+    pub lesson: LessonId,
+    pub rendition: String,
+    /// The segment's index in its rendition.
+    pub segment: usize,
+    /// Its `EXTINF` duration.
+    pub duration_ms: u32,
+}
+
+/// What identifies a playback session.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SessionKey {
+    client: IpAddr,
+    lesson: LessonId,
+    rendition: String,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    started_at: UnixTime,
+    last_fetch: UnixTime,
+    device: String,
+    /// Indices of the segments fetched, and the sum of their durations.
+    segments: BTreeSet<usize>,
+    watched_ms: u64,
+}
+
+/// The playback sessions in progress.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    idle_after_secs: u64,
+    sessions: BTreeMap<SessionKey, Session>,
+}
+
+impl Capture {
+    /// Sessions end after `idle_after_secs` without a segment fetch (at least 1).
+    pub fn new(idle_after_secs: u64) -> Self {
+        Self {
+            idle_after_secs: idle_after_secs.max(1),
+            sessions: BTreeMap::new(),
+        }
+    }
+
+    /// Sessions in progress.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// No session in progress.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// A segment was sent at `now`: starts or extends its session. Returns the sessions that
+    /// had gone idle by `now` (including this client's old session of the same rendition, if it
+    /// had gone idle: the new fetch then starts a new session).
+    pub fn fetched(&mut self, now: UnixTime, fetch: SegmentFetch) -> Vec<Viewing> {
+        let ended = self.expire(now);
+        let key = SessionKey {
+            client: fetch.client,
+            lesson: fetch.lesson,
+            rendition: fetch.rendition,
+        };
+        let session = match self.sessions.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => v.insert(Session {
+                started_at: now,
+                last_fetch: now,
+                device: device(fetch.client, &fetch.user_agent),
+                segments: BTreeSet::new(),
+                watched_ms: 0,
+            }),
+        };
+        session.last_fetch = session.last_fetch.max(now);
+        if session.segments.insert(fetch.segment) {
+            session.watched_ms += u64::from(fetch.duration_ms);
+        }
+        ended
+    }
+
+    /// The sessions idle at `now` (no fetch for `idle_after_secs` or more) end.
+    pub fn expire(&mut self, now: UnixTime) -> Vec<Viewing> {
+        let idle = self.idle_after_secs;
+        let ended: Vec<SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.secs_since(s.last_fetch) >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        ended
+            .into_iter()
+            .filter_map(|k| self.sessions.remove_entry(&k))
+            .map(|(k, s)| viewing(k, s))
+            .collect()
+    }
+
+    /// Every session ends (the server stops).
+    pub fn finish(&mut self) -> Vec<Viewing> {
+        std::mem::take(&mut self.sessions)
+            .into_iter()
+            .map(|(k, s)| viewing(k, s))
+            .collect()
+    }
+}
+
+fn viewing(key: SessionKey, session: Session) -> Viewing {
+    // Rounded to the nearest second.
+    let seconds = (session.watched_ms + 500) / 1000;
+    Viewing {
+        lesson: key.lesson,
+        rendition: key.rendition,
+        started_at: session.started_at,
+        seconds_watched: u32::try_from(seconds).unwrap_or(u32::MAX),
+        device: session.device,
+        attendance: None,
+    }
+}
+
+/// The device as a viewing record names it: `"<class> <address>"`, e.g. `"phone 192.168.1.20"`.
+pub fn device(client: IpAddr, user_agent: &str) -> String {
+    format!("{} {}", device_class(user_agent), client)
+}
+
+/// A short class of the client from its `User-Agent`: `tv`, `set-top-box`, `phone`, `tablet`,
+/// `player` (VLC, ffmpeg, GStreamer and other media players), `pc` (a desktop browser), or
+/// `other`.
+pub fn device_class(user_agent: &str) -> &'static str {
+    let ua = user_agent.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| ua.contains(w));
+    if has(&[
+        "smart-tv", "smarttv", "tizen", "webos", "web0s", "hbbtv", "bravia", "netcast", "aftt", "googletv", "mitv",
+    ]) {
+        "tv"
+    } else if has(&[
+        "set-top",
+        "settop",
+        "stb",
+        "ipanel",
+        "mibox",
+        "android tv",
+        "tvbox",
+        "tv box",
+    ]) {
+        "set-top-box"
+    } else if has(&["iphone", "ipod"]) || (ua.contains("android") && ua.contains("mobile")) || has(&["harmonyos"]) {
+        "phone"
+    } else if has(&["ipad", "android"]) {
+        "tablet"
+    } else if has(&[
+        "vlc",
+        "lavf",
+        "ffmpeg",
+        "ffprobe",
+        "gstreamer",
+        "exoplayer",
+        "applecoremedia",
+        "mpv",
+        "kodi",
+        "stagefright",
+    ]) {
+        "player"
+    } else if ua.starts_with("mozilla/") && has(&["windows", "macintosh", "x11", "linux", "cros"]) {
+        "pc"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 168, 1, last])
+    }
+
+    fn fetch(client: IpAddr, lesson: &str, rendition: &str, segment: usize, duration_ms: u32) -> SegmentFetch {
+        SegmentFetch {
+            client,
+            user_agent: "VLC/3.0.18 LibVLC/3.0.18".into(),
+            lesson: LessonId::new(lesson).unwrap(),
+            rendition: rendition.into(),
+            segment,
+            duration_ms,
+        }
+    }
+
+    #[test]
+    fn a_session_is_its_distinct_segments_and_ends_when_idle() {
+        let mut c = Capture::new(60);
+        for (t, seg) in [(100, 0), (104, 1), (104, 1), (108, 2), (150, 1)] {
+            assert!(c
+                .fetched(UnixTime(t), fetch(ip(20), "l1", "720p", seg, 4_000))
+                .is_empty());
+        }
+        assert!(
+            c.expire(UnixTime(209)).is_empty(),
+            "59 s after the last fetch it is still on"
+        );
+        let ended = c.expire(UnixTime(210));
+        assert_eq!(
+            ended,
+            vec![Viewing {
+                lesson: LessonId::new("l1").unwrap(),
+                rendition: "720p".into(),
+                started_at: UnixTime(100),
+                seconds_watched: 12,
+                device: "player 192.168.1.20".into(),
+                attendance: None,
+            }]
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn two_devices_and_two_renditions_are_separate_sessions() {
+        let mut c = Capture::new(60);
+        c.fetched(UnixTime(0), fetch(ip(1), "l1", "720p", 0, 4_000));
+        c.fetched(UnixTime(1), fetch(ip(2), "l1", "720p", 0, 4_000));
+        c.fetched(UnixTime(2), fetch(ip(1), "l1", "360p", 1, 3_500));
+        c.fetched(UnixTime(3), fetch(ip(1), "l2", "720p", 0, 4_000));
+        assert_eq!(c.len(), 4);
+        let mut all = c.finish();
+        all.sort_by(|a, b| (&a.device, &a.lesson, &a.rendition).cmp(&(&b.device, &b.lesson, &b.rendition)));
+        let summary: Vec<_> = all
+            .iter()
+            .map(|v| {
+                (
+                    v.device.as_str(),
+                    v.lesson.as_str(),
+                    v.rendition.as_str(),
+                    v.seconds_watched,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("player 192.168.1.1", "l1", "360p", 4),
+                ("player 192.168.1.1", "l1", "720p", 4),
+                ("player 192.168.1.1", "l2", "720p", 4),
+                ("player 192.168.1.2", "l1", "720p", 4),
+            ]
+        );
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_fetch_after_the_idle_time_starts_a_new_session() {
+        let mut c = Capture::new(60);
+        c.fetched(UnixTime(0), fetch(ip(1), "l1", "720p", 0, 4_000));
+        let ended = c.fetched(UnixTime(61), fetch(ip(1), "l1", "720p", 1, 4_000));
+        assert_eq!(ended.len(), 1);
+        assert_eq!((ended[0].started_at, ended[0].seconds_watched), (UnixTime(0), 4));
+        let rest = c.finish();
+        assert_eq!((rest[0].started_at, rest[0].seconds_watched), (UnixTime(61), 4));
+    }
+
+    #[test]
+    fn a_clock_stepping_back_neither_ends_nor_shortens_a_session() {
+        let mut c = Capture::new(60);
+        c.fetched(UnixTime(1_000), fetch(ip(1), "l1", "720p", 0, 4_000));
+        c.fetched(UnixTime(500), fetch(ip(1), "l1", "720p", 1, 4_000));
+        assert!(c.expire(UnixTime(1_059)).is_empty());
+        assert_eq!(c.expire(UnixTime(1_060)).len(), 1);
+    }
+
+    #[test]
+    fn device_classes_from_user_agents() {
+        let cases = [
+            ("Mozilla/5.0 (Linux; Android 13; M2101K6C) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36", "phone"),
+            ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15", "phone"),
+            ("Mozilla/5.0 (Linux; Android 9; MIBOX4 Build/PI) AppleWebKit/537.36 Chrome/96.0 Safari/537.36", "set-top-box"),
+            ("Mozilla/5.0 (Linux; Android 12; Xiaomi Pad 6) AppleWebKit/537.36 Chrome/118.0 Safari/537.36", "tablet"),
+            ("Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36", "tv"),
+            ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0 Safari/537.36", "pc"),
+            ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36", "pc"),
+            ("VLC/3.0.18 LibVLC/3.0.18", "player"),
+            ("Lavf/59.27.100", "player"),
+            ("", "other"),
+            ("curl/7.88.1", "other"),
+        ];
+        for (ua, class) in cases {
+            assert_eq!(device_class(ua), class, "{ua}");
+        }
+        assert_eq!(device(IpAddr::from([10, 0, 0, 7]), "curl/8"), "other 10.0.0.7");
+    }
+
+    fn arb_fetch() -> impl Strategy<Value = (u64, u8, u8, usize, u32)> {
+        // (seconds since the previous fetch, client, rendition, segment, duration)
+        (0u64..100, 0u8..3, 0u8..2, 0usize..20, 1u32..10_000)
+    }
+
+    proptest! {
+        /// Whatever the order and timing of fetches: every session ends exactly once (nothing
+        /// lost, nothing twice), a record never counts a segment twice, and the total watched
+        /// equals the sum, over the sessions, of their distinct segments' durations.
+        #[test]
+        fn every_fetch_lands_in_exactly_one_record(
+            fetches in proptest::collection::vec(arb_fetch(), 1..200),
+            idle in 1u64..120,
+        ) {
+            let mut c = Capture::new(idle);
+            let mut now = 1_000u64;
+            let mut records = Vec::new();
+            // The model: per (client, rendition), the segments of the current session.
+            let mut model: BTreeMap<(u8, u8), (u64, BTreeMap<usize, u32>)> = BTreeMap::new();
+            let mut expected = Vec::new();
+            for (gap, client, rendition, segment, duration) in fetches {
+                now += gap;
+                let open: Vec<_> = model.iter().filter(|(_, (last, _))| now - *last >= idle).map(|(k, _)| *k).collect();
+                for k in open {
+                    let (_, segs) = model.remove(&k).unwrap();
+                    expected.push((k, segs.values().map(|d| u64::from(*d)).sum::<u64>()));
+                }
+                let entry = model.entry((client, rendition)).or_insert((now, BTreeMap::new()));
+                entry.0 = now;
+                entry.1.entry(segment).or_insert(duration);
+                records.extend(c.fetched(
+                    UnixTime(now),
+                    fetch(ip(client), "l", &format!("r{rendition}"), segment, duration),
+                ));
+            }
+            records.extend(c.finish());
+            for (k, (_, segs)) in model {
+                expected.push((k, segs.values().map(|d| u64::from(*d)).sum::<u64>()));
+            }
+            prop_assert_eq!(records.len(), expected.len());
+            let mut got: Vec<_> = records
+                .iter()
+                .map(|v| (v.device.clone(), v.rendition.clone(), u64::from(v.seconds_watched)))
+                .collect();
+            let mut want: Vec<_> = expected
+                .iter()
+                .map(|((client, r), ms)| (format!("player {}", ip(*client)), format!("r{r}"), (ms + 500) / 1000))
+                .collect();
+            got.sort();
+            want.sort();
+            prop_assert_eq!(got, want);
+            prop_assert!(c.is_empty());
+        }
+    }
+}
