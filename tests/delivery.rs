@@ -42,6 +42,8 @@ async fn two_hundred_stations_each_chunk_once_per_city_relay() {
         // the origin sending each chunk once per city relay is down to coalescing alone.
         prefetch: PrefetchPolicy::None,
         station_rate: None,
+        far_stations: 0,
+        far_station_rate: None,
         memtable_bytes: 2 << 20,
     };
     let tree = Topology::start(&config, &keys).await.unwrap();

@@ -152,6 +152,8 @@ async fn stations_fail_over_when_their_district_relay_dies() {
         prefetch: PrefetchPolicy::None,
         // Capped so the sync is still running when the relay dies.
         station_rate: Some(RateLimit::from_bits_per_sec(4_000_000, 50).unwrap()),
+        far_stations: 0,
+        far_station_rate: None,
         memtable_bytes: 2 << 20,
     };
     let mut tree = Topology::start(&config, &keys).await.unwrap();

@@ -139,6 +139,8 @@ async fn prometheus_scrapes_every_node_and_sees_the_sync() {
             stations: 2,
             prefetch: PrefetchPolicy::None,
             station_rate: None,
+            far_stations: 0,
+            far_station_rate: None,
             memtable_bytes: 4 << 20,
         },
         &keys,

@@ -521,22 +521,64 @@ pub fn status(args: StatusArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The fleet JSON as terminal tables.
+/// Rows as a table whose columns are as wide as their widest cell (counted in characters);
+/// the columns named in `right` are right-aligned. The last column is not padded.
+fn table(rows: &[Vec<String>], right: &[usize]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = " ".repeat(widths[c] - cell.chars().count());
+            if c > 0 {
+                line.push_str("  ");
+            }
+            if right.contains(&c) {
+                line.push_str(&pad);
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                if c + 1 < row.len() {
+                    line.push_str(&pad);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The fleet JSON as terminal tables: stations by district and town, then the showings ahead.
 pub fn fleet_tables(v: &Value) -> String {
     let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let n = |v: &Value| v.as_u64().unwrap_or(0).to_string();
     let mut out = format!(
-        "{} stations online, {} offline\n\n{:<12} {:<12} {:<16} {:<7} {:<18} {:>5}  {:<20}  AT RISK\n",
-        n(&v["stations_online"]),
-        n(&v["stations_offline"]),
+        "{} stations online, {} offline\n\n",
+        v["stations_online"].as_u64().unwrap_or(0),
+        v["stations_offline"].as_u64().unwrap_or(0),
+    );
+    let mut rows = vec![[
         "DISTRICT",
         "TOWN",
         "STATION",
         "ONLINE",
         "VERSION",
         "READY",
-        "LAST SEEN"
-    );
+        "LAST SEEN",
+        "AT RISK",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
     let (mut district, mut town) = (String::new(), String::new());
     for st in v["stations"].as_array().into_iter().flatten() {
         let (d, t) = (s(&st["district"]), s(&st["town"]));
@@ -554,8 +596,7 @@ pub fn fleet_tables(v: &Value) -> String {
             .flatten()
             .map(|r| format!("{}: {}", s(&r["lesson"]), s(&r["reason"])))
             .collect();
-        out.push_str(&format!(
-            "{:<12} {:<12} {:<16} {:<7} {:<18} {:>5}  {:<20}  {}\n",
+        rows.push(vec![
             show_d,
             show_t,
             s(&st["station"]),
@@ -563,7 +604,8 @@ pub fn fleet_tables(v: &Value) -> String {
                 "yes"
             } else {
                 "NO"
-            },
+            }
+            .to_owned(),
             s(&st["version"]),
             n(&st["lessons_ready"]),
             s(&st["last_seen_utc"]),
@@ -571,21 +613,29 @@ pub fn fleet_tables(v: &Value) -> String {
                 "-".to_owned()
             } else {
                 risks.join("; ")
-            }
-        ));
+            },
+        ]);
     }
+    out.push_str(&table(&rows, &[5]));
     let showings = v["showings"].as_array().cloned().unwrap_or_default();
     if !showings.is_empty() {
-        out.push_str(&format!(
-            "\n{:<20} {:<24} {:<12} {:>5} {:>11} {:<20} {:>7} {:>7}\n",
-            "SHOWING", "LESSON", "DISTRICT", "READY", "DOWNLOADING", "PREDICTED FINISH", "AT RISK", "OFFLINE"
-        ));
+        let mut rows = vec![[
+            "SHOWING",
+            "LESSON",
+            "DISTRICT",
+            "READY",
+            "DOWNLOADING",
+            "PREDICTED FINISH",
+            "AT RISK",
+            "OFFLINE",
+        ]
+        .map(str::to_owned)
+        .to_vec()];
         for sh in &showings {
             let finish = sh["predicted_finish"]
                 .as_u64()
                 .map_or("-".to_owned(), admin_client::format_time);
-            out.push_str(&format!(
-                "{:<20} {:<24} {:<12} {:>5} {:>11} {:<20} {:>7} {:>7}\n",
+            rows.push(vec![
                 s(&sh["show_at_utc"]),
                 s(&sh["lesson"]),
                 s(&sh["district"]),
@@ -593,9 +643,11 @@ pub fn fleet_tables(v: &Value) -> String {
                 n(&sh["downloading"]),
                 finish,
                 n(&sh["at_risk"]),
-                n(&sh["offline"])
-            ));
+                n(&sh["offline"]),
+            ]);
         }
+        out.push('\n');
+        out.push_str(&table(&rows, &[3, 4, 6, 7]));
     }
     out
 }
@@ -749,4 +801,43 @@ pub fn enroll(args: EnrollArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fleet_tables;
+
+    #[test]
+    fn fleet_tables_line_up_columns_whatever_the_names() {
+        let v = serde_json::json!({
+            "stations_online": 1, "stations_offline": 1,
+            "stations": [
+                {"district": "conghua", "town": "a-very-long-town-name", "station": "village-0001", "online": true,
+                 "version": "courseway 0.1.0", "lessons_ready": 12, "last_seen_utc": "2026-12-05 13:00 UTC", "at_risk": []},
+                {"district": "conghua", "town": "jiekou", "station": "v2", "online": false,
+                 "version": "courseway 0.1.0", "lessons_ready": 3, "last_seen_utc": "2026-12-04 08:00 UTC",
+                 "at_risk": [{"lesson": "wheat-101", "reason": "today's download quota is spent"}]}
+            ],
+            "showings": [{"show_at_utc": "2026-12-05 19:30 UTC", "lesson": "wheat-101", "district": "conghua",
+                          "ready": 1, "downloading": 0, "at_risk": 1, "offline": 1}]
+        });
+        let text = fleet_tables(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "1 stations online, 1 offline");
+        // Header and rows: every STATION cell starts in the same column.
+        let column = lines[2].find("STATION").unwrap();
+        assert_eq!(lines[3].find("village-0001"), Some(column), "{text}");
+        assert_eq!(lines[4].find("v2"), Some(column), "{text}");
+        assert!(lines[4].contains(" NO "), "{text}");
+        assert!(
+            lines[4].ends_with("wheat-101: today's download quota is spent"),
+            "{text}"
+        );
+        assert!(lines[3].ends_with(" -"), "{text}");
+        // The showings: counts right-aligned under their headers.
+        let header = lines[6];
+        let row = lines[7];
+        assert_eq!(header.len(), row.len(), "{text}");
+        assert!(row.ends_with(" 1        1"), "{text}");
+    }
 }

@@ -14,11 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use courseway::topology::{DeploymentKeys, MetricsTarget, Topology, TopologyConfig};
+use courseway_content::schedule::{ScheduleEntry, Target};
 use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::{Category, ChunkId, LessonId, LessonManifest};
 use courseway_media::testsrc::{make_test_source, TestSource};
 use courseway_media::{AttachmentInput, CancelToken, LadderConfig, LessonMeta};
 use courseway_net::RateLimit;
+use courseway_origin::admin::workflow::Role;
+use courseway_origin::admin::{AdminApi, AdminConfig};
 use courseway_relay::PrefetchPolicy;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -47,6 +50,17 @@ pub struct DemoArgs {
     /// Each station's download cap in Mbit/s (0: uncapped).
     #[arg(long, default_value_t = 0.0)]
     link_mbit: f64,
+    /// Far villages: the last stations, on a slow line (`--far-link-kbit`). The lesson is put on
+    /// the schedule for every village (`--showing-in-minutes`); a far village will not have it
+    /// in time, says so in its heartbeat, and `courseway status` shows it at risk with its reason.
+    #[arg(long, default_value_t = 1)]
+    far_villages: usize,
+    /// The far villages' download cap in kbit/s.
+    #[arg(long, default_value_t = 64)]
+    far_link_kbit: u64,
+    /// Minutes from the start until the lesson's showing in every village.
+    #[arg(long, default_value_t = 45)]
+    showing_in_minutes: u64,
     /// Relays fetch published lessons before any station asks.
     #[arg(long)]
     prefetch: bool,
@@ -75,6 +89,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         (2..=3600).contains(&args.lesson_seconds),
         "--lesson-seconds must be between 2 and 3600"
+    );
+    anyhow::ensure!(
+        args.far_villages < args.stations,
+        "--far-villages must be fewer than --stations (the demo waits for the other villages)"
+    );
+    anyhow::ensure!(args.far_link_kbit >= 8, "--far-link-kbit must be at least 8");
+    anyhow::ensure!(
+        (1..=7 * 24 * 60).contains(&args.showing_in_minutes),
+        "--showing-in-minutes must be between 1 and 10080"
     );
     anyhow::ensure!(
         args.link_mbit >= 0.0,
@@ -112,6 +135,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
             PrefetchPolicy::None
         },
         station_rate,
+        far_stations: args.far_villages,
+        far_station_rate: Some(
+            RateLimit::from_bits_per_sec(args.far_link_kbit * 1000, 100).context("--far-link-kbit")?,
+        ),
         memtable_bytes: 4 << 20,
     };
     eprintln!(
@@ -124,11 +151,16 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("  origin listening on {} (UDP, QUIC)", tree.origin.local_addr()?);
     let targets = tree.serve_metrics().await?;
     print_metrics_targets(&targets, &dir)?;
-    // Viewing records stay in the log: the demo has no outbox.
+    // Viewings on a station's page go to its outbox and up to the origin as reports.
     let pages = tree.serve_lan().await?;
     for (name, url) in &pages {
         eprintln!("  TV page of station {name}: {url}");
     }
+    let (admin, operator_token) = start_admin(&tree, &dir).await?;
+    eprintln!(
+        "  fleet status: COURSEWAY_SERVER={} COURSEWAY_TOKEN={operator_token} courseway status",
+        admin.local_addr()
+    );
 
     let (manifest, chunks) = match args.courseware {
         Courseware::Video => video_lesson(&dir, args.lesson_seconds).await?,
@@ -155,10 +187,21 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         manifest.renditions.len()
     );
 
+    // Tonight's showing, in every village.
+    let show_at = courseway_node::clock::now().plus_secs(args.showing_in_minutes * 60);
+    let entry = ScheduleEntry {
+        lesson: manifest.id.clone(),
+        show_at,
+        target: Target::All,
+    };
+    tokio::task::block_in_place(|| tree.origin.publish_schedule(vec![entry]))?;
+    eprintln!("  scheduled its showing in every village at {}", show_at.utc());
+
+    let near = args.stations - args.far_villages;
     let bars = TierBars::new(&tree, lesson_bytes);
     let interrupted = loop {
         bars.update(&tree, version);
-        if tree.stations_synced(version) == args.stations {
+        if near_stations_synced(&tree, near, version) && at_risk_heard(&tree, args.far_villages) {
             break false;
         }
         tokio::select! {
@@ -177,6 +220,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let seconds = started.elapsed().as_secs_f64();
+    let at_risk = stations_at_risk(&tree);
+    for (station, lesson, reason) in &at_risk {
+        eprintln!("  at risk at {station}: {lesson}: {reason}");
+    }
 
     // Measured, not assumed: re-hash everything the stations hold.
     let mut bad_chunks_served = 0usize;
@@ -193,7 +240,10 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         args.stations
     };
     let egress_ratio = origin_bytes_sent as f64 / (lesson_bytes as f64 * first_tier as f64);
-    eprintln!("  every station holds the lesson, verified; egress ratio {egress_ratio:.3}; {seconds:.1} s");
+    eprintln!(
+        "  every village on a normal line holds the lesson ({near} of {}), verified; egress ratio {egress_ratio:.3}; {seconds:.1} s",
+        args.stations
+    );
     if args.json {
         println!(
             "{}",
@@ -205,6 +255,9 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
                 },
                 "renditions": manifest.renditions.len(),
                 "stations_complete": tree.stations_synced(version),
+                "far_villages": args.far_villages,
+                "at_risk": at_risk.iter().map(|(station, lesson, reason)| serde_json::json!({"station": station, "lesson": lesson, "reason": reason})).collect::<Vec<_>>(),
+                "admin_api": admin.local_addr().to_string(),
                 "lesson_bytes": lesson_bytes,
                 "origin_bytes_sent": origin_bytes_sent,
                 "first_tier_relays": first_tier,
@@ -220,8 +273,59 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
         eprintln!("  stopping every node");
     }
+    drop(admin);
     tree.shutdown().await;
     Ok(())
+}
+
+/// The origin's admin API on loopback (for `courseway status`, `courseway lessons`, …) and a
+/// fresh operator token for it.
+async fn start_admin(tree: &Topology, dir: &Path) -> anyhow::Result<(AdminApi, String)> {
+    let config = AdminConfig::new(
+        std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)),
+        dir.join("origin-admin"),
+        dir.join("origin-spool"),
+    );
+    let token = courseway_origin::admin::tokens::create(
+        &config.tokens_file(),
+        &format!("demo-operator-{}", std::process::id()),
+        Role::Operator,
+        None,
+        courseway_node::clock::now().0,
+    )
+    .context("making the demo's operator token")?;
+    let admin = AdminApi::start(config, tree.origin.clone())
+        .await
+        .context("starting the origin's admin API")?;
+    Ok((admin, token))
+}
+
+/// Whether the first `near` stations hold every lesson of catalog `version`.
+fn near_stations_synced(tree: &Topology, near: usize, version: u64) -> bool {
+    tree.stations[..near]
+        .iter()
+        .all(|s| matches!(&*s.status().borrow(), st if st.synced && st.catalog_version >= version))
+}
+
+/// Whether the origin has heard from `far` stations that a lesson is at risk there.
+fn at_risk_heard(tree: &Topology, far: usize) -> bool {
+    let mut stations: Vec<String> = stations_at_risk(tree).into_iter().map(|(s, _, _)| s).collect();
+    stations.dedup();
+    stations.len() >= far
+}
+
+/// Station, lesson and reason of every lesson at risk, as the origin has it from heartbeats.
+fn stations_at_risk(tree: &Topology) -> Vec<(String, String, String)> {
+    tree.origin
+        .fleet_status(courseway_origin::FLEET_OFFLINE_AFTER)
+        .stations
+        .into_iter()
+        .flat_map(|st| {
+            st.at_risk
+                .into_iter()
+                .map(move |r| (st.station.clone(), r.lesson, r.reason))
+        })
+        .collect()
 }
 
 /// Makes the video lesson: a `seconds`-long 720p test pattern with a tone, transcoded into the

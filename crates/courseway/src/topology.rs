@@ -4,9 +4,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use courseway_content::{NodeName, OnlineKey, PublicKey, RootKey, UnixTime};
+use courseway_content::{AreaName, NodeName, OnlineKey, PublicKey, RootKey, UnixTime};
 use courseway_net::{DeploymentCa, Enrollment, NetError, RateLimit, Validity};
 use courseway_node::http::{HttpBindError, HttpServer};
 use courseway_node::metrics::{self, MetricsCollector, MetricsHandler};
@@ -30,6 +31,10 @@ pub struct TopologyConfig {
     pub prefetch: PrefetchPolicy,
     /// Each station's download cap.
     pub station_rate: Option<RateLimit>,
+    /// The last `far_stations` stations are far villages on a slower line...
+    pub far_stations: usize,
+    /// ...of this cap (`None`: the same as the others).
+    pub far_station_rate: Option<RateLimit>,
     /// Memtable size of each node's store (small keeps hundreds of stations in one process lean).
     pub memtable_bytes: usize,
 }
@@ -104,7 +109,8 @@ impl DeploymentKeys {
 /// The running tree.
 #[derive(Debug)]
 pub struct Topology {
-    pub origin: Origin,
+    /// Shared, so the origin's admin API can run beside the tree.
+    pub origin: Arc<Origin>,
     pub city: Vec<Relay>,
     pub district: Vec<Relay>,
     pub stations: Vec<Station>,
@@ -164,6 +170,7 @@ impl Topology {
             keys.online_key(courseway_node::clock::now()),
         )
         .await?;
+        let origin = Arc::new(origin);
         let origin_tier = vec![(origin_name, origin.local_addr()?)];
 
         let mut city = Vec::new();
@@ -213,8 +220,23 @@ impl Topology {
                 store(name.as_str()),
                 UpstreamConfig::new(parents(above_stations, i)),
             );
-            sc.rate_cap = config.station_rate;
+            let far = i >= config.stations.saturating_sub(config.far_stations);
+            sc.rate_cap = if far {
+                config.far_station_rate.or(config.station_rate)
+            } else {
+                config.station_rate
+            };
             sc.retry_after = Duration::from_secs(1);
+            // Its district is its district relay's (else the city's); a town per three villages
+            // of a district, so the fleet view has something to group.
+            let (above, _) = &above_stations[i % above_stations.len()];
+            let nth_in_district = i / above_stations.len();
+            sc.place.district = Some(AreaName::new(above.as_str())?);
+            sc.place.town = Some(AreaName::new(format!(
+                "{}-town-{}",
+                above.as_str(),
+                nth_in_district / 3 + 1
+            ))?);
             stations.push(Station::start(sc, keys.enroll(Role::Station, &name)?, keys.root_public()).await?);
         }
         Ok(Self {

@@ -370,8 +370,17 @@ async fn serve_stream<H, F>(
                 send,
                 recv,
             };
-            if let Err(e) = handler(incoming).await {
-                tracing::warn!(%peer, %stream, error = %e, "request handler failed");
+            match handler(incoming).await {
+                Ok(()) => {}
+                // The child no longer wants the answer (a newer catalog replaced its pass, it
+                // took the chunk from another parent, it is shutting down): nothing went wrong.
+                Err(
+                    e @ NetError::Write {
+                        source: quinn::WriteError::Stopped(_) | quinn::WriteError::ConnectionLost(_),
+                        ..
+                    },
+                ) => tracing::debug!(%peer, %stream, error = %e, "the peer stopped reading the answer"),
+                Err(e) => tracing::warn!(%peer, %stream, error = %e, "request handler failed"),
             }
             return;
         }

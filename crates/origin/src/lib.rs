@@ -269,6 +269,39 @@ impl Origin {
                 "Per scheduled showing ahead and district: stations ready, downloading, at risk, offline (from heartbeats)",
                 &per_showing,
             )?;
+            // When each showing ahead starts, so an alert can ask "at risk within an hour of
+            // its start" (a label cannot be compared with `time()`).
+            let mut starts: Vec<(Vec<(&'static str, String)>, i64)> = Vec::new();
+            for sh in &fleet.showings {
+                let labels = vec![("lesson", sh.lesson.clone()), ("showing", sh.show_at_utc.clone())];
+                if !starts.iter().any(|(l, _)| *l == labels) {
+                    starts.push((labels, sh.show_at as i64));
+                }
+            }
+            s.gauges(
+                "origin_fleet_showing_start_timestamp_seconds",
+                "When each scheduled showing ahead starts (Unix seconds)",
+                &starts,
+            )?;
+            // One series per station at the origin only (relays never carry a station label):
+            // what an "offline for hours" alert needs, for stations no Prometheus can scrape.
+            let last_seen: Vec<(Vec<(&'static str, String)>, i64)> = fleet
+                .stations
+                .iter()
+                .map(|st| {
+                    let labels = vec![
+                        ("station", st.station.clone()),
+                        ("district", st.district.clone()),
+                        ("town", st.town.clone()),
+                    ];
+                    (labels, st.last_seen as i64)
+                })
+                .collect();
+            s.gauges(
+                "origin_fleet_station_last_heartbeat_timestamp_seconds",
+                "When the origin last had a heartbeat from each station (Unix seconds)",
+                &last_seen,
+            )?;
             metrics::scrape_catalog(s, o.catalog.read().as_deref(), clock::now())?;
             metrics::scrape_store(s, &o.store.stats())
         }))

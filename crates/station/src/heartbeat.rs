@@ -33,6 +33,8 @@ pub fn at_risk_reason(l: &PlannedLesson, plan: &Plan, status: &SyncStatus) -> St
         format!("outside the download windows now; {mb:.1} MB still to download")
     } else {
         let rate = match status.goodput {
+            // A village line can be a few kB/s: one decimal there, so it never reads "0 kB/s".
+            Some(g) if g < 10_000 => format!("at the measured {:.1} kB/s", g as f64 / 1e3),
             Some(g) => format!("at the measured {:.0} kB/s", g as f64 / 1e3),
             None => "at the configured line rate (not measured yet)".to_owned(),
         };
