@@ -575,7 +575,7 @@ async fn lan_a_station_restarted_with_no_parent_reachable_still_serves_what_it_h
     };
     assert!(kept(station.store(), "kept-lesson") && kept(station.store(), "withdrawn-lesson"));
     // A withdrawn lesson's kept manifest goes with it.
-    origin.withdraw(&[gone.manifest.id.clone()]).unwrap();
+    origin.withdraw(std::slice::from_ref(&gone.manifest.id)).unwrap();
     wait_until("the withdrawal at the station", Duration::from_secs(30), || {
         station.lessons().len() == 1
     })

@@ -119,7 +119,7 @@ fn viewing(i: u64, of: u64) -> Viewing {
         started_at: week_start.plus_secs(i * WEEK / of),
         seconds_watched: 600 + (i % 5) as u32 * 60,
         device: format!("set-top-box 192.168.1.{}", i % 250),
-        attendance: (i % 3 == 0).then_some(10 + (i % 20) as u32),
+        attendance: i.is_multiple_of(3).then_some(10 + (i % 20) as u32),
     }
 }
 

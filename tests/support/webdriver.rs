@@ -65,7 +65,7 @@ impl Browser {
             driver,
             addr,
             session: String::new(),
-            profile: profile,
+            profile,
         };
         // chromedriver answers /status once it listens.
         let started = std::time::Instant::now();

@@ -690,7 +690,7 @@ mod tests {
             },
         ];
         let r = monthly(Month::parse("2026-12").unwrap(), &viewings, &readiness, &places);
-        let rows: Vec<(&str, &str, u32, f64, u32, u64, u32, u32)> = r
+        let rows: Vec<_> = r
             .areas
             .iter()
             .map(|a| {
@@ -829,7 +829,7 @@ mod fleet_tests {
                 reason: "disk full".into()
             }]
         );
-        let rows: Vec<(&str, u32, u32, Option<u64>, u32, u32)> = f
+        let rows: Vec<_> = f
             .showings
             .iter()
             .map(|s| {
