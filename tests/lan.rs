@@ -440,6 +440,43 @@ async fn lan_a_playback_idle_for_the_configured_time_is_recorded() {
     setup.shutdown().await;
 }
 
+/// The whole path of a viewing: segments played from the station's LAN server, the idle session
+/// recorded into the station's outbox (`Station::viewing_sink`, as `courseway station` and the
+/// demo run it), sent up as a report and stored at the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_a_playback_on_the_lan_reaches_the_origin_through_the_outbox() {
+    let mut setup = lan::start(Duration::from_secs(1), None).await;
+    setup.stop_lan();
+    let mut config = LanConfig::new(loopback(), setup.station.viewing_sink());
+    config.idle_after = Duration::from_secs(1);
+    let lan = setup.station.serve_lan(config).await.unwrap();
+    let stb = Device::new([127, 0, 0, 5], "Lavf/59.27.100");
+    for i in 0..3 {
+        let segment = stb.get(lan.local_addr(), &format!("/hls/{LESSON}/240p/{i}.ts")).await;
+        assert_eq!(segment.status, 200);
+    }
+    let origin = &setup.origin;
+    wait_until("the viewing stored at the origin", Duration::from_secs(60), || {
+        origin.viewings().unwrap().len() == 1
+    })
+    .await;
+    let (station, v) = origin.viewings().unwrap().remove(0);
+    assert_eq!(station.as_str(), "village-0001");
+    assert_eq!(v.lesson.as_str(), LESSON);
+    assert_eq!((v.rendition.as_str(), v.device.as_str()), ("240p", "player 127.0.0.5"));
+    assert_eq!(v.seconds_watched, 12);
+    // Acknowledged end to end: nothing left in the station's outbox.
+    let outbox = setup.station.outbox();
+    wait_until(
+        "the outbox emptied by the acknowledgement",
+        Duration::from_secs(30),
+        || outbox.depth() == 0,
+    )
+    .await;
+    drop(lan);
+    setup.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lan_a_lesson_not_yet_held_whole_is_404_with_its_progress() {
     // A station behind a slow line (200 kbit/s) fetching a 3 MB synthetic lesson: while it downloads, the

@@ -33,7 +33,7 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the local demo with synthetic courseware.
+    /// Run the local demo: a delivery tree on loopback with a GStreamer-made lesson and its showing.
     Demo(demo::DemoArgs),
     /// Run an origin: the top of the tree, which signs the catalog and serves relays.
     Origin(NodeArgs),
