@@ -31,6 +31,9 @@ pub enum NameError {
         name: String,
         found: char,
     },
+    /// "." and ".." name directories, and every name may end up as a file or directory name.
+    #[error("{kind} {name:?} is only dots; give a name with a letter or digit")]
+    OnlyDots { kind: &'static str, name: String },
 }
 
 fn validate(kind: &'static str, s: &str) -> Result<(), NameError> {
@@ -52,6 +55,12 @@ fn validate(kind: &'static str, s: &str) -> Result<(), NameError> {
             kind,
             name: s.to_owned(),
             found,
+        });
+    }
+    if s.chars().all(|c| c == '.') {
+        return Err(NameError::OnlyDots {
+            kind,
+            name: s.to_owned(),
         });
     }
     Ok(())
@@ -156,6 +165,10 @@ mod tests {
             LessonId::new("a".repeat(129)),
             Err(NameError::TooLong { len: 129, .. })
         ));
+        for dots in [".", "..", "..."] {
+            assert!(matches!(LessonId::new(dots), Err(NameError::OnlyDots { .. })), "{dots}");
+        }
+        assert!(LessonId::new("..a").is_ok() && LessonId::new("v1.2").is_ok());
     }
 
     #[test]
