@@ -833,6 +833,80 @@ async fn admin_upload_of_64_mb_streams_to_disk_and_resumes_after_a_cut() {
     s.origin.shutdown();
 }
 
+/// A client that stops sending but keeps its connection open does not hold the upload: after
+/// `upload_idle` the server ends that PUT as cut (keeping what arrived), so a resume is taken
+/// rather than refused as busy for ever. A file that shrinks under the client is an error, not
+/// an endless resend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_upload_stalled_with_its_connection_open_is_cut_and_resumed() {
+    let s = Setup::start_with(1 << 30, |c, _| c.upload_idle = Duration::from_secs(1)).await;
+    let submitter = s.client(Role::Submitter);
+    const SIZE: usize = 4 << 20;
+    let path = s.dir.path().join("stall.bin");
+    std::fs::write(&path, courseway_content::synthetic::pseudo_random(5, &[], SIZE)).unwrap();
+    let id = submitter
+        .create_upload("media", "stall.bin", SIZE as u64)
+        .await
+        .unwrap();
+    let (tx, body) = ChannelBody::new(2);
+    let put = {
+        let (c, id) = (submitter.clone(), id.clone());
+        tokio::spawn(async move { c.put_upload(&id, 0, body).await })
+    };
+    let first = std::fs::read(&path).unwrap()[..SIZE / 4].to_vec();
+    tx.send(Ok(Bytes::from(first))).await.unwrap();
+    // While the body is open the upload is busy…
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let e = submitter
+        .put_upload(&id, 0, http_body_util::Full::new(Bytes::from_static(b"x")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(StatusCode::CONFLICT), Some("busy")),
+        "{e}"
+    );
+    // …and a second after the last byte the server ends the stalled PUT itself, the sender
+    // still connected and silent.
+    let ended = tokio::time::timeout(Duration::from_secs(30), put)
+        .await
+        .expect("the stalled PUT ended");
+    assert!(ended.unwrap().is_err(), "a stalled body is a cut");
+    drop(tx);
+    let (resumed_at, done) = resume(&submitter, &id, &path).await;
+    assert_eq!(resumed_at, (SIZE / 4) as u64, "what arrived before the stall is kept");
+    assert_eq!(done, SIZE as u64);
+    let stored = std::fs::read(s.spool.join("uploads").join(&id)).unwrap();
+    assert_eq!(blake3::hash(&stored), blake3::hash(&std::fs::read(&path).unwrap()));
+
+    // A file cut shorter after its upload was declared: the client stops with the reason.
+    let shrinking = s.dir.path().join("shrinking.bin");
+    std::fs::write(&shrinking, vec![7u8; 1 << 20]).unwrap();
+    let truncate = {
+        let shrinking = shrinking.clone();
+        move |sent: u64| {
+            if sent > 0 {
+                let f = std::fs::OpenOptions::new().write(true).open(&shrinking).unwrap();
+                f.set_len(1 << 19).unwrap();
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        submitter.upload_file(&shrinking, "media", truncate),
+    )
+    .await
+    .expect("the client does not loop on a file that shrank");
+    match outcome {
+        Ok(id) => panic!("a shrunk file uploaded as {id}"),
+        Err(e) => assert!(
+            matches!(e, ClientError::File { .. }) || e.status() == Some(StatusCode::BAD_REQUEST),
+            "{e}"
+        ),
+    }
+    s.origin.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_ingest_job_cancelled_leaves_no_output() {
     let s = Setup::start(1 << 30).await;

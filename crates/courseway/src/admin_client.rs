@@ -28,6 +28,9 @@ pub const UPLOAD_BLOCK: usize = 256 << 10;
 /// How many times an upload resumes after a cut before giving up.
 pub const UPLOAD_RETRIES: u32 = 5;
 
+/// Wait before resuming when the server still holds an earlier, cut `PUT` of the upload.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What went wrong talking to the admin API.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -60,6 +63,14 @@ pub enum ClientError {
 
 impl ClientError {
     /// The HTTP status of a server refusal.
+    /// The server's error code (`"busy"`, `"not_owner"`, …), for a refusal.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Server { body, .. } => body["code"].as_str(),
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             ClientError::Server { status, .. } => Some(*status),
@@ -320,10 +331,29 @@ impl AdminClient {
         let id = self.create_upload(kind, &name, size).await?;
         let mut offset = 0;
         let mut tries = 0;
-        while offset < size || size == 0 {
+        while offset < size {
             match self.send_file_from(&id, path, offset, progress.clone()).await {
                 Ok(o) if o == size => return Ok(id),
-                Ok(o) => offset = o,
+                // The server took everything sent, and it was less than the file's size when the
+                // upload began: the file shrank (being rewritten?). Resending would send nothing.
+                Ok(o) => {
+                    return Err(ClientError::File {
+                        path: path.display().to_string(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("the file is now {o} bytes, not the {size} it had when the upload began; upload it again once nothing writes to it"),
+                        ),
+                    })
+                }
+                // The server still holds the previous, cut PUT open for a moment: wait for it.
+                Err(e) if e.status() == Some(StatusCode::CONFLICT) && e.code() == Some("busy") => {
+                    tries += 1;
+                    if tries > UPLOAD_RETRIES {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(BUSY_WAIT).await;
+                    offset = self.upload_offset(&id).await?;
+                }
                 Err(e @ ClientError::Server { .. }) if e.status() != Some(StatusCode::BAD_REQUEST) => return Err(e),
                 Err(e) => {
                     tries += 1;
@@ -333,9 +363,6 @@ impl AdminClient {
                     tracing::warn!(error = %e, "upload cut; resuming");
                     offset = self.upload_offset(&id).await?;
                 }
-            }
-            if size == 0 {
-                break;
             }
         }
         Ok(id)

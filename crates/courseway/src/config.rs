@@ -365,6 +365,13 @@ pub struct AdminSection {
     /// Days a certificate issued by enrolment is valid.
     #[serde(default = "default_enrol_days")]
     pub enrol_certificate_days: u64,
+    /// Seconds an upload's body may send nothing before the upload is taken as cut.
+    #[serde(default = "default_upload_idle_seconds")]
+    pub upload_idle_seconds: u64,
+}
+
+fn default_upload_idle_seconds() -> u64 {
+    courseway_origin::admin::spool::DEFAULT_BODY_IDLE.as_secs()
 }
 
 fn default_requests_per_minute() -> u32 {
@@ -406,8 +413,14 @@ impl AdminSection {
             self.enrol_certificate_days >= 1,
             "origin.admin.enrol_certificate_days must be at least 1"
         );
+        ensure!(
+            (1..=3600).contains(&self.upload_idle_seconds),
+            "origin.admin.upload_idle_seconds = {} is out of range; give 1 to 3600 (default 60)",
+            self.upload_idle_seconds
+        );
         let mut c =
             courseway_origin::admin::AdminConfig::new(self.listen, base.join(&self.data), base.join(&self.spool));
+        c.upload_idle = Duration::from_secs(self.upload_idle_seconds);
         c.max_upload = self.max_upload.as_u64();
         c.max_attachment = self.max_attachment.as_u64();
         c.jobs = self.jobs;

@@ -59,6 +59,8 @@ pub struct AdminConfig {
     pub rate_limits: ratelimit::RateLimits,
     /// Enrolment (`POST /api/enrol`); `None`: the origin holds no CA key and enrols nobody.
     pub enrol: Option<enrol::EnrolConfig>,
+    /// An upload body that sends nothing for this long is taken as cut (the client resumes).
+    pub upload_idle: std::time::Duration,
 }
 
 impl AdminConfig {
@@ -74,6 +76,7 @@ impl AdminConfig {
             ladder: LadderConfig::default(),
             rate_limits: ratelimit::RateLimits::default(),
             enrol: None,
+            upload_idle: spool::DEFAULT_BODY_IDLE,
         }
     }
 
@@ -183,7 +186,7 @@ impl AdminApi {
             .validate()
             .map_err(|e| AdminError::Ladder(e.to_string()))?;
         let db = Arc::new(db::AdminDb::open(&config.data.join("db"))?);
-        let spool = spool::Spool::open(config.spool.clone())?;
+        let spool = spool::Spool::open(config.spool.clone(), config.upload_idle)?;
         let failed = ingest::fail_interrupted(&db, &config.spool.join("lessons"), courseway_node::clock::now().0)?;
         if failed > 0 {
             tracing::warn!(

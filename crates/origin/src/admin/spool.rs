@@ -16,6 +16,10 @@ use hyper::body::{Bytes, Incoming};
 use parking_lot::Mutex;
 use rand::RngCore;
 
+/// Default [`Spool`] body idle limit: how long an upload's body may send nothing before the
+/// `PUT` ends as cut (the client resumes from what arrived).
+pub const DEFAULT_BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why an upload could not be taken.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -69,6 +73,7 @@ pub fn check_size(size: u64, limit: u64) -> Result<(), SpoolError> {
 pub struct Spool {
     dir: PathBuf,
     busy: Mutex<HashSet<String>>,
+    body_idle: std::time::Duration,
 }
 
 /// Removes an upload from the busy set when its `PUT` ends, however it ends.
@@ -88,7 +93,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
 }
 
 impl Spool {
-    pub fn open(dir: PathBuf) -> Result<Arc<Self>, SpoolError> {
+    /// The spool in `dir`; an upload body silent for `body_idle` is taken as cut.
+    pub fn open(dir: PathBuf, body_idle: std::time::Duration) -> Result<Arc<Self>, SpoolError> {
         for sub in ["uploads", "lessons"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
@@ -96,6 +102,7 @@ impl Spool {
         Ok(Arc::new(Self {
             dir,
             busy: Mutex::new(HashSet::new()),
+            body_idle,
         }))
     }
 
@@ -164,7 +171,18 @@ impl Spool {
         let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
         let mut at = offset;
         let outcome = loop {
-            match body.frame().await {
+            // A client that stops sending but keeps its connection open would hold the upload
+            // (and its busy mark) for ever: silence for `body_idle` is a cut like any other.
+            let Ok(frame) = tokio::time::timeout(self.body_idle, body.frame()).await else {
+                tracing::info!(
+                    upload = id,
+                    received = at,
+                    idle_secs = self.body_idle.as_secs(),
+                    "upload body stalled; taken as cut"
+                );
+                break Err(());
+            };
+            match frame {
                 None => break Ok(()),
                 Some(Err(e)) => {
                     tracing::info!(upload = id, received = at, error = %e, "upload body cut");
