@@ -907,6 +907,33 @@ async fn admin_upload_stalled_with_its_connection_open_is_cut_and_resumed() {
     s.origin.shutdown();
 }
 
+/// Two lessons asked at once from one upload (a double click, a retried request): one is made,
+/// the other refused with 409 and the lesson it went into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_one_upload_makes_one_lesson_even_when_asked_twice_at_once() {
+    let s = Setup::start(1 << 30).await;
+    let source = s.dir.path().join("twice.mp4");
+    make_source(&source, 2).await;
+    let submitter = s.client(Role::Submitter);
+    let id = submitter.upload_file(&source, "media", |_| {}).await.unwrap();
+    let body = json!({ "upload": id, "title": "t", "department": "d", "category": "elective" });
+    let (a, b) = tokio::join!(
+        submitter.post("/api/lessons", &body),
+        submitter.post("/api/lessons", &body)
+    );
+    let (made, refused) = match (a, b) {
+        (Ok(made), Err(refused)) | (Err(refused), Ok(made)) => (made, refused),
+        (a, b) => panic!("one lesson and one refusal expected, got {a:?} and {b:?}"),
+    };
+    assert_eq!(refused.status(), Some(StatusCode::CONFLICT), "{refused}");
+    let lesson = made["lesson"].as_str().unwrap();
+    assert!(refused.to_string().contains(lesson), "{refused}");
+    wait_job(&s, made["job"].as_str().unwrap()).await;
+    let listed = s.client(Role::Viewer).get("/api/lessons").await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    s.origin.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_ingest_job_cancelled_leaves_no_output() {
     let s = Setup::start(1 << 30).await;

@@ -794,7 +794,18 @@ async fn create_lesson(
     for u in &mut used {
         u.lesson = Some(record.id.clone());
     }
+    // Two requests naming the same upload (a double click, a retried request): one lesson. The
+    // uploads are checked again and claimed under the workflow lock.
+    let _one_step_at_a_time = inner.workflow.lock().await;
     blocking(move || -> Result<(), ApiError> {
+        for u in &used {
+            if let Some(lesson) = db.upload(&u.id)?.and_then(|held| held.lesson) {
+                return Err(ApiError::conflict(format!(
+                    "upload {} already went into lesson {lesson}; upload the file again for another lesson",
+                    u.id
+                )));
+            }
+        }
         db.put_job(&j)?;
         db.put_lesson(&r)?;
         for u in &used {
@@ -822,10 +833,6 @@ async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput) {
             .unwrap_or_else(|e| JobOutcome::Failed(format!("the job stopped: {e}")))
     };
     drop(permit);
-    let _ = std::fs::remove_file(&source);
-    for a in attachments {
-        let _ = std::fs::remove_file(a);
-    }
     // Index into ENDED_JOB_STATES.
     let ended = match &outcome {
         JobOutcome::Done { .. } => 0,
@@ -876,6 +883,12 @@ async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput) {
     .await;
     if !matches!(result, Ok(Ok(()))) {
         tracing::error!(?result, "the end of an ingest job could not be recorded");
+    }
+    // The uploads go only once the outcome is written: a restart in between finds the job
+    // still `processing`, marks it failed, and the upload files are swept with it.
+    let _ = std::fs::remove_file(&source);
+    for a in attachments {
+        let _ = std::fs::remove_file(a);
     }
     inner.jobs_ended[ended].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = live.record.lock().id.clone();

@@ -292,6 +292,10 @@ impl AdminDb {
         self.get(UPLOADS, id.as_bytes())
     }
 
+    pub fn uploads(&self) -> Result<Vec<UploadRecord>, DbError> {
+        self.all(UPLOADS, IteratorMode::Start, usize::MAX)
+    }
+
     /// Appends to the audit log (synced) and returns the entry's sequence number.
     pub fn audit(&self, mut record: AuditRecord) -> Result<u64, DbError> {
         let seq = self.next_audit.fetch_add(1, Ordering::SeqCst);

@@ -216,6 +216,24 @@ pub fn fail_interrupted(db: &AdminDb, spool_lessons: &Path, now: u64) -> Result<
     Ok(n)
 }
 
+/// Removes the files of uploads that went into a lesson no longer being transcoded (a job's
+/// uploads are removed after its outcome is written; a restart in between leaves them).
+/// Returns how many were removed.
+pub fn sweep_used_uploads(db: &AdminDb, spool: &super::spool::Spool) -> Result<usize, super::db::DbError> {
+    let mut removed = 0;
+    for upload in db.uploads()? {
+        let Some(lesson) = &upload.lesson else { continue };
+        let transcoding = db
+            .lesson(lesson)?
+            .is_some_and(|l| l.state == LessonState::Processing.as_str());
+        let path = spool.upload_path(&upload.id);
+        if !transcoding && path.exists() && std::fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// A lesson id made by the origin: `lesson-` and 16 random hex digits.
 pub fn new_lesson_id() -> LessonId {
     LessonId::new(super::spool::new_id("lesson-")).expect("letters, digits and '-' make a valid lesson id")

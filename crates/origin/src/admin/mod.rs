@@ -194,6 +194,13 @@ impl AdminApi {
                 "lessons whose transcode was cut by a restart are marked failed"
             );
         }
+        let swept = ingest::sweep_used_uploads(&db, &spool)?;
+        if swept > 0 {
+            tracing::info!(
+                uploads = swept,
+                "removed the files of uploads already made into lessons"
+            );
+        }
         let caught_up = records_follow_the_catalog(&db, &origin)?;
         if caught_up > 0 {
             tracing::warn!(
