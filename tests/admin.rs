@@ -611,7 +611,7 @@ async fn admin_workflow_from_cut_upload_to_station_and_withdrawal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admin_refuses_oversized_non_media_and_misnamed_uploads() {
-    let s = Setup::start(4 << 30).await;
+    let s = Setup::start(2 << 30).await;
     let submitter = s.client(Role::Submitter);
     only(
         &s,
@@ -621,16 +621,16 @@ async fn admin_refuses_oversized_non_media_and_misnamed_uploads() {
         json!({ "name": "a.mp4", "size": 10 }),
     )
     .await;
-    // The limit is checked on the declared size, before any body: a 3 GiB sparse file is
-    // accepted as an upload under a 4 GiB limit, a 5 GiB one is refused.
+    // The limit is checked on the declared size, before any body: a 1 GiB sparse file is
+    // accepted as an upload under a 2 GiB limit, a 3 GiB one is refused.
     let big = s.dir.path().join("big.mp4");
     let f = std::fs::File::create(&big).unwrap();
-    f.set_len(5 << 30).unwrap();
+    f.set_len(3 << 30).unwrap();
     let e = submitter.upload_file(&big, "media", |_| {}).await.unwrap_err();
     assert_eq!(e.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{e}");
     assert!(e.to_string().contains("max_upload"), "{e}");
-    f.set_len(3 << 30).unwrap();
-    let id = submitter.create_upload("media", "big.mp4", 3 << 30).await.unwrap();
+    f.set_len(1 << 30).unwrap();
+    let id = submitter.create_upload("media", "big.mp4", 1 << 30).await.unwrap();
     assert_eq!(submitter.upload_offset(&id).await.unwrap(), 0);
     // A body declared longer than the upload is refused before it is read.
     let long = vec![0u8; 1024];
@@ -931,6 +931,25 @@ async fn admin_one_upload_makes_one_lesson_even_when_asked_twice_at_once() {
     wait_job(&s, made["job"].as_str().unwrap()).await;
     let listed = s.client(Role::Viewer).get("/api/lessons").await.unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    s.origin.shutdown();
+}
+
+/// An upload the spool's disk cannot hold (with the renditions made from it) is refused at
+/// creation with 507 and the room there is, before any byte is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_refuses_an_upload_the_spool_disk_cannot_hold() {
+    let s = Setup::start(u64::MAX / 4).await;
+    let submitter = s.client(Role::Submitter);
+    // A petabyte: within the (raised) size limit, beyond any test machine's disk.
+    let e = submitter
+        .create_upload("media", "archive.mp4", 1 << 50)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(StatusCode::INSUFFICIENT_STORAGE), "{e}");
+    assert_eq!(e.code(), Some("no_room"), "{e}");
+    assert!(e.to_string().contains("bytes free"), "{e}");
+    // Nothing was made: the spool's uploads directory is empty.
+    assert_eq!(std::fs::read_dir(s.spool.join("uploads")).unwrap().count(), 0);
     s.origin.shutdown();
 }
 

@@ -123,6 +123,11 @@ impl From<SpoolError> for ApiError {
             SpoolError::PastEnd { size, .. } => (StatusCode::PAYLOAD_TOO_LARGE, "past_end", json!({ "size": size })),
             SpoolError::WrongOffset { held, .. } => (StatusCode::CONFLICT, "wrong_offset", json!({ "offset": held })),
             SpoolError::Busy => (StatusCode::CONFLICT, "busy", Value::Null),
+            SpoolError::NoRoom { needed, available } => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "no_room",
+                json!({ "needed": needed, "available": available }),
+            ),
             SpoolError::Empty => (StatusCode::BAD_REQUEST, "empty", Value::Null),
             SpoolError::Cut { received } => (StatusCode::BAD_REQUEST, "cut", json!({ "offset": received })),
             SpoolError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal", Value::Null),
@@ -524,6 +529,7 @@ async fn create_upload(
     };
     check_file_name(&new.name)?;
     spool::check_size(new.size, limit)?;
+    spool::check_room(new.size, inner.spool.available()?)?;
     let id = spool::new_id("u-");
     call.target = Some(id.clone());
     let record = UploadRecord {

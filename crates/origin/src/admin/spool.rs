@@ -25,6 +25,8 @@ pub const DEFAULT_BODY_IDLE: std::time::Duration = std::time::Duration::from_sec
 pub enum SpoolError {
     #[error("the upload is {size} bytes; this origin takes at most {limit} bytes ([origin.admin] max_upload)")]
     TooLarge { size: u64, limit: u64 },
+    #[error("the origin's spool disk has {available} bytes free; this upload needs about {needed} (the file and its renditions); free room in [origin.admin] spool or upload a smaller file")]
+    NoRoom { needed: u64, available: u64 },
     #[error("the file is empty (0 bytes); choose the lesson's video or audio file (or the attachment's file) and upload it again")]
     Empty,
     #[error("the body would end at byte {end}, past the declared size {size}; resume at the offset the server holds")]
@@ -63,6 +65,18 @@ pub fn check_size(size: u64, limit: u64) -> Result<(), SpoolError> {
         Err(SpoolError::Empty)
     } else if size > limit {
         Err(SpoolError::TooLarge { size, limit })
+    } else {
+        Ok(())
+    }
+}
+
+/// Refuses an upload of `size` bytes when the spool's disk has less than `available` room for
+/// it and what is made from it: the upload itself, then its renditions (at most about its size
+/// again: the ladder's rungs never exceed the source's quality).
+pub fn check_room(size: u64, available: u64) -> Result<(), SpoolError> {
+    let needed = size.saturating_mul(2);
+    if needed > available {
+        Err(SpoolError::NoRoom { needed, available })
     } else {
         Ok(())
     }
@@ -213,6 +227,15 @@ impl Spool {
         }
     }
 
+    /// Bytes an unprivileged writer may still put on the spool's file system.
+    pub fn available(&self) -> Result<u64, SpoolError> {
+        let st = rustix::fs::statvfs(&self.dir).map_err(|e| SpoolError::Io {
+            path: self.dir.clone(),
+            source: e.into(),
+        })?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     /// Removes upload `id`'s file.
     pub fn remove_upload(&self, id: &str) {
         let _ = std::fs::remove_file(self.upload_path(id));
@@ -267,6 +290,19 @@ mod tests {
         ] {
             assert!(!valid_id("u-", bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_upload_needs_room_for_itself_and_its_renditions() {
+        assert!(check_room(1 << 30, 2 << 30).is_ok());
+        assert!(matches!(
+            check_room(1 << 30, (2 << 30) - 1),
+            Err(SpoolError::NoRoom { needed, .. }) if needed == 2 << 30
+        ));
+        assert!(matches!(
+            check_room(u64::MAX, u64::MAX - 1),
+            Err(SpoolError::NoRoom { .. })
+        ));
     }
 
     #[test]
