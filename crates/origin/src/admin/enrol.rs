@@ -11,8 +11,6 @@
 //! deployment CA and marks the token used in the same locked read-modify-write, so a token
 //! enrols one node.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -125,23 +123,10 @@ pub fn read_entries(path: &Path) -> Result<Vec<EnrolTokenEntry>, EnrolError> {
     }
 }
 
-/// Writes the token file atomically (temporary file, fsync, rename), mode 0600.
+/// Writes the token file atomically, mode 0600.
 fn write_entries(path: &Path, entries: &[EnrolTokenEntry]) -> Result<(), EnrolError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
     let text = serde_json::to_vec_pretty(entries).expect("token entries always serialise");
-    file.write_all(&text).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    super::private_file::replace(path, &text).map_err(|(path, source)| EnrolError::Io { path, source })
 }
 
 /// Reads a `root.pub` file (64 hex digits).

@@ -23,6 +23,7 @@ pub mod db;
 pub mod enrol;
 pub mod ingest;
 mod intake;
+mod private_file;
 pub mod ratelimit;
 pub mod spool;
 pub mod tokens;

@@ -8,8 +8,6 @@
 //! fast hash is enough (nothing to brute-force).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -95,23 +93,10 @@ pub fn read_entries(path: &Path) -> Result<Vec<TokenEntry>, TokenError> {
     }
 }
 
-/// Writes the token file atomically (temporary file, fsync, rename), readable by its owner only.
+/// Writes the token file atomically, readable by its owner only.
 fn write_entries(path: &Path, entries: &[TokenEntry]) -> Result<(), TokenError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
     let text = serde_json::to_vec_pretty(entries).expect("token entries always serialise");
-    file.write_all(&text).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    super::private_file::replace(path, &text).map_err(|(path, source)| TokenError::Io { path, source })
 }
 
 /// Makes a new token for `name` with `role` and returns it; only its hash is written.
