@@ -10,14 +10,13 @@ use courseway_content::synthetic::SyntheticLesson;
 use courseway_content::{LessonId, NodeName, RenditionKind};
 use courseway_net::RateLimit;
 use courseway_node::{clock, Parent, UpstreamConfig};
-use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
 use courseway_station::lan::LanConfig;
 use courseway_station::{Station, StationConfig};
 use courseway_store::StoreConfig;
 use courseway_tests::http::Device;
 use courseway_tests::lan::{self, handout, HANDOUT_NAME, LESSON, SOURCE_SECONDS};
-use courseway_tests::{loopback, wait_until};
+use courseway_tests::{loopback, start_origin, wait_until};
 use hyper::body::Bytes;
 use hyper::{Method, StatusCode};
 use m3u8_rs::{parse_master_playlist_res, parse_media_playlist_res};
@@ -484,19 +483,7 @@ async fn lan_a_lesson_not_yet_held_whole_is_404_with_its_progress() {
     let dir = tempfile::tempdir().unwrap();
     let keys = courseway::topology::DeploymentKeys::generate().unwrap();
     let origin_name = NodeName::new("origin").unwrap();
-    let origin = Origin::start(
-        OriginConfig {
-            name: origin_name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.path().join("origin"), 1 << 30),
-            transport: Default::default(),
-            catalog_validity: Duration::from_secs(86_400),
-        },
-        keys.enroll(Role::Origin, &origin_name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap();
+    let origin = start_origin(dir.path(), &keys).await;
     let mut spec = SyntheticLesson::standard(LessonId::new("slow-lesson").unwrap(), 3, 4);
     spec.renditions = vec![(
         "r0".into(),
@@ -560,19 +547,7 @@ async fn lan_a_station_restarted_with_no_parent_reachable_still_serves_what_it_h
     let dir = tempfile::tempdir().unwrap();
     let keys = courseway::topology::DeploymentKeys::generate().unwrap();
     let origin_name = NodeName::new("origin").unwrap();
-    let origin = Origin::start(
-        OriginConfig {
-            name: origin_name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.path().join("origin"), 1 << 30),
-            transport: Default::default(),
-            catalog_validity: Duration::from_secs(86_400),
-        },
-        keys.enroll(Role::Origin, &origin_name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap();
+    let origin = start_origin(dir.path(), &keys).await;
     let lesson = SyntheticLesson::standard(LessonId::new("kept-lesson").unwrap(), 5, 3).build();
     let gone = SyntheticLesson::standard(LessonId::new("withdrawn-lesson").unwrap(), 6, 1).build();
     origin

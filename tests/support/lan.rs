@@ -17,14 +17,14 @@ use courseway_media::{
     build_lesson, transcode, AttachmentInput, CancelToken, LadderConfig, LessonMeta, TranscodeOutput, VideoRung,
 };
 use courseway_node::{clock, Parent, UpstreamConfig};
-use courseway_origin::{Origin, OriginConfig};
+use courseway_origin::Origin;
 use courseway_proto::{Role, Viewing};
 use courseway_station::lan::{LanConfig, LanServer};
 use courseway_station::{Station, StationConfig};
 use courseway_store::StoreConfig;
 use parking_lot::Mutex;
 
-use crate::{loopback, wait_until};
+use crate::{loopback, start_origin, wait_until};
 
 /// The lesson's id.
 pub const LESSON: &str = "party-history-01";
@@ -130,19 +130,7 @@ pub async fn start(idle_after: Duration, show_in_secs: Option<i64>) -> LanSetup 
 
     let keys = DeploymentKeys::generate().unwrap();
     let origin_name = NodeName::new("origin").unwrap();
-    let origin = Origin::start(
-        OriginConfig {
-            name: origin_name.clone(),
-            listen: loopback(),
-            store: StoreConfig::new(dir.path().join("origin"), 1 << 30),
-            transport: Default::default(),
-            catalog_validity: Duration::from_secs(7 * 86_400),
-        },
-        keys.enroll(Role::Origin, &origin_name).unwrap(),
-        keys.online_key(clock::now()),
-    )
-    .await
-    .unwrap();
+    let origin = start_origin(dir.path(), &keys).await;
     origin.publish(&[(lesson.manifest.clone(), &lesson.chunks)]).unwrap();
     if let Some(secs) = show_in_secs {
         let at = courseway_content::UnixTime((clock::now().0 as i64 + secs) as u64);
