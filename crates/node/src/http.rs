@@ -3,7 +3,8 @@
 //!
 //! Each connection runs in its own task, owned by the server: dropping the [`HttpServer`] stops
 //! accepting and ends every connection. A client that does not send its request headers within
-//! [`HEADER_TIMEOUT`] is disconnected, so idle sockets cannot pile up.
+//! [`HEADER_TIMEOUT`] is disconnected, so idle sockets cannot pile up; at most
+//! [`MAX_CONNECTIONS`] are open at once, [`MAX_CONNECTIONS_PER_CLIENT`] from one address.
 //!
 //! A [`Handler`] answers with a body held in memory; a [`StreamingHandler`] (bound with
 //! [`HttpServer::bind_streaming`]) may send a body as it is produced, for files too large to
@@ -26,6 +27,49 @@ use crate::task::AbortOnDrop;
 
 /// How long a client may take to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections open at once; more are closed as they come (each may hold a streamed body's
+/// read-ahead: this bounds what clients that do not read can pin in memory).
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// Connections one client address may hold open at once; more are closed as they come, so one
+/// device on a village LAN cannot take every connection.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
+
+/// Who holds how many connections.
+#[derive(Debug, Default)]
+struct Connections {
+    total: usize,
+    per_client: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// One admitted connection; leaves the count when dropped (however its task ends).
+struct Admitted(std::sync::Arc<parking_lot::Mutex<Connections>>, std::net::IpAddr);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut c = self.0.lock();
+        c.total -= 1;
+        if let std::collections::hash_map::Entry::Occupied(mut e) = c.per_client.entry(self.1) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+}
+
+/// Admits a connection from `client` if neither limit is reached.
+fn admit(connections: &std::sync::Arc<parking_lot::Mutex<Connections>>, client: std::net::IpAddr) -> Option<Admitted> {
+    let mut c = connections.lock();
+    let mine = c.per_client.get(&client).copied().unwrap_or(0);
+    if c.total >= MAX_CONNECTIONS || mine >= MAX_CONNECTIONS_PER_CLIENT {
+        return None;
+    }
+    c.total += 1;
+    *c.per_client.entry(client).or_insert(0) += 1;
+    Some(Admitted(connections.clone(), client))
+}
 
 /// A response body: the whole body in memory (metrics pages and JSON answers are small).
 pub type Body = Full<Bytes>;
@@ -121,6 +165,7 @@ where
 {
     // Connections live in this set: they end when the accept loop is aborted.
     let mut connections = JoinSet::new();
+    let counts = std::sync::Arc::new(parking_lot::Mutex::new(Connections::default()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -133,8 +178,14 @@ where
                         continue;
                     }
                 };
+                let Some(admitted) = admit(&counts, peer.ip()) else {
+                    tracing::debug!(%peer, "HTTP connection refused: too many open");
+                    drop(stream);
+                    continue;
+                };
                 let service = service.clone();
                 connections.spawn(async move {
+                    let _admitted = admitted;
                     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         req.extensions_mut().insert(PeerAddr(peer));
                         let answer = service(req);
@@ -162,4 +213,37 @@ pub fn text(status: hyper::StatusCode, content_type: &str, body: impl Into<Bytes
         .header(hyper::header::CONTENT_TYPE, content_type)
         .body(Full::new(body.into()))
         .expect("a status and one header always make a valid response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_per_client_and_in_all_and_given_back() {
+        let counts = std::sync::Arc::new(parking_lot::Mutex::new(Connections::default()));
+        let a: std::net::IpAddr = "192.168.1.20".parse().unwrap();
+        let held: Vec<_> = (0..MAX_CONNECTIONS_PER_CLIENT)
+            .map(|_| admit(&counts, a).expect("under the per-client cap"))
+            .collect();
+        assert!(admit(&counts, a).is_none(), "one device cannot take more");
+        let others: Vec<_> = (0..MAX_CONNECTIONS - MAX_CONNECTIONS_PER_CLIENT)
+            .map(|i| {
+                admit(
+                    &counts,
+                    std::net::IpAddr::from([10, 0, (i / 250) as u8, (i % 250) as u8]),
+                )
+                .unwrap()
+            })
+            .collect();
+        assert!(
+            admit(&counts, "10.9.9.9".parse().unwrap()).is_none(),
+            "the total is capped"
+        );
+        drop(held);
+        assert!(admit(&counts, a).is_some(), "closed connections are given back");
+        drop(others);
+        assert_eq!(counts.lock().total, 0);
+        assert!(counts.lock().per_client.is_empty());
+    }
 }

@@ -369,12 +369,21 @@ impl Station {
 
     /// A viewing sink for [`Station::serve_lan`] that keeps every record in this station's
     /// outbox, from where it goes up as a report. The write is synced before the sink returns
-    /// (a record is small and a playback ends a few times an hour); a record that cannot be
-    /// written is logged as an error.
+    /// (so an attendance form is answered only once it is kept), off the async workers'
+    /// duty (`block_in_place`); a record that cannot be written is logged as an error.
     pub fn viewing_sink(&self) -> lan::ViewingSink {
         let (outbox, name) = (self.state.outbox.clone(), self.state.name.clone());
         Arc::new(move |viewing| {
-            if let Err(e) = outbox.record(viewing) {
+            // A synced write: on a multi-threaded runtime the worker hands its other tasks
+            // over while it waits for the disk (the QUIC sync and the LAN keep going).
+            let record = || outbox.record(viewing);
+            let written = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(record)
+                }
+                _ => record(),
+            };
+            if let Err(e) = written {
                 tracing::error!(station = %name, error = %e, "a viewing record could not be kept in the outbox; it is lost");
             }
         })

@@ -7,6 +7,7 @@
 //! watched (the sum of the `EXTINF` durations of the *distinct* segments fetched, so a player
 //! that fetches a segment twice, or in byte ranges, counts it once) and the device (a short
 //! user-agent class and the client's address).
+//! A session is credited with at most the time it lasted plus [`PLAYER_BUFFER_SECS`].
 //!
 //! Fetches never move time backwards: a `now` earlier than a session's last fetch (the wall
 //! clock stepped back) is treated as that last fetch's time.
@@ -128,9 +129,22 @@ impl Capture {
     }
 }
 
+/// A player buffers ahead of what it shows, but not by more than this: a session is credited
+/// with at most the time between its first and last fetch plus this. So a device that fetches a
+/// whole lesson in seconds (a download, or someone padding the figures) is not counted as
+/// having watched it.
+pub const PLAYER_BUFFER_SECS: u64 = 60;
+
+/// The milliseconds a session is credited with: its distinct segments' durations, capped by the
+/// wall-clock time it lasted plus [`PLAYER_BUFFER_SECS`].
+pub fn credited_ms(watched_ms: u64, started_at: UnixTime, last_fetch: UnixTime) -> u64 {
+    watched_ms.min((last_fetch.secs_since(started_at) + PLAYER_BUFFER_SECS) * 1000)
+}
+
 fn viewing(key: SessionKey, session: Session) -> Viewing {
+    let credited = credited_ms(session.watched_ms, session.started_at, session.last_fetch);
     // Rounded to the nearest second.
-    let seconds = (session.watched_ms + 500) / 1000;
+    let seconds = (credited + 500) / 1000;
     Viewing {
         lesson: key.lesson,
         rendition: key.rendition,
@@ -272,6 +286,20 @@ mod tests {
     }
 
     #[test]
+    fn a_lesson_fetched_in_seconds_is_not_a_lesson_watched() {
+        let mut c = Capture::new(60);
+        // 100 four-second segments (400 s of lesson) fetched within 5 seconds.
+        for seg in 0..100 {
+            c.fetched(
+                UnixTime(1_000 + seg as u64 / 20),
+                fetch(ip(9), "l1", "720p", seg, 4_000),
+            );
+        }
+        let v = c.finish();
+        assert_eq!(v[0].seconds_watched, 4 + PLAYER_BUFFER_SECS as u32);
+    }
+
+    #[test]
     fn a_fetch_after_the_idle_time_starts_a_new_session() {
         let mut c = Capture::new(60);
         c.fetched(UnixTime(0), fetch(ip(1), "l1", "720p", 0, 4_000));
@@ -319,8 +347,9 @@ mod tests {
 
     proptest! {
         /// Whatever the order and timing of fetches: every session ends exactly once (nothing
-        /// lost, nothing twice), a record never counts a segment twice, and the total watched
-        /// equals the sum, over the sessions, of their distinct segments' durations.
+        /// lost, nothing twice), a record never counts a segment twice, and each session is
+        /// credited with its distinct segments' durations, capped by the time it lasted plus
+        /// the player's buffer.
         #[test]
         fn every_fetch_lands_in_exactly_one_record(
             fetches in proptest::collection::vec(arb_fetch(), 1..200),
@@ -329,27 +358,31 @@ mod tests {
             let mut c = Capture::new(idle);
             let mut now = 1_000u64;
             let mut records = Vec::new();
-            // The model: per (client, rendition), the segments of the current session.
-            let mut model: BTreeMap<(u8, u8), (u64, BTreeMap<usize, u32>)> = BTreeMap::new();
+            // The model: per (client, rendition), the current session's start, last fetch and
+            // segments.
+            let mut model: BTreeMap<(u8, u8), (u64, u64, BTreeMap<usize, u32>)> = BTreeMap::new();
             let mut expected = Vec::new();
+            let credited = |start: u64, last: u64, segs: &BTreeMap<usize, u32>| {
+                credited_ms(segs.values().map(|d| u64::from(*d)).sum::<u64>(), UnixTime(start), UnixTime(last))
+            };
             for (gap, client, rendition, segment, duration) in fetches {
                 now += gap;
-                let open: Vec<_> = model.iter().filter(|(_, (last, _))| now - *last >= idle).map(|(k, _)| *k).collect();
+                let open: Vec<_> = model.iter().filter(|(_, (_, last, _))| now - *last >= idle).map(|(k, _)| *k).collect();
                 for k in open {
-                    let (_, segs) = model.remove(&k).unwrap();
-                    expected.push((k, segs.values().map(|d| u64::from(*d)).sum::<u64>()));
+                    let (start, last, segs) = model.remove(&k).unwrap();
+                    expected.push((k, credited(start, last, &segs)));
                 }
-                let entry = model.entry((client, rendition)).or_insert((now, BTreeMap::new()));
-                entry.0 = now;
-                entry.1.entry(segment).or_insert(duration);
+                let entry = model.entry((client, rendition)).or_insert((now, now, BTreeMap::new()));
+                entry.1 = now;
+                entry.2.entry(segment).or_insert(duration);
                 records.extend(c.fetched(
                     UnixTime(now),
                     fetch(ip(client), "l", &format!("r{rendition}"), segment, duration),
                 ));
             }
             records.extend(c.finish());
-            for (k, (_, segs)) in model {
-                expected.push((k, segs.values().map(|d| u64::from(*d)).sum::<u64>()));
+            for (k, (start, last, segs)) in model {
+                expected.push((k, credited(start, last, &segs)));
             }
             prop_assert_eq!(records.len(), expected.len());
             let mut got: Vec<_> = records
