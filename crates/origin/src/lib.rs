@@ -699,11 +699,15 @@ impl NodeService for Service {
         let now = clock::now();
         let station = report.station.clone();
         let reports = self.reports.clone();
-        let taken = match tokio::task::spawn_blocking(move || reports.take(&report, now)).await {
-            Ok(taken) => taken,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => return Err(ErrorReply::new(ErrorCode::Internal, "the origin is shutting down")),
-        };
+        let schedule = self.schedule.read().clone();
+        let taken =
+            match tokio::task::spawn_blocking(move || reports.take(&report, now, schedule.as_ref().map(|s| &s.body)))
+                .await
+            {
+                Ok(taken) => taken,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return Err(ErrorReply::new(ErrorCode::Internal, "the origin is shutting down")),
+            };
         taken.map_err(|e| {
             tracing::error!(%station, error = %e, "could not store a report; the station sends it again");
             ErrorReply::new(

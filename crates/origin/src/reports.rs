@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use courseway_content::encoding::{put_u8, Decode, Decoder, Encode};
-use courseway_content::{LessonId, NodeName, UnixTime};
+use courseway_content::{LessonId, NodeName, Schedule, UnixTime};
 use courseway_proto::{Health, LessonState, Report, ReportId, Viewing};
 use courseway_store::{Durability, Store, StoreError};
 use parking_lot::Mutex;
@@ -152,10 +152,21 @@ impl ReportStore {
     }
 
     /// Takes a report (blocking on the disk): returns once it is written, synced, or once it is
-    /// known to be held already. `now` is the origin's clock.
-    pub fn take(&self, report: &Report, now: UnixTime) -> Result<(), StoreError> {
+    /// known to be held already. `now` is the origin's clock; `schedule` the origin's current
+    /// one: a heartbeat's showings count only when they are in it (a station cannot make the
+    /// origin keep, or label metrics with, showings nobody scheduled).
+    pub fn take(&self, report: &Report, now: UnixTime, schedule: Option<&Schedule>) -> Result<(), StoreError> {
         if let Some(health) = &report.health {
-            self.take_health(report, health, now)?;
+            let mut health = health.clone();
+            for l in &mut health.lessons {
+                let scheduled = |at: UnixTime| {
+                    schedule.is_some_and(|s| s.entries.iter().any(|e| e.lesson == l.lesson && e.show_at == at))
+                };
+                if l.showing.is_some_and(|at| !scheduled(at)) {
+                    l.showing = None;
+                }
+            }
+            self.take_health(report, &health, now)?;
         }
         if report.viewings.is_empty() {
             return Ok(());
@@ -187,7 +198,10 @@ impl ReportStore {
             .as_deref()
             .and_then(StationHealth::from_bytes)
         {
-            Some(held) => held.created_at <= report.created_at,
+            // The station's clock orders its heartbeats (a relay may deliver an older one
+            // late), except a time ahead of the origin's by more than ten minutes: one bad
+            // clock reading must not freeze the station's entry.
+            Some(held) => held.created_at > now.plus_secs(600) || held.created_at <= report.created_at,
             None => true,
         };
         let mut puts: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
