@@ -17,14 +17,15 @@ fn config() -> FleetConfig {
         queue: Duration::from_millis(200),
         memtable_bytes: 512 * 1024,
         timeout: Duration::from_secs(300),
+        lesson_seed: 3,
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_station_of_a_small_fleet_gets_the_lesson_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let lesson = fleet::lesson(600_000, 3);
-    let out = fleet::courseway::run(&config(), &lesson, dir.path()).await.unwrap();
+    let lesson = fleet::lesson(600_000, config().lesson_seed);
+    let out = fleet::courseway::run(&config(), &lesson, dir.path(), 0).await.unwrap();
     assert_eq!(out.times.complete(), 10, "{out:?}");
     assert_eq!(out.times.slow.len(), 2, "stations 5 and 10 are on the slow line");
     assert!(out.identical, "{} chunks differ", out.mismatches);

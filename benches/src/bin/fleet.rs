@@ -49,6 +49,10 @@ struct Args {
     memtable_kib: usize,
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
+    /// Processes the stations run in besides this one (0: all in this process). Default: as
+    /// many as the open-file limit calls for (~16 per station).
+    #[arg(long)]
+    station_hosts: Option<usize>,
     /// Skip the nginx tree.
     #[arg(long)]
     no_nginx: bool,
@@ -59,7 +63,8 @@ struct Args {
     capacity_clients: usize,
     #[arg(long, default_value_t = 10)]
     capacity_seconds: u64,
-    /// Where the stores and nginx files go (default: a temporary directory, removed after).
+    /// Where the stores and nginx files go (default: a temporary directory in /dev/shm if it
+    /// exists, else in $TMPDIR; removed after).
     #[arg(long)]
     dir: Option<PathBuf>,
 }
@@ -92,6 +97,11 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // `fleet host JSON`: a station host started by this harness (see courseway_benches::fleet::host).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("host") {
+        return fleet::host::serve(argv.get(2).map_or("", String::as_str)).await;
+    }
     let args = Args::parse();
     let nofile_before = procfs::nofile_limit();
     let raised = procfs::raise_nofile(1 << 20);
@@ -105,10 +115,27 @@ async fn main() -> Result<()> {
         queue: Duration::from_millis(args.queue_ms),
         memtable_bytes: args.memtable_kib * 1024,
         timeout: Duration::from_secs(args.timeout_s),
+        lesson_seed: args.seed,
     };
-    let tmp = tempfile::tempdir()?;
+    // RocksDB stores and nginx caches go to tmpfs when there is one: 1,283 stores on a shared
+    // disk would measure the disk (and this machine's disk was full), not the delivery.
+    let tmp = if std::path::Path::new("/dev/shm").is_dir() {
+        tempfile::tempdir_in("/dev/shm")?
+    } else {
+        tempfile::tempdir()?
+    };
     let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let lesson = fleet::lesson((args.lesson_mb * 1e6) as u64, args.seed);
+    let lesson = fleet::lesson((args.lesson_mb * 1e6) as u64, config.lesson_seed);
+    // About 15 descriptors per station: split the stations over processes under the limit.
+    let limit: usize = procfs::nofile_limit()
+        .and_then(|(soft, _)| soft.parse().ok())
+        .unwrap_or(1024);
+    let station_fds = config.stations * 16;
+    let station_hosts = args.station_hosts.unwrap_or(if station_fds + 2048 <= limit {
+        0
+    } else {
+        station_fds.div_ceil(limit.saturating_sub(2048).max(1024))
+    });
     let bytes = fleet::lesson_bytes(&lesson);
     let bound_normal = bytes as f64 * 8.0 / config.rate_bps as f64;
     let bound_slow = bytes as f64 * 8.0 / (config.rate_bps / 4) as f64;
@@ -121,7 +148,7 @@ async fn main() -> Result<()> {
         "courseway run"
     );
 
-    let cw = fleet::courseway::run(&config, &lesson, &dir.join("courseway")).await?;
+    let cw = fleet::courseway::run(&config, &lesson, &dir.join("courseway"), station_hosts).await?;
     let cw_node_cpu = cw.node_cpu_s();
     let cw_json = json!({
         "complete": cw.times.complete(),
@@ -140,7 +167,9 @@ async fn main() -> Result<()> {
         "cpu_s_by_thread": cw.cpu_by_thread,
         "cpu_s_per_delivered_gb_nodes": cw_node_cpu / delivered_gb,
         "cpu_s_per_delivered_gb_with_linkemu": cw.cpu_total_s / delivered_gb,
-        "peak_rss_bytes_process": cw.peak_rss_bytes,
+        "peak_rss_bytes_by_process": cw.peak_rss_bytes.iter().map(|(k, v)| json!({"process": k, "vm_hwm_bytes": v})).collect::<Vec<_>>(),
+        "peak_rss_bytes_sum": cw.peak_rss_bytes.iter().map(|(_, v)| v).sum::<u64>(),
+        "processes": cw.processes,
         "open_fds_peak": cw.open_fds_peak,
         "link_datagrams_forwarded_down": cw.link_forwarded,
         "link_datagrams_lost": cw.link_lost,
@@ -156,6 +185,7 @@ async fn main() -> Result<()> {
             "delay_ms": args.delay_ms, "loss": config.loss, "queue_ms": args.queue_ms,
             "lesson_bytes": bytes, "lesson_chunks": lesson.chunks.len(),
             "memtable_kib": args.memtable_kib,
+            "station_hosts": station_hosts,
         },
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -163,6 +193,7 @@ async fn main() -> Result<()> {
             "nofile_limit_before": nofile_before,
             "nofile_raised_with_prlimit": raised,
             "nofile_limit_after": procfs::nofile_limit(),
+            "dir": dir.display().to_string(),
         },
         "courseway": cw_json,
     });
@@ -198,7 +229,7 @@ async fn main() -> Result<()> {
             "town_hit_ratio": div(cw_json["town_tier"]["hit_ratio"].as_f64(), ng.town["hit_ratio"].as_f64()),
             "cpu_per_gb": (cw.cpu_total_s) / ng_cpu,
             "cpu_per_gb_servers": div(Some(cw_node_cpu), Some(ng_cpu)),
-            "peak_rss": cw.peak_rss_bytes as f64 / (ng.nginx_peak_rss_bytes + ng.clients_peak_rss_bytes) as f64,
+            "peak_rss": cw.peak_rss_bytes.iter().map(|(_, v)| v).sum::<u64>() as f64 / (ng.nginx_peak_rss_bytes + ng.clients_peak_rss_bytes) as f64,
         });
         out["nginx"] = ng_json;
         out["courseway_over_nginx"] = ratios;

@@ -8,6 +8,7 @@
 
 pub mod capacity;
 pub mod courseway;
+pub mod host;
 pub mod nginx;
 pub mod procfs;
 
@@ -35,6 +36,8 @@ pub struct FleetConfig {
     pub memtable_bytes: usize,
     /// Give up waiting for the fleet after this long.
     pub timeout: Duration,
+    /// The seed of the lesson's bytes (station hosts rebuild it to check what they hold).
+    pub lesson_seed: u64,
 }
 
 impl FleetConfig {

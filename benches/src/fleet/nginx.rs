@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,6 +88,7 @@ impl Nginx {
             .arg("-c")
             .arg(&conf_path)
             .args(["-g", "daemon off;"])
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -120,7 +122,7 @@ impl Nginx {
 
     /// CPU seconds of the master and its workers so far.
     pub fn cpu_s(&self) -> f64 {
-        self.pids().iter().map(|p| procfs::process_cpu(p)).sum()
+        self.pids().iter().map(|p| procfs::single_thread_cpu(p)).sum()
     }
 
     /// Peak RSS of the master and its workers, summed.
@@ -143,12 +145,18 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // The master's death leaves its workers to finish their connections and exit; a kill of
-        // the master alone would orphan them, so signal the workers too.
-        for pid in procfs::children(&self.child.id().to_string()) {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        // nginx runs in a process group of its own: TERM the group (master, workers, cache
+        // manager and loader), then KILL whatever is left of it.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -26,6 +26,14 @@ pub fn process_cpu(pid: &str) -> f64 {
         .map_or(0.0, |(_, cpu)| cpu)
 }
 
+/// CPU seconds of a single-threaded process (nginx's), to the nanosecond (`schedstat`).
+pub fn single_thread_cpu(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or_else(|| process_cpu(pid), |ns| ns as f64 / 1e9)
+}
+
 /// CPU seconds of this process's living threads, summed by thread name with digits dropped
 /// (`tokio-runtime-w`, `linkemu`, `rocksdb:low`...).
 pub fn threads_cpu() -> BTreeMap<String, f64> {
@@ -96,11 +104,24 @@ pub fn raise_nofile(to: u64) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The child processes of `pid` (e.g. nginx's workers).
+/// The child processes of `pid` (e.g. nginx's workers), found by their parent id in /proc.
 pub fn children(pid: &str) -> Vec<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| s.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if !name.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let close = stat.rfind(')')?;
+            let ppid = stat[close + 2..].split_whitespace().nth(1)?;
+            (ppid == pid).then_some(name)
+        })
+        .collect()
 }
 
 /// The machine's load averages (1, 5, 15 min).
