@@ -13,6 +13,7 @@ COURSEWAY_PACKAGES=(
   ffmpeg                             # ffprobe, for tests that check produced media
   prometheus                         # promtool, for the tests of deploy/prometheus
   chromium chromium-driver           # headless Chromium, for the browser tests of the TV page
+  nginx-light                        # the nginx cache tier the fleet benchmark compares against
 )
 
 missing=()
