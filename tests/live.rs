@@ -456,3 +456,127 @@ async fn hostile_forged_live_announcement_is_refused() {
     );
     serve.abort();
 }
+
+/// A free UDP port on loopback (bound, read, released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The codec names ffprobe reads in `bytes` (an MPEG-TS segment).
+fn probe_codecs(dir: &Path, bytes: &[u8]) -> String {
+    let path = dir.join("segment.ts");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs (Debian package ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs an ingest of `input` while a test encoder sends `codecs` to `target`, until three
+/// segments are cut; returns them.
+async fn ingest_feed(
+    input: LiveInput,
+    transcode: Option<u32>,
+    target: courseway_media::testsrc::FeedTarget,
+    codecs: courseway_media::testsrc::FeedCodecs,
+) -> Vec<CutSegment> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LiveIngestConfig::new(input, dir.path().join("spool"));
+    config.segment = Duration::from_secs(1);
+    if let Some(kbps) = transcode {
+        config.codecs = courseway_media::live::LiveCodecs::Transcode { video_kbps: kbps };
+    }
+    let cut = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let ingest = {
+        let cut = cut.clone();
+        LiveIngest::start(&config, move |s| cut.lock().push(s)).expect("the ingest starts")
+    };
+    let feed = courseway_media::testsrc::LiveTestFeed::start(&target, codecs).expect("the test encoder starts");
+    wait_until("three segments to be cut", Duration::from_secs(120), || {
+        assert!(!ingest.is_finished(), "the ingest stopped early");
+        cut.lock().len() >= 3
+    })
+    .await;
+    drop(feed);
+    ingest.stop().expect("the ingest ran without error");
+    let segments = cut.lock().clone();
+    for s in &segments {
+        assert!(
+            s.bytes.len() % 188 == 0 && s.bytes.chunks(188).all(|p| p[0] == 0x47),
+            "a segment is whole MPEG-TS packets"
+        );
+        assert!(s.duration_ms > 0);
+    }
+    segments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_udp_mpegts_h264_aac_feed_is_passed_through_in_segments() {
+    let port = free_udp_port();
+    let segments = ingest_feed(
+        LiveInput::UdpMpegTs {
+            address: [127, 0, 0, 1].into(),
+            port,
+        },
+        None,
+        courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
+        courseway_media::testsrc::FeedCodecs::H264Aac,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_udp_mpeg2_feed_is_transcoded_to_h264_aac() {
+    let port = free_udp_port();
+    let segments = ingest_feed(
+        LiveInput::UdpMpegTs {
+            address: [127, 0, 0, 1].into(),
+            port,
+        },
+        Some(400),
+        courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
+        courseway_media::testsrc::FeedCodecs::Mpeg2Mp2,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_srt_listener_takes_a_feed() {
+    let port = free_udp_port();
+    let segments = ingest_feed(
+        LiveInput::Srt { port, latency_ms: 120 },
+        None,
+        courseway_media::testsrc::FeedTarget::Srt(([127, 0, 0, 1], port).into()),
+        courseway_media::testsrc::FeedCodecs::H264Aac,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
