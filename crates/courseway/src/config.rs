@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use bytesize::ByteSize;
 use courseway_content::schedule::Place;
-use courseway_content::{AreaName, Category, NodeName};
+use courseway_content::{AreaName, Category, ChannelId, NodeName};
 use courseway_net::{CongestionControl, RateLimit, TransportConfig};
 use courseway_node::{Parent, UpstreamConfig};
 use courseway_origin::mirror::MirrorSelection;
@@ -268,6 +268,136 @@ pub struct OriginFile {
     /// Upstream origins whose catalogs this origin mirrors.
     #[serde(default)]
     pub mirror: Vec<MirrorSection>,
+    /// Live feeds this origin ingests and broadcasts.
+    #[serde(default)]
+    pub live: Vec<LiveSection>,
+}
+
+/// `[[live]]`: a live feed the origin takes in, cuts into segments and broadcasts on a channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveSection {
+    /// The channel stations follow (`[station] live_channels`), e.g. "city-live".
+    pub channel: ChannelValue,
+    /// "udp://ADDRESS:PORT" (MPEG-TS over UDP), "srt://:PORT" (an SRT listener) or "test"
+    /// (a test pattern and tone).
+    pub input: String,
+    /// The rendition's name in the playlist URL (`/live/<channel>/<rendition>.m3u8`).
+    #[serde(default = "default_live_rendition")]
+    pub rendition: String,
+    /// Segment length in seconds; each segment starts on a key frame.
+    #[serde(default = "default_segment_seconds")]
+    pub segment_seconds: f64,
+    /// Absent: passthrough (the feed must be H.264 + AAC). Given: decode and encode the video to
+    /// H.264 at this many kbit/s (and the audio to AAC).
+    pub transcode_kbps: Option<u32>,
+    /// Whether the feed has audio (a video-only feed must say false).
+    #[serde(default = "default_true")]
+    pub audio: bool,
+    /// SRT receive latency in milliseconds.
+    #[serde(default = "default_srt_latency")]
+    pub srt_latency_ms: u32,
+}
+
+fn default_live_rendition() -> String {
+    "source".into()
+}
+
+fn default_segment_seconds() -> f64 {
+    2.0
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_srt_latency() -> u32 {
+    120
+}
+
+/// A live channel id in a config file.
+#[derive(Debug, Clone)]
+pub struct ChannelValue(pub ChannelId);
+
+impl<'de> Deserialize<'de> for ChannelValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ChannelId::new(s.as_str())
+            .map(Self)
+            .map_err(|e| D::Error::custom(format!("{s:?} is not a channel id: {e}")))
+    }
+}
+
+/// One `[[live]]`, resolved.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    pub channel: ChannelId,
+    pub rendition: String,
+    pub ingest: courseway_media::live::LiveIngestConfig,
+}
+
+/// Reads an `input` of `[[live]]`.
+pub fn live_input(input: &str, srt_latency_ms: u32) -> anyhow::Result<courseway_media::live::LiveInput> {
+    use courseway_media::live::LiveInput;
+    if input == "test" {
+        return Ok(LiveInput::TestPattern {
+            width: 640,
+            height: 360,
+            fps: 25,
+        });
+    }
+    if let Some(rest) = input.strip_prefix("udp://") {
+        let addr: SocketAddr = rest
+            .parse()
+            .map_err(|_| anyhow::anyhow!("live.input = {input:?}: give udp://ADDRESS:PORT, e.g. udp://0.0.0.0:5004"))?;
+        return Ok(LiveInput::UdpMpegTs {
+            address: addr.ip(),
+            port: addr.port(),
+        });
+    }
+    if let Some(rest) = input.strip_prefix("srt://") {
+        let port: u16 = rest.strip_prefix(':').and_then(|p| p.parse().ok()).ok_or_else(|| {
+            anyhow::anyhow!("live.input = {input:?}: give srt://:PORT (this origin listens), e.g. srt://:7001")
+        })?;
+        return Ok(LiveInput::Srt {
+            port,
+            latency_ms: srt_latency_ms,
+        });
+    }
+    bail!("live.input = {input:?} is not understood; give \"udp://ADDRESS:PORT\", \"srt://:PORT\" or \"test\"")
+}
+
+fn live_settings(l: LiveSection, spool_base: &Path) -> anyhow::Result<LiveSettings> {
+    ensure!(
+        (0.5..=30.0).contains(&l.segment_seconds),
+        "live.segment_seconds = {} is out of range; give 0.5 to 30 (default 2)",
+        l.segment_seconds
+    );
+    ensure!(
+        !l.rendition.is_empty()
+            && l.rendition.len() <= 32
+            && l.rendition
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "live.rendition = {:?}: give 1 to 32 letters, digits, '-' or '_' (default \"source\")",
+        l.rendition
+    );
+    let input = live_input(&l.input, l.srt_latency_ms)?;
+    let mut ingest = courseway_media::live::LiveIngestConfig::new(input, spool_base.join(l.channel.0.as_str()));
+    ingest.segment = Duration::from_secs_f64(l.segment_seconds);
+    ingest.audio = l.audio;
+    if let Some(kbps) = l.transcode_kbps {
+        ensure!(
+            (50..=20_000).contains(&kbps),
+            "live.transcode_kbps = {kbps} is out of range; give 50 to 20000"
+        );
+        ingest.codecs = courseway_media::live::LiveCodecs::Transcode { video_kbps: kbps };
+    }
+    Ok(LiveSettings {
+        channel: l.channel.0,
+        rendition: l.rendition,
+        ingest,
+    })
 }
 
 /// `[[mirror]]`: an upstream origin (national or provincial centre) this origin follows.
@@ -483,6 +613,8 @@ pub struct RelaySection {
     pub schedule_horizon_hours: Option<u64>,
     pub wait_timeout_secs: Option<u64>,
     pub prefetch_concurrency: Option<usize>,
+    /// Live segments kept (pinned) per channel and rendition for children that join late.
+    pub live_window: Option<usize>,
 }
 
 /// A prefetch policy's name in a config file.
@@ -567,6 +699,11 @@ pub struct StationSection {
     /// `[station.lan]`: the TV page and HLS on the village LAN (absent: not served).
     #[serde(default)]
     pub lan: Option<LanSection>,
+    /// Live channels to follow, each served at `/live/<channel>/<rendition>.m3u8` on the LAN.
+    #[serde(default)]
+    pub live_channels: Vec<ChannelValue>,
+    /// Live segments kept per channel and rendition: the live playlist's sliding window.
+    pub live_window: Option<usize>,
 }
 
 /// `[station.retention]`: which lessons the store holds on to.
@@ -773,6 +910,8 @@ pub struct OriginSettings {
     pub synthetic_lessons: u32,
     pub synthetic_lesson_bytes: u64,
     pub mirrors: Vec<MirrorSettings>,
+    /// Live feeds to ingest and broadcast.
+    pub live: Vec<LiveSettings>,
     /// The admin API, if configured.
     pub admin: Option<courseway_origin::admin::AdminConfig>,
 }
@@ -828,11 +967,23 @@ pub fn origin(path: &Path) -> anyhow::Result<OriginSettings> {
         "origin.catalog_validity_hours = {} is too short: stations would refuse the catalog between two re-signings; give at least 2",
         f.origin.catalog_validity_hours
     );
+    let store = f.store.to_config(&base)?;
+    let spool_base = store.path.with_extension("live-spool");
+    let mut live = Vec::new();
+    for l in f.live {
+        let channel = l.channel.0.clone();
+        ensure!(
+            !live.iter().any(|s: &LiveSettings| s.channel == channel),
+            "[[live]] channel {channel} is given twice; one feed per channel"
+        );
+        live.push(live_settings(l, &spool_base)?);
+    }
     Ok(OriginSettings {
         metrics: f.metrics.map(|m| m.listen),
         credentials: base.join(&f.node.credentials),
         listen: f.node.listen,
-        store: f.store.to_config(&base)?,
+        store,
+        live,
         transport: f
             .transport
             .map(|t| t.to_config(TransportConfig::default()))
@@ -884,6 +1035,7 @@ pub struct RelaySettings {
     pub wait_timeout: Option<Duration>,
     pub prefetch_concurrency: Option<usize>,
     pub schedule_horizon: Option<Duration>,
+    pub live_window: Option<usize>,
 }
 
 /// Reads `relay.toml`.
@@ -891,6 +1043,12 @@ pub fn relay(path: &Path) -> anyhow::Result<RelaySettings> {
     let (f, base): (RelayFile, _) = read(path, "relay")?;
     if let Some(0) = f.relay.prefetch_concurrency {
         anyhow::bail!("relay.prefetch_concurrency must be at least 1");
+    }
+    if let Some(n) = f.relay.live_window {
+        ensure!(
+            (1..=1000).contains(&n),
+            "relay.live_window = {n} is out of range; give 1 to 1000 segments (default 6)"
+        );
     }
     Ok(RelaySettings {
         metrics: f.metrics.map(|m| m.listen),
@@ -906,6 +1064,7 @@ pub fn relay(path: &Path) -> anyhow::Result<RelaySettings> {
         wait_timeout: f.relay.wait_timeout_secs.map(Duration::from_secs),
         prefetch_concurrency: f.relay.prefetch_concurrency,
         schedule_horizon: f.relay.schedule_horizon_hours.map(|h| Duration::from_secs(h * 3600)),
+        live_window: f.relay.live_window,
     })
 }
 
@@ -929,6 +1088,8 @@ pub struct StationSettings {
     pub reports: ReportsConfig,
     /// `[station.lan]` (absent: no LAN server).
     pub lan: Option<LanSettings>,
+    pub live_channels: Vec<ChannelId>,
+    pub live_window: Option<usize>,
 }
 
 /// Reads `station.toml`.
@@ -945,6 +1106,12 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         .with_context(|| "station.rate_limit")?;
     let bandwidth = bandwidth_policy(f.station.bandwidth, rate_cap.as_ref())?;
     let reports = reports_config(f.station.reports)?;
+    if let Some(n) = f.station.live_window {
+        ensure!(
+            (2..=1000).contains(&n),
+            "station.live_window = {n} is out of range; give 2 to 1000 segments (default 6)"
+        );
+    }
     let lan = match f.station.lan {
         Some(l) => {
             let idle = l
@@ -988,6 +1155,8 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
         retention: retention_policy(f.station.retention)?,
         reports,
         lan,
+        live_channels: f.station.live_channels.into_iter().map(|c| c.0).collect(),
+        live_window: f.station.live_window,
     })
 }
 

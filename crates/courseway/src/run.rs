@@ -142,6 +142,20 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
             collectors.push(courseway_origin::mirror::metrics(&mirrors));
         }
         let _metrics = metrics_endpoint(settings.metrics, "origin", collectors).await?;
+        let mut feeds = Vec::new();
+        for live in settings.live {
+            let (channel, rendition) = (live.channel.clone(), live.rendition.clone());
+            let publisher = origin.clone();
+            let feed = courseway_media::live::LiveIngest::start(&live.ingest, move |cut| {
+                // The ingest's own thread: the store writes block it, never the async workers.
+                if let Err(e) = publisher.publish_live_segment(&channel, &rendition, cut.duration_ms, &cut.bytes) {
+                    tracing::error!(%channel, error = %e, "could not publish a live segment; it is skipped");
+                }
+            })
+            .with_context(|| format!("starting the live feed of channel {} ([[live]])", live.channel))?;
+            println!("live channel {} taking {:?}", live.channel, live.ingest.input);
+            feeds.push(feed);
+        }
         if settings.synthetic_lessons > 0 && origin.catalog().is_none() {
             let built: Vec<_> = (0..settings.synthetic_lessons)
                 .map(|i| {
@@ -164,6 +178,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
             );
         }
         stop_requested_ignoring_reloads("origin").await?;
+        drop(feeds);
         drop(mirrors);
         if let Some(admin) = &admin {
             admin.shutdown();
@@ -190,6 +205,9 @@ pub fn relay(config_path: &Path) -> anyhow::Result<()> {
         }
         if let Some(h) = settings.schedule_horizon {
             rc.schedule_horizon = h;
+        }
+        if let Some(n) = settings.live_window {
+            rc.live_window = n;
         }
         let mut relay = Relay::start(rc, node.enrollment, node.root)
             .await
@@ -221,6 +239,10 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
         }
         if let Some(n) = settings.concurrency {
             sc.concurrency = n;
+        }
+        sc.live_channels = settings.live_channels.clone();
+        if let Some(n) = settings.live_window {
+            sc.live_window = n;
         }
         let started = config::station(config_path)?;
         let station = Station::start(sc, node.enrollment, node.root)

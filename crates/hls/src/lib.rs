@@ -176,3 +176,86 @@ mod tests {
         assert_eq!(average_bandwidth(r), Some(r.size() * 8000 / ms));
     }
 }
+
+/// One segment of a live media playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveEntry {
+    /// The channel's sequence number: the segment's HLS media sequence number.
+    pub sequence: u64,
+    pub duration_ms: u32,
+    /// Held whole and playable; `false` marks a gap (a segment lost or not fetched).
+    pub available: bool,
+}
+
+/// A live (sliding-window) media playlist: no `EXT-X-ENDLIST`, `EXT-X-MEDIA-SEQUENCE` = the first
+/// entry's sequence number, so a segment keeps its number across reloads. A missing sequence
+/// number between two entries, or an entry not `available`, is written as a gap
+/// (`EXT-X-GAP`, RFC 8216bis 4.4.4.7): players skip it and the playlist never stalls. Entries
+/// must be in sequence order; the playlist starts at the first available one and ends at the
+/// last available one (`None` if there is none).
+pub fn live_media_playlist(entries: &[LiveEntry], uri_for_sequence: impl Fn(u64) -> String) -> Option<String> {
+    let first = entries.iter().position(|e| e.available)?;
+    let last = entries.iter().rposition(|e| e.available)?;
+    let entries = &entries[first..=last];
+    let longest_ms = entries.iter().map(|e| u64::from(e.duration_ms)).max().unwrap_or(1000);
+    let target = ((longest_ms + 500) / 1000).max(1);
+    let mut out = format!(
+        "#EXTM3U\n#EXT-X-VERSION:{HLS_VERSION}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+        entries[0].sequence
+    );
+    let mut expected = entries[0].sequence;
+    for e in entries {
+        // Sequence numbers never announced: one gap each, of the target duration.
+        while expected < e.sequence {
+            out.push_str(&format!(
+                "#EXTINF:{target}.000,\n#EXT-X-GAP\n{}\n",
+                uri_for_sequence(expected)
+            ));
+            expected += 1;
+        }
+        out.push_str(&format!(
+            "#EXTINF:{}.{:03},\n",
+            e.duration_ms / 1000,
+            e.duration_ms % 1000
+        ));
+        if !e.available {
+            out.push_str("#EXT-X-GAP\n");
+        }
+        out.push_str(&uri_for_sequence(e.sequence));
+        out.push('\n');
+        expected = e.sequence + 1;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    fn e(sequence: u64, available: bool) -> LiveEntry {
+        LiveEntry {
+            sequence,
+            duration_ms: 2000,
+            available,
+        }
+    }
+
+    #[test]
+    fn a_live_playlist_slides_and_marks_gaps() {
+        let text = live_media_playlist(
+            &[e(7, false), e(8, true), e(9, false), e(11, true), e(12, false)],
+            |s| format!("{s}.ts"),
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:8\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXTINF:2.000,\n8.ts\n#EXTINF:2.000,\n#EXT-X-GAP\n9.ts\n#EXTINF:2.000,\n#EXT-X-GAP\n10.ts\n#EXTINF:2.000,\n11.ts\n"
+        );
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.media_sequence, 8);
+        assert_eq!(parsed.segments.len(), 4);
+        assert!(!parsed.end_list);
+        assert_eq!(live_media_playlist(&[e(1, false)], |s| s.to_string()), None);
+    }
+}

@@ -19,6 +19,7 @@
 pub mod codecs;
 pub mod ladder;
 pub mod lesson;
+pub mod live;
 pub mod probe;
 pub mod testsrc;
 pub mod transcode;

@@ -22,6 +22,7 @@
 pub mod blocking;
 pub mod clock;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod persist;
 pub mod rejections;

@@ -37,6 +37,8 @@ impl ChunkRejection {
 pub enum SignedKind {
     Catalog,
     Schedule,
+    /// A live segment announcement.
+    Live,
 }
 
 impl SignedKind {
@@ -44,6 +46,7 @@ impl SignedKind {
         match self {
             SignedKind::Catalog => "catalog",
             SignedKind::Schedule => "schedule",
+            SignedKind::Live => "live",
         }
     }
 }
@@ -87,13 +90,13 @@ fn series() -> impl Iterator<Item = (&'static str, &'static str)> {
     .into_iter()
     .map(|r| ("chunk", r.label()));
     let manifests = std::iter::once(("manifest", "hash_mismatch"));
-    let signed = [SignedKind::Catalog, SignedKind::Schedule]
+    let signed = [SignedKind::Catalog, SignedKind::Schedule, SignedKind::Live]
         .into_iter()
         .flat_map(|k| SIGNED_REASONS.iter().map(move |r| (k.label(), *r)));
     chunks.chain(manifests).chain(signed)
 }
 
-const SERIES: usize = 4 + 1 + 2 * SIGNED_REASONS.len();
+const SERIES: usize = 4 + 1 + 3 * SIGNED_REASONS.len();
 
 /// Counts of refusals, one per (object, reason).
 #[derive(Debug)]
@@ -126,7 +129,7 @@ impl Rejections {
         self.add("manifest", "hash_mismatch");
     }
 
-    /// Counts a refused catalog or schedule.
+    /// Counts a refused catalog, schedule or live segment.
     pub fn signed(&self, kind: SignedKind, e: &TrustError) {
         self.add(kind.label(), trust_reason(e));
     }

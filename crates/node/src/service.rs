@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use courseway_content::{Catalog, ChunkId, Schedule, Signed};
+use courseway_content::{Catalog, ChannelId, ChunkId, LiveSegment, Schedule, Signed};
 use courseway_net::{
     send_chunk, send_response, serve_requests, IncomingRequest, NetError, PeerConnection, PeerIdentity, ServeConfig,
     SharedLimiter,
@@ -48,6 +48,13 @@ pub trait NodeService: Send + Sync + 'static {
 
     /// Announcements to push down subscriptions.
     fn announcements(&self) -> broadcast::Receiver<Announcement>;
+
+    /// A child subscribed to live `channel`: the segments of its window (oldest first), sent
+    /// before new ones so a late joiner starts at the live edge. A relay starts following the
+    /// channel upstream here (once per channel). Default: no live channels.
+    fn live_join(&self, _channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        Vec::new()
+    }
 
     /// Takes a station report; returns once it is durably written.
     fn report(&self, _peer: &PeerIdentity, _report: Report) -> impl Future<Output = Result<(), ErrorReply>> + Send {
@@ -161,6 +168,14 @@ async fn subscription<S: NodeService>(
     let mut rx = service.announcements();
     for a in current(&*service, &topics) {
         send_response(&mut req.send, &Response::Announce(a)).await?;
+    }
+    for topic in &topics {
+        if let Topic::Live(channel) = topic {
+            for segment in service.live_join(channel) {
+                let a = Announcement::Live(Box::new((*segment).clone()));
+                send_response(&mut req.send, &Response::Announce(a)).await?;
+            }
+        }
     }
     let mut probe = [0u8; 1];
     // The child finishes its send side right after the request; only a reset (or a failed

@@ -14,7 +14,7 @@ pub mod admin;
 pub mod mirror;
 pub mod reports;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,10 +22,11 @@ use std::time::Duration;
 
 use courseway_content::encoding::Encode;
 use courseway_content::{
-    Catalog, CatalogEntry, ChunkId, LessonId, LessonManifest, NodeName, OnlineKey, Schedule, ScheduleEntry, Signed,
-    UnixTime,
+    Catalog, CatalogEntry, ChannelId, ChunkId, ChunkRef, LessonId, LessonManifest, LiveSegment, NodeName, OnlineKey,
+    Schedule, ScheduleEntry, Signed, UnixTime, MAX_CHUNK_SIZE,
 };
 use courseway_net::{Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig};
+use courseway_node::live::{self as live_window, LiveWindow, DEFAULT_LIVE_WINDOW};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, reply_error, send_stored_chunk, serve_connection, store_io, NodeService};
 use courseway_proto::{Announcement, ErrorCode, ErrorReply, GetChunk, Report, Role, Welcome};
@@ -82,6 +83,11 @@ pub struct OriginStats {
     pub duplicate_chunk_sends: u64,
     /// Manifests sent to children.
     pub manifests_sent: u64,
+    /// Live segments signed and announced.
+    pub live_segments: u64,
+    /// Chunks of live segments sent in full to children (one per segment chunk and child that
+    /// follows the channel: children coalesce their own children's requests).
+    pub live_chunk_sends: u64,
 }
 
 struct Service {
@@ -100,6 +106,11 @@ struct Service {
     duplicate_chunk_sends: AtomicU64,
     manifests_sent: AtomicU64,
     reports: Arc<reports::ReportStore>,
+    live: Arc<LiveWindow>,
+    /// The next sequence number per channel and rendition.
+    live_sequences: Mutex<HashMap<(ChannelId, String), u64>>,
+    live_segments: AtomicU64,
+    live_chunk_sends: AtomicU64,
 }
 
 /// A station is counted offline in the origin's metrics after this long without a heartbeat
@@ -163,6 +174,10 @@ impl Origin {
             duplicate_chunk_sends: AtomicU64::new(0),
             manifests_sent: AtomicU64::new(0),
             reports: Arc::new(reports::ReportStore::open(store.clone())?),
+            live: Arc::new(LiveWindow::new(DEFAULT_LIVE_WINDOW)),
+            live_sequences: Mutex::new(HashMap::new()),
+            live_segments: AtomicU64::new(0),
+            live_chunk_sends: AtomicU64::new(0),
         });
         let server = Arc::new(Server::bind(enrollment, &config.transport, config.listen)?);
         let accept = {
@@ -201,6 +216,8 @@ impl Origin {
             chunk_bytes_sent: self.service.chunk_bytes_sent.load(Ordering::Relaxed),
             duplicate_chunk_sends: self.service.duplicate_chunk_sends.load(Ordering::Relaxed),
             manifests_sent: self.service.manifests_sent.load(Ordering::Relaxed),
+            live_segments: self.service.live_segments.load(Ordering::Relaxed),
+            live_chunk_sends: self.service.live_chunk_sends.load(Ordering::Relaxed),
         }
     }
 
@@ -216,6 +233,16 @@ impl Origin {
                 "origin_duplicate_chunk_sends",
                 "Chunk requests a child made for a chunk it had already been sent in full",
                 o.duplicate_chunk_sends.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "origin_live_segments",
+                "Live segments signed and announced",
+                o.live_segments.load(Ordering::Relaxed),
+            )?;
+            s.counter(
+                "origin_live_chunk_sends",
+                "Chunks of live segments sent in full to children (once per child that follows the channel)",
+                o.live_chunk_sends.load(Ordering::Relaxed),
             )?;
             let r = &o.reports.counters;
             s.counter(
@@ -477,6 +504,64 @@ impl Origin {
         Ok(version)
     }
 
+    /// Publishes one cut segment of a live channel: stores its bytes as chunks (≤ 1 MiB each,
+    /// pinned while the segment is in the live window), signs a [`LiveSegment`] with the next
+    /// sequence number of `channel` and `rendition` and announces it down the subscriptions.
+    /// Returns the sequence number. Sequences start at the Unix time in seconds of the first
+    /// segment of a run, so they keep growing across restarts (a segment lasts over a second).
+    /// Store IO: call from a blocking thread.
+    pub fn publish_live_segment(
+        &self,
+        channel: &ChannelId,
+        rendition: &str,
+        duration_ms: u32,
+        bytes: &[u8],
+    ) -> Result<u64, OriginError> {
+        let s = &self.service;
+        let mut chunks = Vec::new();
+        for piece in bytes.chunks(MAX_CHUNK_SIZE) {
+            let id = ChunkId::of(piece);
+            s.store.put(id, piece)?;
+            chunks.push(ChunkRef {
+                id,
+                size: piece.len() as u32,
+            });
+        }
+        let sequence = {
+            let mut sequences = s.live_sequences.lock();
+            let next = sequences
+                .entry((channel.clone(), rendition.to_owned()))
+                .or_insert_with(|| clock::now().0);
+            let sequence = *next;
+            *next += 1;
+            sequence
+        };
+        let signed = Arc::new(s.signer.sign(LiveSegment {
+            channel: channel.clone(),
+            rendition: rendition.to_owned(),
+            sequence,
+            duration_ms,
+            cut_at_ms: live_window::now_ms(),
+            chunks,
+        }));
+        live_window::keep_blocking(&s.live, &s.store, signed.clone())?;
+        s.live.mark_complete(&signed.body, live_window::now_ms());
+        s.live_segments.fetch_add(1, Ordering::Relaxed);
+        // No subscriber is not an error: a child that subscribes later gets the window.
+        let _ = s.announce.send(Announcement::Live(Box::new((*signed).clone())));
+        Ok(sequence)
+    }
+
+    /// The live segments of `channel` in the origin's window, oldest first.
+    pub fn live_window(&self, channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        self.service.live.window(channel)
+    }
+
+    /// When each live segment of `channel` was announced (ms since the epoch).
+    pub fn live_completions(&self, channel: &ChannelId) -> BTreeMap<live_window::SegmentKey, u64> {
+        self.service.live.completions(channel)
+    }
+
     /// Stops accepting and closes every connection.
     pub fn shutdown(&self) {
         self.server.close();
@@ -662,6 +747,9 @@ impl NodeService for Service {
             if get.offset == 0 && !self.sent_to.lock().insert((req.peer.name.clone(), get.id)) {
                 self.duplicate_chunk_sends.fetch_add(1, Ordering::Relaxed);
             }
+            if get.offset == 0 && self.live.holds_chunk(&get.id) {
+                self.live_chunk_sends.fetch_add(1, Ordering::Relaxed);
+            }
         }
         Ok(())
     }
@@ -690,6 +778,10 @@ impl NodeService for Service {
 
     fn announcements(&self) -> broadcast::Receiver<Announcement> {
         self.announce.subscribe()
+    }
+
+    fn live_join(&self, channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        self.live.window(channel)
     }
 
     /// Writes the report (synced) before the acknowledgement; a report id seen before is

@@ -5,10 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use courseway_content::{Catalog, ChunkId, LessonId, NodeName, PublicKey, Schedule, Signed, TrustError, TrustState};
+use std::collections::{BTreeMap, HashSet};
+
+use courseway_content::{
+    Catalog, ChannelId, ChunkId, LessonId, LiveSegment, NodeName, PublicKey, Schedule, Signed, TrustError, TrustState,
+};
 use courseway_net::{
     read_response, Client, Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig,
 };
+use courseway_node::live::{self, Inserted, LiveWindow, SegmentKey, DEFAULT_LIVE_WINDOW};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::reports::{check_reporter, send_report};
 use courseway_node::{
@@ -18,9 +23,9 @@ use courseway_node::{
 use courseway_proto::{
     Announcement, ErrorCode, ErrorReply, GetChunk, Report, Request, Response, Role, Subscribe, Topic, Welcome,
 };
-use courseway_store::{Store, StoreConfig, StoreError};
+use courseway_store::{PinReason, Store, StoreConfig, StoreError};
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
 use crate::fetch::{run_fetch, serve_from_flight, Fetches, Joined};
@@ -55,6 +60,8 @@ pub struct RelayConfig {
     /// With [`PrefetchPolicy::ScheduledOnly`]: how far ahead of a showing its lesson is
     /// prefetched.
     pub schedule_horizon: Duration,
+    /// Live segments kept (pinned) per channel and rendition for children that join late.
+    pub live_window: usize,
 }
 
 impl RelayConfig {
@@ -70,6 +77,7 @@ impl RelayConfig {
             wait_timeout: Duration::from_secs(30),
             prefetch_concurrency: 4,
             schedule_horizon: Duration::from_secs(7 * 86_400),
+            live_window: DEFAULT_LIVE_WINDOW,
         }
     }
 }
@@ -138,6 +146,12 @@ pub(crate) struct RelayService {
     counters: Arc<Counters>,
     wait_timeout: Duration,
     max_attempts: u32,
+    live: Arc<LiveWindow>,
+    /// Channels followed upstream (one subscription each, for the relay's lifetime).
+    live_followed: Mutex<HashSet<ChannelId>>,
+    live_follow: mpsc::UnboundedSender<ChannelId>,
+    /// Live segments verified and passed down.
+    live_segments: AtomicU64,
 }
 
 /// A running relay.
@@ -172,6 +186,7 @@ impl Relay {
         let max_attempts = config.upstream.max_attempts;
         let upstream = Arc::new(Upstream::new(client, config.upstream));
         let (announce, _) = broadcast::channel(64);
+        let (live_follow, live_requests) = mpsc::unbounded_channel();
         let service = Arc::new(RelayService {
             name: config.name,
             store,
@@ -186,6 +201,10 @@ impl Relay {
             counters: Arc::new(Counters::default()),
             wait_timeout: config.wait_timeout,
             max_attempts,
+            live: Arc::new(LiveWindow::new(config.live_window)),
+            live_followed: Mutex::new(HashSet::new()),
+            live_follow,
+            live_segments: AtomicU64::new(0),
         });
         let mut tasks = JoinSet::new();
         {
@@ -197,6 +216,7 @@ impl Relay {
                     .await
             });
         }
+        tasks.spawn(follow_live_channels(service.clone(), live_requests));
         tasks.spawn(sync_loop(
             service.clone(),
             Prefetch {
@@ -291,10 +311,30 @@ impl Relay {
                 "Chunks or manifests from a parent that failed verification (refused, never served)",
                 load(&c.bad_chunks),
             )?;
+            s.counter(
+                "relay_live_segments",
+                "Live segment announcements verified and passed down to children",
+                load(&r.live_segments),
+            )?;
             metrics::scrape_catalog(s, r.catalog.read().as_deref(), clock::now())?;
             metrics::scrape_store(s, &r.store.stats())?;
             metrics::scrape_upstream(s, r.upstream.stats())
         }))
+    }
+
+    /// When each segment of live `channel` was held whole here (ms since the epoch).
+    pub fn live_completions(&self, channel: &ChannelId) -> BTreeMap<SegmentKey, u64> {
+        self.service.live.completions(channel)
+    }
+
+    /// The segments of live `channel` in this relay's window, oldest first.
+    pub fn live_window(&self, channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        self.service.live.window(channel)
+    }
+
+    /// What this relay refused from its parents (`courseway_upstream_rejected_total`).
+    pub fn rejections(&self) -> &courseway_node::Rejections {
+        &self.service.upstream.stats().rejections
     }
 
     /// The relay's store (for inspection).
@@ -483,6 +523,14 @@ impl NodeService for RelayService {
         self.announce.subscribe()
     }
 
+    fn live_join(&self, channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        if self.live_followed.lock().insert(channel.clone()) {
+            // The receiver lives as long as the relay's tasks; after shutdown nothing follows.
+            let _ = self.live_follow.send(channel.clone());
+        }
+        self.live.window(channel)
+    }
+
     /// Passes a report up and acknowledges it only once the parent did (so only once the origin
     /// wrote it). The relay keeps no copy: the station's outbox holds the report until this
     /// acknowledgement, which makes the station's store the one durable queue below the origin.
@@ -501,6 +549,105 @@ impl NodeService for RelayService {
                 Err(e.to_reply())
             }
         }
+    }
+}
+
+impl RelayService {
+    /// Takes a live segment from upstream: verified end to end (a refusal is counted and the
+    /// segment dropped), kept in the window, announced to the children at once, then its chunks
+    /// fetched (once, however many children ask: their requests join this fetch and get the
+    /// bytes as they arrive) and pinned while it stays in the window.
+    async fn take_live(self: &Arc<Self>, channel: &ChannelId, segment: Signed<LiveSegment>) {
+        if segment.body.channel != *channel {
+            tracing::warn!(channel = %channel, got = %segment.body.channel, "a parent sent a segment of a channel not asked for; dropped");
+            return;
+        }
+        let verified = self.trust.lock().verify_live_segment(&segment, clock::now());
+        if let Err(e) = verified {
+            self.upstream.stats().rejections.signed(SignedKind::Live, &e);
+            tracing::warn!(channel = %channel, sequence = segment.body.sequence, error = %e, "refused a live segment from upstream");
+            return;
+        }
+        let segment = Arc::new(segment);
+        let evicted = match self.live.insert(segment.clone()) {
+            Inserted::New { evicted } => evicted,
+            Inserted::Known | Inserted::TooOld => return,
+        };
+        self.live_segments.fetch_add(1, Ordering::Relaxed);
+        let _ = self.announce.send(Announcement::Live(Box::new((*segment).clone())));
+        let pin: Vec<ChunkId> = segment.body.chunks.iter().map(|c| c.id).collect();
+        let holder = live::pin_holder(&segment.body);
+        let unpin: Vec<String> = evicted.iter().map(|s| live::pin_holder(&s.body)).collect();
+        let pinned = store_io(&self.store, move |s| {
+            s.pin(&pin, PinReason::LiveWindow, &holder)?;
+            for h in &unpin {
+                s.unpin_holder(PinReason::LiveWindow, h)?;
+            }
+            Ok::<(), StoreError>(())
+        });
+        let (fetched, pinned) = tokio::join!(self.ensure_segment(&segment.body), pinned);
+        if let Err(e) = pinned {
+            tracing::error!(error = %e, "could not pin a live segment; it may be evicted early");
+        }
+        match fetched {
+            Ok(()) => self.live.mark_complete(&segment.body, live::now_ms()),
+            Err(e) => {
+                tracing::warn!(channel = %channel, sequence = segment.body.sequence, error = %e.message, "could not fetch a live segment; children skip it")
+            }
+        }
+    }
+
+    async fn ensure_segment(self: &Arc<Self>, segment: &LiveSegment) -> Result<(), ErrorReply> {
+        for c in &segment.chunks {
+            self.ensure_chunk(c.id).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts one upstream subscription per live channel a child asked for.
+async fn follow_live_channels(service: Arc<RelayService>, mut requests: mpsc::UnboundedReceiver<ChannelId>) {
+    // Dropped (and so aborted) with this task when the relay shuts down.
+    let mut following = JoinSet::new();
+    while let Some(channel) = requests.recv().await {
+        tracing::info!(%channel, "following a live channel upstream");
+        following.spawn(follow_live(service.clone(), channel));
+    }
+}
+
+/// One subscription upstream for `channel` (made again, on another parent if need be, when it
+/// ends); each segment is taken in its own task so a slow fetch never holds up the next
+/// announcement.
+async fn follow_live(service: Arc<RelayService>, channel: ChannelId) {
+    let mut attempt = 0u32;
+    let mut taking = JoinSet::new();
+    loop {
+        let subscribe = Request::Subscribe(Subscribe {
+            topics: vec![Topic::Live(channel.clone())],
+        });
+        let (_, first, mut recv) = match service.upstream.request(&subscribe).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(%channel, error = %e, "no upstream live subscription; will retry");
+                tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
+                continue;
+            }
+        };
+        attempt = 0;
+        let mut next = Some(first);
+        while let Some(response) = next.take() {
+            if let Response::Announce(Announcement::Live(segment)) = response {
+                let (service, channel) = (service.clone(), channel.clone());
+                taking.spawn(async move { service.take_live(&channel, *segment).await });
+            }
+            while taking.try_join_next().is_some() {}
+            match read_response(&mut recv).await {
+                Ok(r) => next = Some(r),
+                Err(e) => tracing::info!(%channel, error = %e, "upstream live subscription ended; subscribing again"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

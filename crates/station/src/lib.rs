@@ -35,6 +35,7 @@
 
 pub mod heartbeat;
 pub mod lan;
+mod live;
 pub mod outbox;
 pub mod planner;
 pub mod retention;
@@ -47,10 +48,11 @@ use std::time::Duration;
 
 use courseway_content::schedule::Place;
 use courseway_content::{
-    Catalog, Category, ChunkId, ChunkRef, LessonId, LessonManifest, NodeName, PublicKey, Schedule, Signed, TrustError,
-    TrustState, UnixTime,
+    Catalog, Category, ChannelId, ChunkId, ChunkRef, LessonId, LessonManifest, LiveSegment, NodeName, PublicKey,
+    Schedule, Signed, TrustError, TrustState, UnixTime,
 };
 use courseway_net::{read_response, Client, Enrollment, NetError, RateLimit, Revocations, TransportConfig};
+use courseway_node::live::{LiveWindow, SegmentKey, DEFAULT_LIVE_WINDOW};
 use courseway_node::metrics::{self, FnCollector, MetricsCollector};
 use courseway_node::{clock, persist, store_io, task::AbortOnDrop, SignedKind, Upstream, UpstreamConfig};
 use courseway_proto::{Announcement, Request, Response, Subscribe, Topic};
@@ -108,6 +110,11 @@ pub struct StationConfig {
     pub retention: RetentionPolicy,
     /// Viewing reports and heartbeats.
     pub reports: ReportsConfig,
+    /// Live channels followed (each served at `/live/<channel>/<rendition>.m3u8` on the LAN).
+    pub live_channels: Vec<ChannelId>,
+    /// Live segments kept (pinned) per channel and rendition: the sliding window of the live
+    /// playlist.
+    pub live_window: usize,
 }
 
 impl StationConfig {
@@ -128,6 +135,8 @@ impl StationConfig {
             ready_margin: Duration::from_secs(30 * 60),
             retention: RetentionPolicy::default(),
             reports: ReportsConfig::default(),
+            live_channels: Vec::new(),
+            live_window: DEFAULT_LIVE_WINDOW,
         }
     }
 }
@@ -233,6 +242,9 @@ struct State {
     /// Heartbeats acknowledged / not delivered.
     heartbeats_sent: std::sync::atomic::AtomicU64,
     heartbeat_failures: std::sync::atomic::AtomicU64,
+    /// The live channels followed and their windows of recent segments.
+    live_channels: Vec<ChannelId>,
+    live: Arc<LiveWindow>,
 }
 
 /// A running station.
@@ -303,6 +315,8 @@ impl Station {
             reports: config.reports,
             heartbeats_sent: std::sync::atomic::AtomicU64::new(0),
             heartbeat_failures: std::sync::atomic::AtomicU64::new(0),
+            live_channels: config.live_channels.clone(),
+            live: Arc::new(LiveWindow::new(config.live_window)),
         });
         // The window and quota in force from the first chunk on.
         state.throttle.tick(clock::now(), 0, false);
@@ -316,6 +330,9 @@ impl Station {
             });
         }
         tasks.spawn(heartbeats(state.clone()));
+        for channel in config.live_channels {
+            tasks.spawn(live::follow(state.clone(), channel));
+        }
         Ok(Self { state, client, tasks })
     }
 
@@ -408,6 +425,16 @@ impl Station {
     /// order (empty until the first sync pass has read them).
     pub fn lessons(&self) -> Arc<Vec<Arc<LessonManifest>>> {
         self.state.manifests.lock().clone()
+    }
+
+    /// When each segment of live `channel` was held whole here (ms since the epoch).
+    pub fn live_completions(&self, channel: &ChannelId) -> std::collections::BTreeMap<SegmentKey, u64> {
+        self.state.live.completions(channel)
+    }
+
+    /// The segments of live `channel` in this station's window, oldest first.
+    pub fn live_window(&self, channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        self.state.live.window(channel)
     }
 
     /// Starts the LAN server (HLS, the TV page, its JSON API, viewing capture); it runs until

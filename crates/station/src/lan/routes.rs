@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use courseway_content::{ChunkRef, LessonId, LessonManifest, UnixTime};
+use courseway_content::{ChannelId, ChunkRef, LessonId, LessonManifest, UnixTime};
 use courseway_node::http::{full_body, PeerAddr, StreamingBody, StreamingHandler};
 use courseway_node::{clock, store_io};
 use courseway_store::Durability;
@@ -217,6 +217,58 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
             }
             Ok(response)
         }
+        ["live", channel, file] => {
+            let channel = live_channel(lan, channel)?;
+            let rendition = file.strip_suffix(".m3u8").ok_or_else(|| {
+                LanError::not_found(format!(
+                    "no {file:?} in a live channel; its playlists are /live/{channel}/RENDITION.m3u8"
+                ))
+            })?;
+            let window = lan.state.live.rendition(&channel, rendition);
+            let entries: Vec<courseway_hls::LiveEntry> = window
+                .iter()
+                .map(|s| courseway_hls::LiveEntry {
+                    sequence: s.body.sequence,
+                    duration_ms: s.body.duration_ms,
+                    available: lan.state.live.is_complete(&s.body),
+                })
+                .collect();
+            let text = courseway_hls::live_media_playlist(&entries, |seq| format!("{rendition}/{seq}.ts"))
+                .ok_or_else(|| {
+                    let renditions = lan.state.live.renditions(&channel);
+                    LanError::not_found(if renditions.is_empty() {
+                        format!("live channel {channel} has no segment here yet; is the broadcast on? Try again in a few seconds")
+                    } else {
+                        format!(
+                            "live channel {channel} has no segment of rendition {rendition:?} here; it has {}",
+                            renditions.join(", ")
+                        )
+                    })
+                })?;
+            Ok(playlist(text, head))
+        }
+        ["live", channel, rendition, file] => {
+            let channel = live_channel(lan, channel)?;
+            let sequence: u64 = file
+                .strip_suffix(".ts")
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| {
+                    LanError::not_found(format!("no {file:?} in a live rendition; its segments are SEQUENCE.ts"))
+                })?;
+            let segment = lan
+                .state
+                .live
+                .rendition(&channel, rendition)
+                .into_iter()
+                .find(|s| s.body.sequence == sequence && lan.state.live.is_complete(&s.body))
+                .ok_or_else(|| {
+                    LanError::not_found(format!(
+                        "segment {sequence} of {channel}/{rendition} is not held here (lost, not fetched yet, or out of the live window); reload the playlist"
+                    ))
+                })?;
+            chunks(lan, &request, &segment.body.chunks, SEGMENT, None)
+        }
         ["files", lesson, n] => {
             let m = ready_lesson(lan, lesson)?;
             let a = n
@@ -245,6 +297,26 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
             "no {path} at this station; the page is at /, lessons at /hls/LESSON/master.m3u8"
         ))),
     }
+}
+
+/// A live channel this station follows, by the name in a path.
+fn live_channel(lan: &Lan, name: &str) -> Result<ChannelId, LanError> {
+    lan.state
+        .live_channels
+        .iter()
+        .find(|c| c.as_str() == name)
+        .cloned()
+        .ok_or_else(|| {
+            let followed: Vec<&str> = lan.state.live_channels.iter().map(|c| c.as_str()).collect();
+            LanError::not_found(if followed.is_empty() {
+                format!("this station follows no live channel ({name:?} asked); add it to [station] live_channels")
+            } else {
+                format!(
+                    "this station does not follow live channel {name:?}; it follows {}",
+                    followed.join(", ")
+                )
+            })
+        })
 }
 
 fn client_ip(request: &Request<Incoming>) -> IpAddr {

@@ -1,0 +1,582 @@
+//! Live broadcast (issue #6): a GStreamer test feed cut into segments at the origin, fanned out
+//! through city and district relays to every station, played from a station's live HLS
+//! playlist; a forged live announcement is refused and counted.
+//!
+//! The tree's size is set by `COURSEWAY_LIVE_DISTRICTS_PER_CITY` (default 3) and
+//! `COURSEWAY_LIVE_STATIONS_PER_DISTRICT` (default 5): 1 origin → 2 cities → 6 districts → 30
+//! stations by default; 3 and 50 make the issue's 300 stations. `COURSEWAY_LIVE_SEGMENTS`
+//! (default 8) segments are measured after the tree has joined.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use courseway::topology::DeploymentKeys;
+use courseway_content::{ChannelId, ChunkId, LiveSegment, NodeName, Signed};
+use courseway_media::live::{CutSegment, LiveIngest, LiveIngestConfig, LiveInput};
+use courseway_net::{send_chunk, IncomingRequest, NetError, Server, TransportConfig};
+use courseway_node::live::SegmentKey;
+use courseway_node::{reply_error, serve_connection, NodeService, Parent, UpstreamConfig};
+use courseway_origin::Origin;
+use courseway_proto::{Announcement, ChunkHeader, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
+use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
+use courseway_station::lan::LanConfig;
+use courseway_station::{Station, StationConfig};
+use courseway_store::StoreConfig;
+use courseway_tests::{loopback, wait_until};
+use tokio::sync::broadcast;
+
+const CITIES: usize = 2;
+const RENDITION: &str = "source";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn channel() -> ChannelId {
+    ChannelId::new("city-live").unwrap()
+}
+
+fn store(dir: &Path, name: &str) -> StoreConfig {
+    let mut s = StoreConfig::new(dir.join(name), 256 << 20);
+    // Hundreds of stores in one process: small write buffers.
+    s.memtable_bytes = 2 << 20;
+    s
+}
+
+fn parent(name: &NodeName, addr: std::net::SocketAddr) -> UpstreamConfig {
+    UpstreamConfig::new(vec![Parent {
+        name: name.clone(),
+        addr,
+    }])
+}
+
+/// The test pattern at the origin, 1 s segments, each stored, signed and announced as it is cut.
+fn start_feed(origin: &Arc<Origin>, spool: &Path) -> LiveIngest {
+    let mut config = LiveIngestConfig::new(
+        LiveInput::TestPattern {
+            width: 320,
+            height: 240,
+            fps: 25,
+        },
+        spool,
+    );
+    config.segment = Duration::from_secs(1);
+    config.test_video_kbps = 300;
+    let origin = origin.clone();
+    LiveIngest::start(&config, move |cut: CutSegment| {
+        // The ingest's own thread: blocking store IO is fine here.
+        origin
+            .publish_live_segment(&channel(), RENDITION, cut.duration_ms, &cut.bytes)
+            .expect("the origin publishes a live segment");
+    })
+    .expect("the live ingest starts (GStreamer with x264enc, voaacenc, mpegtsmux)")
+}
+
+/// p50 and p99 (nearest rank) of `values`, in ms.
+fn percentiles(mut values: Vec<i64>) -> (i64, i64, usize) {
+    values.sort_unstable();
+    let at = |p: f64| values[((p * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+    (at(0.50), at(0.99), values.len())
+}
+
+/// Per-tier added latency: for every measured segment and every node of the tier, when the
+/// node held it whole minus when its parent did.
+fn tier_latency(
+    measured: &[SegmentKey],
+    nodes: &[(BTreeMap<SegmentKey, u64>, usize)],
+    parents: &[BTreeMap<SegmentKey, u64>],
+) -> Vec<i64> {
+    let mut out = Vec::new();
+    for (done, parent) in nodes {
+        for key in measured {
+            let (Some(&at), Some(&parent_at)) = (done.get(key), parents[*parent].get(key)) else {
+                continue;
+            };
+            out.push(at as i64 - parent_at as i64);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feed_reaches_every_station_through_the_relay_tiers() {
+    let districts_per_city = env_or("COURSEWAY_LIVE_DISTRICTS_PER_CITY", 3);
+    let stations_per_district = env_or("COURSEWAY_LIVE_STATIONS_PER_DISTRICT", 5);
+    let measured_segments = env_or("COURSEWAY_LIVE_SEGMENTS", 8) as u64;
+    // Every segment of the run stays in every window, so a node that joins late still gets all.
+    let window = (measured_segments as usize) + 32;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = Arc::new(courseway_tests::start_origin(dir.path(), &keys).await);
+    let origin_name = NodeName::new("origin").unwrap();
+
+    let mut cities = Vec::new();
+    for c in 0..CITIES {
+        let name = NodeName::new(format!("city-{c}")).unwrap();
+        let mut rc = RelayConfig::new(
+            name.clone(),
+            loopback(),
+            store(dir.path(), name.as_str()),
+            parent(&origin_name, origin.local_addr().unwrap()),
+        );
+        rc.prefetch = PrefetchPolicy::None;
+        rc.live_window = window;
+        let relay = Relay::start(rc, keys.enroll(Role::Relay, &name).unwrap(), keys.root_public())
+            .await
+            .unwrap();
+        cities.push((name, relay));
+    }
+    let mut districts = Vec::new();
+    for d in 0..CITIES * districts_per_city {
+        let city = d % CITIES;
+        let name = NodeName::new(format!("district-{d:02}")).unwrap();
+        let mut rc = RelayConfig::new(
+            name.clone(),
+            loopback(),
+            store(dir.path(), name.as_str()),
+            parent(&cities[city].0, cities[city].1.local_addr().unwrap()),
+        );
+        rc.prefetch = PrefetchPolicy::None;
+        rc.live_window = window;
+        let relay = Relay::start(rc, keys.enroll(Role::Relay, &name).unwrap(), keys.root_public())
+            .await
+            .unwrap();
+        districts.push((name, relay, city));
+    }
+    let mut stations = Vec::new();
+    for s in 0..districts.len() * stations_per_district {
+        let district = s % districts.len();
+        let name = NodeName::new(format!("village-{s:04}")).unwrap();
+        let mut sc = StationConfig::new(
+            name.clone(),
+            loopback(),
+            store(dir.path(), name.as_str()),
+            parent(&districts[district].0, districts[district].1.local_addr().unwrap()),
+        );
+        sc.live_channels = vec![channel()];
+        sc.live_window = window;
+        let station = Station::start(sc, keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+            .await
+            .unwrap();
+        stations.push((station, district));
+    }
+    println!(
+        "live tree: 1 origin -> {CITIES} cities -> {} districts -> {} stations",
+        districts.len(),
+        stations.len()
+    );
+
+    let feed = start_feed(&origin, &dir.path().join("spool"));
+    // The tree has joined once every station holds a segment; the segments after that are
+    // measured (the earlier ones reached late joiners through the windows).
+    wait_until("every station to hold a live segment", Duration::from_secs(120), || {
+        stations.iter().all(|(s, _)| !s.live_completions(&channel()).is_empty())
+    })
+    .await;
+    let joined = origin.stats().live_segments;
+    wait_until("the measured segments to be cut", Duration::from_secs(120), || {
+        origin.stats().live_segments >= joined + measured_segments + 1
+    })
+    .await;
+
+    // The live playlist as a player sees it, while the broadcast is on.
+    let lan = stations[0]
+        .0
+        .serve_lan(LanConfig::new(loopback(), Arc::new(|_| {})))
+        .await
+        .unwrap();
+    let url = format!("http://{}/live/{}/{RENDITION}.m3u8", lan.local_addr(), channel());
+    let probe = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("timeout")
+                .args([
+                    "60",
+                    "ffprobe",
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "stream=codec_name",
+                    "-of",
+                    "csv=p=0",
+                ])
+                .arg(&url)
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("ffprobe runs (Debian package ffmpeg)")
+    };
+    let codecs = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(
+        probe.status.success(),
+        "ffprobe refused {url}: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        codecs.contains("h264") && codecs.contains("aac"),
+        "ffprobe saw {codecs:?}"
+    );
+
+    feed.stop().expect("the live ingest ran without error");
+    let origin_done = origin.live_completions(&channel());
+    let all: Vec<SegmentKey> = origin_done.keys().cloned().collect();
+    let total_chunks: usize = origin_done.len(); // checked below: one chunk per segment
+    wait_until("every station to hold every segment", Duration::from_secs(120), || {
+        stations.iter().all(|(s, _)| {
+            let done = s.live_completions(&channel());
+            all.iter().all(|k| done.contains_key(k))
+        })
+    })
+    .await;
+
+    // Every segment in full at every station, byte for byte what the origin cut.
+    let origin_window: BTreeMap<u64, Arc<Signed<LiveSegment>>> = origin
+        .live_window(&channel())
+        .into_iter()
+        .map(|s| (s.body.sequence, s))
+        .collect();
+    for (station, _) in &stations {
+        let held: BTreeMap<u64, Arc<Signed<LiveSegment>>> = station
+            .live_window(&channel())
+            .into_iter()
+            .map(|s| (s.body.sequence, s))
+            .collect();
+        for (seq, seg) in &origin_window {
+            assert_eq!(held.get(seq).map(|s| &s.body), Some(&seg.body), "segment {seq}");
+            for c in &seg.body.chunks {
+                assert_eq!(station.store().get(&c.id, 0).unwrap(), origin.chunk(&c.id).unwrap());
+            }
+        }
+    }
+
+    // The origin sent each segment's chunks once per city relay, never twice to one.
+    let chunks_per_segment: Vec<usize> = origin_window.values().map(|s| s.body.chunks.len()).collect();
+    assert!(chunks_per_segment.iter().all(|n| *n == 1), "{chunks_per_segment:?}");
+    let stats = origin.stats();
+    assert_eq!(stats.live_chunk_sends, (CITIES * total_chunks) as u64, "{stats:?}");
+    assert_eq!(stats.duplicate_chunk_sends, 0);
+
+    // Added latency per tier, for the segments cut after the tree had joined.
+    let measured: Vec<SegmentKey> = all.iter().skip(joined as usize + 1).cloned().collect();
+    let city_done: Vec<_> = cities.iter().map(|(_, r)| r.live_completions(&channel())).collect();
+    let district_done: Vec<_> = districts
+        .iter()
+        .map(|(_, r, _)| r.live_completions(&channel()))
+        .collect();
+    let tiers = [
+        (
+            "origin -> city",
+            tier_latency(
+                &measured,
+                &city_done.iter().map(|d| (d.clone(), 0)).collect::<Vec<_>>(),
+                std::slice::from_ref(&origin_done),
+            ),
+        ),
+        (
+            "city -> district",
+            tier_latency(
+                &measured,
+                &districts
+                    .iter()
+                    .zip(&district_done)
+                    .map(|((_, _, city), d)| (d.clone(), *city))
+                    .collect::<Vec<_>>(),
+                &city_done,
+            ),
+        ),
+        (
+            "district -> station",
+            tier_latency(
+                &measured,
+                &stations
+                    .iter()
+                    .map(|(s, district)| (s.live_completions(&channel()), *district))
+                    .collect::<Vec<_>>(),
+                &district_done,
+            ),
+        ),
+    ];
+    println!(
+        "live latency added per tier ({} segments measured, {} stations):",
+        measured.len(),
+        stations.len()
+    );
+    for (tier, values) in tiers {
+        assert!(!values.is_empty(), "no latency figures for {tier}");
+        let (p50, p99, n) = percentiles(values);
+        println!("  {tier:<20} p50 {p50:>4} ms  p99 {p99:>4} ms  ({n} samples)");
+    }
+    drop(lan);
+}
+
+/// A parent that announces one honest live segment and one forged (the real signature over an
+/// altered body), and serves the honest segment's chunk.
+struct ForgingParent {
+    honest: Arc<Signed<LiveSegment>>,
+    forged: Arc<Signed<LiveSegment>>,
+    chunk: (ChunkId, Vec<u8>),
+    announce: broadcast::Sender<Announcement>,
+}
+
+impl NodeService for ForgingParent {
+    fn welcome(&self) -> Welcome {
+        Welcome {
+            node: NodeName::new("forger").unwrap(),
+            role: Role::Relay,
+            software: "forging test relay".into(),
+        }
+    }
+
+    async fn serve_chunk(&self, req: &mut IncomingRequest, get: GetChunk) -> Result<(), NetError> {
+        if get.id != self.chunk.0 {
+            return reply_error(req, ErrorCode::NotFound, "no such chunk").await;
+        }
+        let bytes = &self.chunk.1;
+        let header = ChunkHeader {
+            id: get.id,
+            size: bytes.len() as u32,
+            offset: get.offset,
+        };
+        send_chunk(&mut req.send, &header, &bytes[get.offset as usize..], &[]).await
+    }
+
+    async fn manifest(&self, _hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {
+        Err(ErrorReply::new(ErrorCode::NotFound, "no manifests here"))
+    }
+
+    fn catalog(&self) -> Option<Arc<Signed<courseway_content::Catalog>>> {
+        None
+    }
+
+    fn announcements(&self) -> broadcast::Receiver<Announcement> {
+        self.announce.subscribe()
+    }
+
+    fn live_join(&self, _channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
+        vec![self.forged.clone(), self.honest.clone()]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_forged_live_announcement_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = courseway_tests::start_origin(dir.path(), &keys).await;
+    let bytes = b"a live segment's MPEG-TS bytes".to_vec();
+    origin
+        .publish_live_segment(&channel(), RENDITION, 2000, &bytes)
+        .unwrap();
+    let honest = origin.live_window(&channel())[0].clone();
+    let mut forged = (*honest).clone();
+    forged.body.sequence += 1;
+    forged.body.chunks[0].id = ChunkId::of(b"something else");
+    let forger = Arc::new(ForgingParent {
+        honest: honest.clone(),
+        forged: Arc::new(forged.clone()),
+        chunk: (honest.body.chunks[0].id, bytes.clone()),
+        announce: broadcast::channel(4).0,
+    });
+    let forger_name = NodeName::new("forger").unwrap();
+    let server = Server::bind(
+        keys.enroll(Role::Relay, &forger_name).unwrap(),
+        &TransportConfig::default(),
+        loopback(),
+    )
+    .unwrap();
+    let forger_addr = server.local_addr().unwrap();
+    let serving = forger.clone();
+    let serve = tokio::spawn(async move { server.serve(move |conn| serve_connection(serving.clone(), conn)).await });
+
+    // A station straight under the forger, and a relay with a station of its own.
+    let relay_name = NodeName::new("district-f").unwrap();
+    let relay = Relay::start(
+        RelayConfig::new(
+            relay_name.clone(),
+            loopback(),
+            store(dir.path(), "relay"),
+            parent(&forger_name, forger_addr),
+        ),
+        keys.enroll(Role::Relay, &relay_name).unwrap(),
+        keys.root_public(),
+    )
+    .await
+    .unwrap();
+    let mut stations = Vec::new();
+    for (name, parent_name, addr) in [
+        ("village-direct", &forger_name, forger_addr),
+        ("village-under", &relay_name, relay.local_addr().unwrap()),
+    ] {
+        let name = NodeName::new(name).unwrap();
+        let mut sc = StationConfig::new(
+            name.clone(),
+            loopback(),
+            store(dir.path(), name.as_str()),
+            parent(parent_name, addr),
+        );
+        sc.live_channels = vec![channel()];
+        stations.push(
+            Station::start(sc, keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+                .await
+                .unwrap(),
+        );
+    }
+    wait_until(
+        "both stations to hold the honest segment",
+        Duration::from_secs(60),
+        || {
+            stations.iter().all(|s| {
+                s.live_completions(&channel())
+                    .contains_key(&(RENDITION.to_string(), honest.body.sequence))
+            })
+        },
+    )
+    .await;
+    wait_until("the forged segment to be refused", Duration::from_secs(60), || {
+        stations[0].fetch_stats().rejections.get("live", "bad_signature") == 1
+            && relay.rejections().get("live", "bad_signature") == 1
+    })
+    .await;
+    for s in &stations {
+        let held: Vec<u64> = s.live_window(&channel()).iter().map(|s| s.body.sequence).collect();
+        assert_eq!(held, vec![honest.body.sequence], "only the honest segment is kept");
+    }
+    // The relay passed nothing on that it refused: the station below it refused nothing.
+    assert_eq!(stations[1].fetch_stats().rejections.get("live", "bad_signature"), 0);
+    // The count is what Prometheus scrapes.
+    let mut registry = courseway_node::metrics::registry("test");
+    registry.register_collector(relay.metrics());
+    let text = courseway_node::metrics::MetricsHandler::new(registry).render();
+    assert!(
+        text.contains("courseway_upstream_rejected_total{object=\"live\",reason=\"bad_signature\"} 1"),
+        "{text}"
+    );
+    serve.abort();
+}
+
+/// A free UDP port on loopback (bound, read, released).
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The codec names ffprobe reads in `bytes` (an MPEG-TS segment).
+fn probe_codecs(dir: &Path, bytes: &[u8]) -> String {
+    let path = dir.join("segment.ts");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs (Debian package ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs an ingest of `input` while a test encoder sends `codecs` to `target`, until three
+/// segments are cut; returns them.
+async fn ingest_feed(
+    input: LiveInput,
+    transcode: Option<u32>,
+    target: courseway_media::testsrc::FeedTarget,
+    codecs: courseway_media::testsrc::FeedCodecs,
+) -> Vec<CutSegment> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LiveIngestConfig::new(input, dir.path().join("spool"));
+    config.segment = Duration::from_secs(1);
+    if let Some(kbps) = transcode {
+        config.codecs = courseway_media::live::LiveCodecs::Transcode { video_kbps: kbps };
+    }
+    let cut = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let ingest = {
+        let cut = cut.clone();
+        LiveIngest::start(&config, move |s| cut.lock().push(s)).expect("the ingest starts")
+    };
+    let feed = courseway_media::testsrc::LiveTestFeed::start(&target, codecs).expect("the test encoder starts");
+    wait_until("three segments to be cut", Duration::from_secs(120), || {
+        assert!(!ingest.is_finished(), "the ingest stopped early");
+        cut.lock().len() >= 3
+    })
+    .await;
+    drop(feed);
+    ingest.stop().expect("the ingest ran without error");
+    let segments = cut.lock().clone();
+    for s in &segments {
+        assert!(
+            s.bytes.len() % 188 == 0 && s.bytes.chunks(188).all(|p| p[0] == 0x47),
+            "a segment is whole MPEG-TS packets"
+        );
+        assert!(s.duration_ms > 0);
+    }
+    segments
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_udp_mpegts_h264_aac_feed_is_passed_through_in_segments() {
+    let port = free_udp_port();
+    let segments = ingest_feed(
+        LiveInput::UdpMpegTs {
+            address: [127, 0, 0, 1].into(),
+            port,
+        },
+        None,
+        courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
+        courseway_media::testsrc::FeedCodecs::H264Aac,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_udp_mpeg2_feed_is_transcoded_to_h264_aac() {
+    let port = free_udp_port();
+    let segments = ingest_feed(
+        LiveInput::UdpMpegTs {
+            address: [127, 0, 0, 1].into(),
+            port,
+        },
+        Some(400),
+        courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
+        courseway_media::testsrc::FeedCodecs::Mpeg2Mp2,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_srt_listener_takes_a_feed() {
+    let port = free_udp_port();
+    let segments = ingest_feed(
+        LiveInput::Srt { port, latency_ms: 120 },
+        None,
+        courseway_media::testsrc::FeedTarget::Srt(([127, 0, 0, 1], port).into()),
+        courseway_media::testsrc::FeedCodecs::H264Aac,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
