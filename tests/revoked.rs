@@ -200,13 +200,25 @@ async fn revoked_list_survives_an_origin_restart_and_further_publications() {
         catalog_validity: Duration::from_secs(86_400),
     };
     let start = || async {
-        Origin::start(
-            config(),
-            keys.enroll(Role::Origin, &n("origin")).unwrap(),
-            keys.online_key(clock::now()),
-        )
-        .await
-        .unwrap()
+        // The previous origin's tasks let go of its store (RocksDB's lock) as the runtime
+        // finishes aborting them: a restart in the same process waits for that.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match Origin::start(
+                config(),
+                keys.enroll(Role::Origin, &n("origin")).unwrap(),
+                keys.online_key(clock::now()),
+            )
+            .await
+            {
+                Ok(origin) => break origin,
+                // The store is still held by the previous origin's ending tasks.
+                Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("the origin does not restart: {e}"),
+            }
+        }
     };
     let origin = start().await;
     assert!(matches!(

@@ -13,7 +13,8 @@ use crate::schedule::{Schedule, ScheduleEntry, Target};
 use crate::signing::{OnlineKey, RootKey, Signable, Signed};
 use crate::time::UnixTime;
 
-const NAME: &str = "[a-zA-Z0-9._:-]{1,24}";
+// A name that is only dots is refused ("." and ".." name directories): the first character is a letter or digit.
+const NAME: &str = "[a-zA-Z0-9][a-zA-Z0-9._:-]{0,23}";
 
 pub fn chunk_id() -> impl Strategy<Value = ChunkId> {
     any::<[u8; 32]>().prop_map(ChunkId::from_bytes)

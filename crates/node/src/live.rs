@@ -70,7 +70,7 @@ impl LiveWindow {
     }
 
     /// Segments kept per channel and rendition.
-    pub fn len(&self) -> usize {
+    pub fn capacity(&self) -> usize {
         self.len
     }
 

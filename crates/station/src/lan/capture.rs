@@ -340,6 +340,9 @@ mod tests {
         assert_eq!(device(IpAddr::from([10, 0, 0, 7]), "curl/8"), "other 10.0.0.7");
     }
 
+    /// A session in the model: its start, its last fetch, its segments' durations.
+    type ModelSession = (u64, u64, BTreeMap<usize, u32>);
+
     fn arb_fetch() -> impl Strategy<Value = (u64, u8, u8, usize, u32)> {
         // (seconds since the previous fetch, client, rendition, segment, duration)
         (0u64..100, 0u8..3, 0u8..2, 0usize..20, 1u32..10_000)
@@ -360,7 +363,7 @@ mod tests {
             let mut records = Vec::new();
             // The model: per (client, rendition), the current session's start, last fetch and
             // segments.
-            let mut model: BTreeMap<(u8, u8), (u64, u64, BTreeMap<usize, u32>)> = BTreeMap::new();
+            let mut model: BTreeMap<(u8, u8), ModelSession> = BTreeMap::new();
             let mut expected = Vec::new();
             let credited = |start: u64, last: u64, segs: &BTreeMap<usize, u32>| {
                 credited_ms(segs.values().map(|d| u64::from(*d)).sum::<u64>(), UnixTime(start), UnixTime(last))
