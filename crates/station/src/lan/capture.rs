@@ -3,6 +3,9 @@
 //! A playback session is one client address playing one rendition of one lesson. Each segment
 //! the LAN server sends is fed in as a [`SegmentFetch`] with the time; a session that fetches
 //! nothing for `idle_after` seconds is over, and so is every session when the server stops.
+//! Times are whole seconds, so a session ends when *more than* `idle_after` whole seconds lie
+//! between its last fetch and now: never before `idle_after` real seconds (a fetch at 10.9 s
+//! and a sweep at 11.1 s are a second apart in whole seconds but not in fact).
 //! An ended session becomes one [`Viewing`]: when it started (its first segment), the seconds
 //! watched (the sum of the `EXTINF` durations of the *distinct* segments fetched, so a player
 //! that fetches a segment twice, or in byte ranges, counts it once) and the device (a short
@@ -104,13 +107,13 @@ impl Capture {
         ended
     }
 
-    /// The sessions idle at `now` (no fetch for `idle_after_secs` or more) end.
+    /// The sessions idle at `now` (no fetch for more than `idle_after_secs` whole seconds) end.
     pub fn expire(&mut self, now: UnixTime) -> Vec<Viewing> {
         let idle = self.idle_after_secs;
         let ended: Vec<SessionKey> = self
             .sessions
             .iter()
-            .filter(|(_, s)| now.secs_since(s.last_fetch) >= idle)
+            .filter(|(_, s)| now.secs_since(s.last_fetch) > idle)
             .map(|(k, _)| k.clone())
             .collect();
         ended
@@ -234,10 +237,10 @@ mod tests {
                 .is_empty());
         }
         assert!(
-            c.expire(UnixTime(209)).is_empty(),
-            "59 s after the last fetch it is still on"
+            c.expire(UnixTime(210)).is_empty(),
+            "60 whole seconds after the last fetch may be 59.1 real ones: it is still on"
         );
-        let ended = c.expire(UnixTime(210));
+        let ended = c.expire(UnixTime(211));
         assert_eq!(
             ended,
             vec![Viewing {
@@ -303,11 +306,11 @@ mod tests {
     fn a_fetch_after_the_idle_time_starts_a_new_session() {
         let mut c = Capture::new(60);
         c.fetched(UnixTime(0), fetch(ip(1), "l1", "720p", 0, 4_000));
-        let ended = c.fetched(UnixTime(61), fetch(ip(1), "l1", "720p", 1, 4_000));
+        let ended = c.fetched(UnixTime(62), fetch(ip(1), "l1", "720p", 1, 4_000));
         assert_eq!(ended.len(), 1);
         assert_eq!((ended[0].started_at, ended[0].seconds_watched), (UnixTime(0), 4));
         let rest = c.finish();
-        assert_eq!((rest[0].started_at, rest[0].seconds_watched), (UnixTime(61), 4));
+        assert_eq!((rest[0].started_at, rest[0].seconds_watched), (UnixTime(62), 4));
     }
 
     #[test]
@@ -315,8 +318,8 @@ mod tests {
         let mut c = Capture::new(60);
         c.fetched(UnixTime(1_000), fetch(ip(1), "l1", "720p", 0, 4_000));
         c.fetched(UnixTime(500), fetch(ip(1), "l1", "720p", 1, 4_000));
-        assert!(c.expire(UnixTime(1_059)).is_empty());
-        assert_eq!(c.expire(UnixTime(1_060)).len(), 1);
+        assert!(c.expire(UnixTime(1_060)).is_empty());
+        assert_eq!(c.expire(UnixTime(1_061)).len(), 1);
     }
 
     #[test]
@@ -370,7 +373,7 @@ mod tests {
             };
             for (gap, client, rendition, segment, duration) in fetches {
                 now += gap;
-                let open: Vec<_> = model.iter().filter(|(_, (_, last, _))| now - *last >= idle).map(|(k, _)| *k).collect();
+                let open: Vec<_> = model.iter().filter(|(_, (_, last, _))| now - *last > idle).map(|(k, _)| *k).collect();
                 for k in open {
                     let (start, last, segs) = model.remove(&k).unwrap();
                     expected.push((k, credited(start, last, &segs)));
