@@ -32,7 +32,8 @@ pub struct UpstreamConfig {
     pub parents: Vec<Parent>,
     /// How long a parent that failed is skipped.
     pub retry_after: Duration,
-    /// How long a connection attempt may take.
+    /// How long a first connection attempt may take. Each attempt to the same parent that runs
+    /// out of time doubles the next one's allowance, up to 8 × (see [`connect_allowance`]).
     pub connect_timeout: Duration,
     /// While on a backup parent, how often to probe the preferred ones again (in the
     /// background: requests keep going to the backup meanwhile).
@@ -156,7 +157,17 @@ struct Shared {
     current: Mutex<Option<Current>>,
     last_used: Mutex<LastUsed>,
     down_until: Mutex<Vec<Option<Instant>>>,
+    /// Per parent: connection attempts in a row that ran out of time.
+    connect_timeouts: Mutex<Vec<u32>>,
     stats: FetchStats,
+}
+
+/// How long an attempt to connect may take after `timeouts_in_a_row` attempts to the same parent
+/// ran out of time: `base`, doubled each time, at most 8 × `base`. On a thin line (16 kbit/s
+/// carries a 1,200-byte packet in 0.6 s, and the handshake's certificates take several) a
+/// handshake can take longer than `base`; a fixed allowance would then fail forever.
+pub fn connect_allowance(base: Duration, timeouts_in_a_row: u32) -> Duration {
+    base * (1u32 << timeouts_in_a_row.min(3))
 }
 
 impl Shared {
@@ -193,18 +204,17 @@ impl Shared {
 
     async fn connect(&self, index: usize) -> Result<PeerConnection, String> {
         let parent = &self.config.parents[index];
-        match tokio::time::timeout(
-            self.config.connect_timeout,
-            self.client.connect(parent.addr, &parent.name),
-        )
-        .await
-        {
+        let in_a_row = self.connect_timeouts.lock().get(index).copied().unwrap_or(0);
+        let allowance = connect_allowance(self.config.connect_timeout, in_a_row);
+        let attempt = tokio::time::timeout(allowance, self.client.connect(parent.addr, &parent.name)).await;
+        let timed_out = attempt.is_err();
+        if let Some(count) = self.connect_timeouts.lock().get_mut(index) {
+            *count = if timed_out { count.saturating_add(1) } else { 0 };
+        }
+        match attempt {
             Ok(Ok(conn)) => Ok(conn),
             Ok(Err(e)) => Err(format!("{}: {e}", parent.name)),
-            Err(_) => Err(format!(
-                "{}: no answer within {:?}",
-                parent.name, self.config.connect_timeout
-            )),
+            Err(_) => Err(format!("{}: no answer within {allowance:?}", parent.name)),
         }
     }
 }
@@ -270,6 +280,7 @@ impl Upstream {
                 current: Mutex::new(None),
                 last_used: Mutex::new(LastUsed::default()),
                 down_until: Mutex::new(vec![None; n]),
+                connect_timeouts: Mutex::new(vec![0; n]),
                 stats: FetchStats::default(),
             }),
             connecting: tokio::sync::Mutex::new(()),
@@ -653,5 +664,18 @@ fn unexpected(request: &'static str, got: &Response) -> UpstreamError {
     UpstreamError::Unexpected {
         request,
         got: format!("{got:?}").chars().take(60).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connect_allowance_doubles_with_each_timeout_in_a_row_up_to_eight_times() {
+        let base = Duration::from_secs(10);
+        let got: Vec<u64> = (0..6).map(|n| connect_allowance(base, n).as_secs()).collect();
+        assert_eq!(got, vec![10, 20, 40, 80, 80, 80]);
+        assert_eq!(connect_allowance(base, u32::MAX), Duration::from_secs(80));
     }
 }

@@ -23,7 +23,11 @@ pub struct StoreConfig {
     pub budget_bytes: u64,
     /// Share of the budget for S3-FIFO's small queue, in percent.
     pub small_queue_percent: u8,
-    /// Hash every chunk again when it is read (a damaged chunk is dropped, never served).
+    /// Hash a chunk again when it is first read after the store opened (a damaged chunk is
+    /// dropped, never served). Chunks this process wrote (hashed on the way in) or already
+    /// read back whole and intact are not hashed again while it runs: their bytes on disk are
+    /// covered by RocksDB's own checksums from then on, and re-hashing on every read cost a
+    /// relay most of its serving CPU (docs/benchmarks.md, relay serving capacity).
     pub verify_on_read: bool,
     /// fsync the write-ahead log on every chunk write. Off by default: a chunk lost to a power
     /// cut is fetched again, and a process crash loses nothing either way (see docs/storage.md).
@@ -169,6 +173,9 @@ pub struct StoreStats {
     pub evicted_chunks: u64,
     /// Chunks found damaged on read since open.
     pub corrupt_chunks: u64,
+    /// Reads that hashed the chunk's bytes since open (its first read, see
+    /// [`StoreConfig::verify_on_read`]).
+    pub hashed_reads: u64,
 }
 
 /// The result of [`Store::verify_all`].
@@ -201,9 +208,13 @@ struct State {
     pin_counts: HashMap<ChunkId, u32>,
     /// Chunks whose hit counter changed since it was last written.
     dirty_hits: HashSet<ChunkId>,
+    /// Chunks whose stored bytes this process has hashed (written by `put`, or read whole and
+    /// intact): `get` does not hash them again. Never persisted: a store opens with none.
+    verified: HashSet<ChunkId>,
     evicted_bytes: u64,
     evicted_chunks: u64,
     corrupt_chunks: u64,
+    hashed_reads: u64,
 }
 
 impl State {
@@ -342,6 +353,7 @@ impl Store {
                     state.evicted_bytes += u64::from(*size);
                     state.evicted_chunks += 1;
                     state.dirty_hits.remove(id);
+                    state.verified.remove(id);
                 }
             }
             admitted
@@ -357,7 +369,14 @@ impl Store {
             self.reload_policy()?;
             return Err(io("chunk write")(source));
         }
-        self.state.lock().pending = None;
+        {
+            let mut state = self.state.lock();
+            state.pending = None;
+            if admitted.is_ok() {
+                // Hashed above, and these very bytes are what was written.
+                state.verified.insert(id);
+            }
+        }
         admitted?;
         Ok(PutOutcome::Stored)
     }
@@ -367,6 +386,7 @@ impl Store {
         let loaded = load_state(&self.db, &self.config);
         let mut state = self.state.lock();
         state.pending = None;
+        state.verified.clear();
         state.policy = loaded?.policy;
         Ok(())
     }
@@ -399,7 +419,7 @@ impl Store {
 
     /// The chunk's bytes from `offset` to its end, or `None` if it is not stored. Counts as a hit.
     pub fn get(&self, id: &ChunkId, offset: u32) -> Result<Option<Vec<u8>>, StoreError> {
-        {
+        let verified = {
             let mut state = self.state.lock();
             let Some(entry) = state.stored(id) else {
                 return Ok(None);
@@ -413,7 +433,8 @@ impl Store {
             }
             state.policy.access(id);
             state.dirty_hits.insert(*id);
-        }
+            state.verified.contains(id)
+        };
         let Some(body) = self
             .db
             .get_pinned_cf(self.cf(CF_CHUNKS), id.as_bytes())
@@ -425,8 +446,16 @@ impl Store {
             }
             return Err(self.drop_corrupt(id, "its body is missing"));
         };
-        if self.config.verify_on_read && id.verify(&body).is_err() {
-            return Err(self.drop_corrupt(id, "its bytes no longer match its hash"));
+        if self.config.verify_on_read && !verified {
+            if id.verify(&body).is_err() {
+                return Err(self.drop_corrupt(id, "its bytes no longer match its hash"));
+            }
+            let mut state = self.state.lock();
+            state.hashed_reads += 1;
+            // Unless it was evicted meanwhile (a later `put` would mark it again).
+            if state.stored(id).is_some() {
+                state.verified.insert(*id);
+            }
         }
         let start = (offset as usize).min(body.len());
         Ok(Some(body[start..].to_vec()))
@@ -439,6 +468,7 @@ impl Store {
             let mut state = self.state.lock();
             state.corrupt_chunks += 1;
             state.dirty_hits.remove(id);
+            state.verified.remove(id);
             state.policy.remove(id).is_some()
         };
         if removed {
@@ -465,6 +495,7 @@ impl Store {
                 return Ok(false);
             }
             state.dirty_hits.remove(id);
+            state.verified.remove(id);
         }
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_CHUNKS), id.as_bytes());
@@ -701,6 +732,7 @@ impl Store {
             evicted_bytes: state.evicted_bytes,
             evicted_chunks: state.evicted_chunks,
             corrupt_chunks: state.corrupt_chunks,
+            hashed_reads: state.hashed_reads,
         }
     }
 
@@ -800,8 +832,10 @@ fn load_state(db: &DB, config: &StoreConfig) -> Result<State, StoreError> {
         pending: None,
         pin_counts,
         dirty_hits: HashSet::new(),
+        verified: HashSet::new(),
         evicted_bytes: 0,
         evicted_chunks: 0,
         corrupt_chunks: 0,
+        hashed_reads: 0,
     })
 }

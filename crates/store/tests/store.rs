@@ -213,6 +213,31 @@ fn a_chunk_damaged_on_disk_is_dropped_not_served() {
 }
 
 #[test]
+fn a_chunk_is_hashed_on_its_first_read_after_open_and_not_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, bytes) = chunk(8, 40_000);
+    {
+        let store = open(&dir, 10 << 20);
+        store.put(id, &bytes).unwrap();
+        // Written by this process: hashed on the way in, not again on the way out.
+        for _ in 0..3 {
+            assert_eq!(store.get(&id, 0).unwrap().unwrap(), bytes);
+        }
+        assert_eq!(store.stats().hashed_reads, 0);
+    }
+    let store = open(&dir, 10 << 20);
+    for offset in [0, 10, 0] {
+        assert_eq!(store.get(&id, offset).unwrap().unwrap(), bytes[offset as usize..]);
+    }
+    assert_eq!(store.stats().hashed_reads, 1, "hashed once after the reopen");
+    // Removed and stored again: hashed by the put, so still once.
+    assert!(store.remove(&id).unwrap());
+    store.put(id, &bytes).unwrap();
+    assert_eq!(store.get(&id, 0).unwrap().unwrap(), bytes);
+    assert_eq!(store.stats().hashed_reads, 1);
+}
+
+#[test]
 fn a_shrunk_budget_is_honoured_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
