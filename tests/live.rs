@@ -65,10 +65,12 @@ fn start_feed(origin: &Arc<Origin>, spool: &Path) -> LiveIngest {
     config.segment = Duration::from_secs(1);
     config.test_video_kbps = 300;
     let origin = origin.clone();
+    let ingest = config.clone();
     LiveIngest::start(&config, move |cut: CutSegment| {
         // The ingest's own thread: blocking store IO is fine here.
+        let info = courseway_media::live::rendition_info(&ingest, &cut);
         origin
-            .publish_live_segment(&channel(), RENDITION, cut.duration_ms, &cut.bytes)
+            .publish_live_segment(&channel(), RENDITION, &info, cut.index, cut.duration_ms, &cut.bytes)
             .expect("the origin publishes a live segment");
     })
     .expect("the live ingest starts (GStreamer with x264enc, voaacenc, mpegtsmux)")
@@ -368,7 +370,7 @@ async fn hostile_forged_live_announcement_is_refused() {
     let origin = courseway_tests::start_origin(dir.path(), &keys).await;
     let bytes = b"a live segment's MPEG-TS bytes".to_vec();
     origin
-        .publish_live_segment(&channel(), RENDITION, 2000, &bytes)
+        .publish_live_segment(&channel(), RENDITION, &Default::default(), 0, 2000, &bytes)
         .unwrap();
     let honest = origin.live_window(&channel())[0].clone();
     let mut forged = (*honest).clone();
