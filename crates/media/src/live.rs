@@ -895,7 +895,7 @@ mod tests {
             .unwrap()
             .contains("srt://:7001?mode=listener"));
         let d = pipeline_description(&c, &MPEG2_MP2, &at);
-        assert!(!d.contains("audio_0") && !d.contains("ain"), "{d}");
+        assert!(!d.contains("audio_0") && !d.contains("name=ain"), "{d}");
         assert!(required_elements(&c).contains(&"srtsrc"));
     }
 

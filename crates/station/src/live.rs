@@ -187,6 +187,38 @@ pub(crate) fn ladder(window: &[Arc<Signed<LiveSegment>>]) -> Vec<Rung> {
     rungs.into_iter().map(|(_, r)| r).collect()
 }
 
+/// The master playlist's variants: the renditions with a segment held whole here, best first,
+/// with the peak and mean bit rates of their segments in the window (at least the announced
+/// one), picture size and codecs as announced.
+pub(crate) fn held_variants(
+    live: &LiveWindow,
+    channel: &ChannelId,
+    window: &[Arc<Signed<LiveSegment>>],
+) -> Vec<courseway_hls::LiveVariant> {
+    ladder(window)
+        .into_iter()
+        .filter_map(|rung| {
+            let segments: Vec<_> = window.iter().filter(|s| s.body.rendition == rung.rendition).collect();
+            if !segments.iter().any(|s| live.is_complete(&s.body)) {
+                return None;
+            }
+            let info = &segments.last()?.body.info;
+            let peak = segments
+                .iter()
+                .filter_map(|s| (s.body.size() * 8000).checked_div(u64::from(s.body.duration_ms)))
+                .max()
+                .unwrap_or(0);
+            Some(courseway_hls::LiveVariant {
+                uri: format!("{channel}/{}.m3u8", rung.rendition),
+                bandwidth: peak.max(u64::from(info.bandwidth)).max(1),
+                average_bandwidth: Some(rung.bps),
+                resolution: (info.width > 0).then_some((u32::from(info.width), u32::from(info.height))),
+                codecs: info.codecs.clone(),
+            })
+        })
+        .collect()
+}
+
 /// Fetches the channel's segments one at a time, in the rendition the ABR picks.
 async fn fetch_loop(state: Arc<State>, channel: ChannelId, announced: Arc<Notify>) {
     let config = state.live_fetch.clone();
