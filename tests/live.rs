@@ -558,7 +558,7 @@ async fn live_udp_mpeg2_feed_is_transcoded_to_h264_aac() {
             address: [127, 0, 0, 1].into(),
             port,
         },
-        Some(400),
+        None,
         courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
         courseway_media::testsrc::FeedCodecs::Mpeg2Mp2,
     )
@@ -862,4 +862,136 @@ async fn fetch_playlist_any(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     out
+}
+
+/// ffprobe's streams of `bytes` (an MPEG-TS segment): `codec_name,width,height` per stream.
+fn probe_streams(dir: &Path, bytes: &[u8]) -> Vec<String> {
+    let path = dir.join("rung.ts");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs (Debian package ffmpeg)");
+    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
+    let mut streams: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    // MPEG-TS streams are listed under their program too.
+    streams.sort();
+    streams.dedup();
+    streams
+}
+
+/// A ladder cut from one feed whose codecs are read at run time: every rendition's segments,
+/// `wanted` of each.
+async fn ingest_ladder(codecs: courseway_media::testsrc::FeedCodecs, wanted: usize) -> (LiveIngestConfig, Vec<Vec<CutSegment>>) {
+    use courseway_media::live::{LiveRenditionConfig, RenditionKind};
+    let port = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LiveIngestConfig::new(
+        LiveInput::UdpMpegTs {
+            address: [127, 0, 0, 1].into(),
+            port,
+        },
+        dir.path().join("spool"),
+    );
+    config.segment = Duration::from_secs(1);
+    config.codecs = courseway_media::live::LiveCodecs::Auto { video_kbps: 900 };
+    config.renditions = vec![
+        LiveRenditionConfig::new("source", RenditionKind::Source),
+        LiveRenditionConfig::new(
+            "low",
+            RenditionKind::Video {
+                width: 256,
+                height: 144,
+                video_kbps: 250,
+            },
+        ),
+        LiveRenditionConfig::new("audio", RenditionKind::AudioOnly),
+    ];
+    let cut = Arc::new(parking_lot::Mutex::new(vec![Vec::new(); 3]));
+    let ingest = {
+        let cut = cut.clone();
+        LiveIngest::start(&config, move |s| cut.lock()[s.rendition].push(s)).expect("the ingest starts")
+    };
+    let feed = courseway_media::testsrc::LiveTestFeed::start(
+        &courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
+        codecs,
+    )
+    .expect("the test encoder starts");
+    wait_until("every rendition to be cut", Duration::from_secs(180), || {
+        assert!(!ingest.is_finished(), "the ingest stopped early");
+        cut.lock().iter().all(|r| r.len() >= wanted)
+    })
+    .await;
+    drop(feed);
+    ingest.stop().expect("the ingest ran without error");
+    let segments = cut.lock().clone();
+    (config, segments)
+}
+
+/// Checks a ladder's renditions with ffprobe and their bit rates; returns a line of figures.
+fn check_ladder(config: &LiveIngestConfig, segments: &[Vec<CutSegment>], source_streams: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut figures = Vec::new();
+    for (r, cut) in segments.iter().enumerate() {
+        // The first segment may be short (it starts where the feed was joined): measure the rest.
+        let measured = &cut[1..];
+        for (i, s) in measured.iter().enumerate() {
+            assert_eq!(s.rendition, r);
+            assert_eq!(s.index, i as u64 + 1, "segments of a rendition are counted in order");
+            assert!(s.bytes.len() % 188 == 0 && s.bytes.chunks(188).all(|p| p[0] == 0x47));
+        }
+        let bytes: u64 = measured.iter().map(|s| s.bytes.len() as u64).sum();
+        let ms: u64 = measured.iter().map(|s| u64::from(s.duration_ms)).sum();
+        let kbps = bytes * 8 / ms.max(1);
+        let streams = probe_streams(dir.path(), &measured[0].bytes);
+        let info = courseway_media::live::rendition_info(config, &measured[0]);
+        let name = &config.renditions[r].name;
+        match r {
+            0 => assert_eq!(streams, source_streams, "source"),
+            1 => {
+                assert_eq!(streams, ["aac", "h264,256,144"], "low");
+                assert!(kbps <= 400, "the low rung is {kbps} kbit/s, over 400");
+                assert_eq!((info.width, info.height), (256, 144));
+                assert!(info.codecs.starts_with("avc1.4d") && info.codecs.ends_with("mp4a.40.2"), "{info:?}");
+            }
+            _ => {
+                assert_eq!(streams, ["aac"], "audio only");
+                assert!(kbps <= 100, "the audio rung is {kbps} kbit/s");
+                assert_eq!((info.width, info.codecs.as_str()), (0, "mp4a.40.2"));
+            }
+        }
+        let durations: Vec<u32> = measured.iter().map(|s| s.duration_ms).collect();
+        figures.push(format!("{name} {kbps} kbit/s {streams:?} segments {durations:?} ms"));
+    }
+    figures.join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_ladder_passes_an_h264_aac_feed_through_and_adds_a_low_rung_and_audio_only() {
+    let (config, segments) = ingest_ladder(courseway_media::testsrc::FeedCodecs::H264Aac, 4).await;
+    // The feed is 320x240 H.264 + AAC: the source is passed through as sent.
+    let figures = check_ladder(&config, &segments, &["aac", "h264,320,240"]);
+    eprintln!("live ladder, H.264/AAC feed passed through: {figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_ladder_transcodes_an_mpeg2_feed_for_every_rendition() {
+    let (config, segments) = ingest_ladder(courseway_media::testsrc::FeedCodecs::Mpeg2Mp2, 4).await;
+    // The feed is MPEG-2 + MP2: detected, and the source is encoded to H.264 + AAC.
+    let figures = check_ladder(&config, &segments, &["aac", "h264,320,240"]);
+    eprintln!("live ladder, MPEG-2/MP2 feed transcoded: {figures}");
 }

@@ -662,27 +662,73 @@ struct HeldPads {
     built: bool,
 }
 
-/// Builds the ladder once `demux` has announced its pads, for the codecs they carry.
+/// What builds the ladder once the feed's pads are known.
+struct Pending {
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    demux: gst::glib::WeakRef<gst::Element>,
+    config: LiveIngestConfig,
+    location: Box<dyn Fn(usize) -> String + Send + Sync>,
+    held: Mutex<HeldPads>,
+}
+
+impl Pending {
+    /// Builds the ladder for the pads held so far (once). `current` is the pad whose blocking
+    /// probe is running (its probe is removed by returning `Remove`).
+    fn build(&self, current: Option<&gst::Pad>) {
+        let mut h = self.held.lock().expect("the pad list is never poisoned");
+        if h.built {
+            return;
+        }
+        h.built = true;
+        let (Some(pipeline), Some(demux)) = (self.pipeline.upgrade(), self.demux.upgrade()) else {
+            return;
+        };
+        let feed = FeedCodecs {
+            video: h.video.as_ref().map(|v| v.1),
+            audio: h.audio.as_ref().map(|a| a.1),
+        };
+        let passthrough = passes_through(self.config.codecs, &feed);
+        tracing::info!(?feed, passthrough, "live feed codecs read; building the ladder");
+        if let Err(e) = build_ladder(&pipeline, &self.config, &feed, &*self.location, &mut h, current) {
+            gst::element_error!(demux, gst::CoreError::Negotiation, ["the live ladder could not be built: {}", e]);
+        }
+    }
+}
+
+/// Builds the ladder once `demux` has announced its pads, for the codecs they carry: the first
+/// video and audio pads are blocked as they are added; the demuxer adds every pad of its
+/// program before it sends data, so the first data (or event) on a held pad builds the ladder.
 fn attach_ladder(
     pipeline: &gst::Pipeline,
     demux: &gst::Element,
     config: LiveIngestConfig,
     location: Box<dyn Fn(usize) -> String + Send + Sync>,
 ) {
-    let held = Arc::new(Mutex::new(HeldPads::default()));
     let carry_audio = config.audio;
+    let pending = Arc::new(Pending {
+        pipeline: pipeline.downgrade(),
+        demux: demux.downgrade(),
+        config,
+        location,
+        held: Mutex::new(HeldPads::default()),
+    });
     {
-        let held = held.clone();
+        let pending = pending.clone();
         demux.connect_pad_added(move |_, pad| {
             let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
             let Some(st) = caps.structure(0) else { return };
             let kind = classify_pad(st.name().as_str(), st.get::<i32>("mpegversion").ok());
-            let mut h = held.lock().expect("the pad list is never poisoned");
+            let mut h = pending.held.lock().expect("the pad list is never poisoned");
             if h.built {
                 return;
             }
-            let block =
-                |pad: &gst::Pad| pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, |_, _| gst::PadProbeReturn::Ok);
+            let block = |pad: &gst::Pad| {
+                let pending = pending.clone();
+                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| {
+                    pending.build(Some(pad));
+                    gst::PadProbeReturn::Remove
+                })
+            };
             match kind {
                 Some(Ok(v)) if h.video.is_none() => {
                     if let Some(id) = block(pad) {
@@ -698,28 +744,7 @@ fn attach_ladder(
             }
         });
     }
-    let pipeline = pipeline.downgrade();
-    demux.connect_no_more_pads(move |demux| {
-        let Some(pipeline) = pipeline.upgrade() else { return };
-        let mut h = held.lock().expect("the pad list is never poisoned");
-        if h.built {
-            return;
-        }
-        h.built = true;
-        let feed = FeedCodecs {
-            video: h.video.as_ref().map(|v| v.1),
-            audio: h.audio.as_ref().map(|a| a.1),
-        };
-        let passthrough = passes_through(config.codecs, &feed);
-        tracing::info!(?feed, passthrough, "live feed codecs read; building the ladder");
-        if let Err(e) = build_ladder(&pipeline, &config, &feed, &location, &mut h) {
-            gst::element_error!(
-                demux,
-                gst::CoreError::Negotiation,
-                ["the live ladder could not be built: {}", e]
-            );
-        }
-    });
+    demux.connect_no_more_pads(move |_| pending.build(None));
 }
 
 fn build_ladder(
@@ -728,6 +753,7 @@ fn build_ladder(
     feed: &FeedCodecs,
     location: &dyn Fn(usize) -> String,
     held: &mut HeldPads,
+    current: Option<&gst::Pad>,
 ) -> Result<(), String> {
     if feed.video.is_none() && feed.audio.is_none() {
         return Err("the feed carries neither video nor audio".into());
@@ -760,11 +786,16 @@ fn build_ladder(
         pad.link(ghost).map_err(|e| format!("{e:?}"))?;
     }
     bin.sync_state_with_parent().map_err(|e| e.to_string())?;
-    if let Some((pad, _, id)) = held.video.take() {
-        pad.remove_probe(id);
-    }
-    if let Some((pad, _, id)) = held.audio.take() {
-        pad.remove_probe(id);
+    for (pad, id) in [
+        held.video.take().map(|(p, _, id)| (p, id)),
+        held.audio.take().map(|(p, _, id)| (p, id)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if current != Some(&pad) {
+            pad.remove_probe(id);
+        }
     }
     Ok(())
 }
