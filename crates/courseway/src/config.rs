@@ -352,7 +352,7 @@ fn default_transcode_kbps() -> u32 {
 }
 
 fn default_audio_kbps() -> u32 {
-    64
+    courseway_media::live::DEFAULT_AUDIO_KBPS
 }
 
 fn default_segment_seconds() -> f64 {
@@ -432,7 +432,7 @@ fn live_settings(l: LiveSection, spool_base: &Path) -> anyhow::Result<LiveSettin
     );
     ensure!(
         (16..=320).contains(&l.audio_kbps),
-        "live.audio_kbps = {} is out of range; give 16 to 320 (default 64)",
+        "live.audio_kbps = {} is out of range; give 16 to 320 (default 48)",
         l.audio_kbps
     );
     let codecs = match l.codecs.as_str() {

@@ -99,17 +99,18 @@ impl LiveRenditionConfig {
     }
 }
 
-/// The default ladder: the source, a low rung of 640x360 at 280 kbit/s video + 64 kbit/s AAC
-/// (≤ 400 kbit/s with MPEG-TS overhead), and audio only.
+/// The default ladder: the source, a low rung of 426x240 at 200 kbit/s video + 48 kbit/s AAC
+/// (≤ 400 kbit/s with MPEG-TS overhead, which is large at low rates: measured ~350 kbit/s),
+/// and audio only.
 pub fn default_ladder() -> Vec<LiveRenditionConfig> {
     vec![
         LiveRenditionConfig::new("source", RenditionKind::Source),
         LiveRenditionConfig::new(
             "low",
             RenditionKind::Video {
-                width: 640,
-                height: 360,
-                video_kbps: 280,
+                width: 426,
+                height: 240,
+                video_kbps: 200,
             },
         ),
         LiveRenditionConfig::new("audio", RenditionKind::AudioOnly),
@@ -147,7 +148,7 @@ impl LiveIngestConfig {
                 video_kbps: DEFAULT_TRANSCODE_KBPS,
             },
             audio: true,
-            audio_kbps: 64,
+            audio_kbps: DEFAULT_AUDIO_KBPS,
             segment: DEFAULT_SEGMENT,
             test_video_kbps: 400,
             renditions: vec![LiveRenditionConfig::new("source", RenditionKind::Source)],
@@ -155,6 +156,9 @@ impl LiveIngestConfig {
         }
     }
 }
+
+/// AAC bit rate of encoded renditions unless configured (kbit/s).
+pub const DEFAULT_AUDIO_KBPS: u32 = 48;
 
 /// Default segment length.
 pub const DEFAULT_SEGMENT: Duration = Duration::from_secs(2);
@@ -333,7 +337,10 @@ pub fn pipeline_description(
         (_, LiveCodecs::Auto { video_kbps } | LiveCodecs::Transcode { video_kbps }) => (ASSUMED_FPS, video_kbps),
         (_, LiveCodecs::Passthrough) => (ASSUMED_FPS, DEFAULT_TRANSCODE_KBPS),
     };
-    let gop = (u128::from(fps) * config.segment.as_millis() / 1000).max(1);
+    // Key frames come on request at each cut (splitmuxsink send-keyframe-requests); the
+    // encoder adds one only if a request is missed (every 4 segments), so periodic key frames
+    // never cut a few frames after a requested one.
+    let gop = (4 * u128::from(fps) * config.segment.as_millis() / 1000).max(1);
     let x264 = |kbps: u32| {
         format!(
             "x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} \
@@ -446,7 +453,7 @@ pub fn pipeline_description(
 
 /// MPEG-TS overhead over the elementary streams' bit rates, in percent (packet headers, PES
 /// headers, PCR and tables), for the nominal bit rate of an encoded rendition.
-const TS_OVERHEAD_PERCENT: u64 = 10;
+const TS_OVERHEAD_PERCENT: u64 = 40;
 
 /// How a cut segment's rendition is announced: its rung (its place in the ladder), nominal bit
 /// rate (the encoders' rates plus MPEG-TS overhead; a passed-through source's is measured from
@@ -690,7 +697,11 @@ impl Pending {
         let passthrough = passes_through(self.config.codecs, &feed);
         tracing::info!(?feed, passthrough, "live feed codecs read; building the ladder");
         if let Err(e) = build_ladder(&pipeline, &self.config, &feed, &*self.location, &mut h, current) {
-            gst::element_error!(demux, gst::CoreError::Negotiation, ["the live ladder could not be built: {}", e]);
+            gst::element_error!(
+                demux,
+                gst::CoreError::Negotiation,
+                ["the live ladder could not be built: {}", e]
+            );
         }
     }
 }
@@ -912,10 +923,10 @@ mod tests {
             "{d}"
         );
         assert!(
-            d.contains("x264enc") && d.contains("bitrate=1500 key-int-max=50"),
+            d.contains("x264enc") && d.contains("bitrate=1500 key-int-max=200"),
             "{d}"
         );
-        assert!(d.contains("voaacenc bitrate=64000"), "{d}");
+        assert!(d.contains("voaacenc bitrate=48000"), "{d}");
         let mut c = c;
         c.audio = false;
         c.input = LiveInput::Srt {
@@ -949,8 +960,8 @@ mod tests {
             d.contains("srcv. ! queue ! decodebin ! videoconvert ! video/x-raw,format=I420 ! tee name=rawv"),
             "{d}"
         );
-        assert!(d.contains("video/x-raw,width=640,height=360,format=I420"), "{d}");
-        assert!(d.contains("bitrate=280 key-int-max=25"), "{d}");
+        assert!(d.contains("video/x-raw,width=426,height=240,format=I420"), "{d}");
+        assert!(d.contains("bitrate=200 key-int-max=100"), "{d}");
         assert!(d.contains("sink1.video") && !d.contains("sink2.video"), "{d}");
         assert!(d.contains("send-keyframe-requests=true"), "{d}");
         assert!(
@@ -981,7 +992,7 @@ mod tests {
         let d = pipeline_description(&t, &FeedCodecs::RAW, &at);
         assert!(d.starts_with("videotestsrc is-live=true"), "{d}");
         assert!(!d.contains("vin") && !d.contains("decodebin"), "{d}");
-        assert!(d.contains("bitrate=1200 key-int-max=30"), "{d}");
+        assert!(d.contains("bitrate=1200 key-int-max=120"), "{d}");
         // A feed without audio: no audio-only rendition.
         let d = pipeline_description(
             &c,
