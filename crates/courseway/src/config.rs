@@ -1281,6 +1281,55 @@ mod tests {
     }
 
     #[test]
+    fn live_ladders_parse_with_defaults_and_errors_name_the_key() {
+        use courseway_media::live::{LiveCodecs, RenditionKind};
+        let parse = |text: &str| {
+            let section: LiveSection = toml::from_str(text).unwrap();
+            live_settings(section, Path::new("/spool"))
+        };
+        let base = "channel = \"city-live\"\ninput = \"udp://0.0.0.0:5004\"\n";
+        let l = parse(base).unwrap();
+        assert_eq!(l.ingest.renditions, courseway_media::live::default_ladder());
+        assert_eq!(l.ingest.codecs, LiveCodecs::Auto { video_kbps: 1500 });
+        assert_eq!(l.ingest.audio_kbps, 48);
+        let l = parse(&format!(
+            "{base}codecs = \"transcode\"\ntranscode_kbps = 900\nladder = [{{ name = \"hd\" }}, {{ name = \"sd\", width = 640, height = 360, video_kbps = 300 }}, {{ name = \"radio\", audio_only = true }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(l.ingest.codecs, LiveCodecs::Transcode { video_kbps: 900 });
+        assert_eq!(l.ingest.renditions[0].kind, RenditionKind::Source);
+        assert_eq!(
+            l.ingest.renditions[1].kind,
+            RenditionKind::Video {
+                width: 640,
+                height: 360,
+                video_kbps: 300
+            }
+        );
+        assert_eq!(l.ingest.renditions[2].kind, RenditionKind::AudioOnly);
+        for (extra, key) in [
+            ("codecs = \"copy\"\n", "live.codecs"),
+            ("ladder = []\n", "live.ladder"),
+            (
+                "ladder = [{ name = \"a\" }, { name = \"a\", audio_only = true }]\n",
+                "twice",
+            ),
+            (
+                "ladder = [{ name = \"sd\", width = 640 }]\n",
+                "width, height and video_kbps",
+            ),
+            (
+                "ladder = [{ name = \"sd\", width = 641, height = 360, video_kbps = 300 }]\n",
+                "even sizes",
+            ),
+            ("audio_kbps = 1000\n", "live.audio_kbps"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
+    }
+
+    #[test]
     fn the_example_configs_parse() {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let o = origin(&examples.join("origin.toml")).unwrap();
