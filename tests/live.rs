@@ -65,10 +65,12 @@ fn start_feed(origin: &Arc<Origin>, spool: &Path) -> LiveIngest {
     config.segment = Duration::from_secs(1);
     config.test_video_kbps = 300;
     let origin = origin.clone();
+    let ingest = config.clone();
     LiveIngest::start(&config, move |cut: CutSegment| {
         // The ingest's own thread: blocking store IO is fine here.
+        let info = courseway_media::live::rendition_info(&ingest, &cut);
         origin
-            .publish_live_segment(&channel(), RENDITION, cut.duration_ms, &cut.bytes)
+            .publish_live_segment(&channel(), RENDITION, &info, cut.index, cut.duration_ms, &cut.bytes)
             .expect("the origin publishes a live segment");
     })
     .expect("the live ingest starts (GStreamer with x264enc, voaacenc, mpegtsmux)")
@@ -368,7 +370,7 @@ async fn hostile_forged_live_announcement_is_refused() {
     let origin = courseway_tests::start_origin(dir.path(), &keys).await;
     let bytes = b"a live segment's MPEG-TS bytes".to_vec();
     origin
-        .publish_live_segment(&channel(), RENDITION, 2000, &bytes)
+        .publish_live_segment(&channel(), RENDITION, &Default::default(), 0, 2000, &bytes)
         .unwrap();
     let honest = origin.live_window(&channel())[0].clone();
     let mut forged = (*honest).clone();
@@ -556,7 +558,7 @@ async fn live_udp_mpeg2_feed_is_transcoded_to_h264_aac() {
             address: [127, 0, 0, 1].into(),
             port,
         },
-        Some(400),
+        None,
         courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
         courseway_media::testsrc::FeedCodecs::Mpeg2Mp2,
     )
@@ -579,4 +581,431 @@ async fn live_srt_listener_takes_a_feed() {
     let dir = tempfile::tempdir().unwrap();
     let codecs = probe_codecs(dir.path(), &segments[1].bytes);
     assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+}
+
+/// The ABR run's ladder: (name, bits per second) best first, like the issue's (1.5 Mbit/s top).
+const ABR_LADDER: [(&str, u64); 3] = [("source", 1_500_000), ("low", 360_000), ("audio", 64_000)];
+const ABR_SEGMENT_MS: u64 = 1000;
+
+/// Segment `seq` of rendition `r`: bytes of its bit rate, distinct per rendition and sequence.
+fn abr_segment(r: usize, seq: u64) -> Vec<u8> {
+    let len = (ABR_LADDER[r].1 * ABR_SEGMENT_MS / 8000) as usize;
+    let mut out = Vec::with_capacity(len);
+    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (r as u64 + 1);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The newest sequence number of `channel` in a window.
+fn newest(window: &[Arc<Signed<LiveSegment>>]) -> u64 {
+    window.iter().map(|s| s.body.sequence).max().unwrap_or(0)
+}
+
+/// The media sequence and segment URIs (gaps left out) of a live media playlist.
+fn listed(text: &str) -> (u64, Vec<String>) {
+    let p = m3u8_rs::parse_media_playlist_res(text.as_bytes()).expect("a media playlist");
+    let uris = p
+        .segments
+        .iter()
+        .filter(|s| !s.unknown_tags.iter().any(|t| t.tag == "X-GAP"))
+        .map(|s| s.uri.clone())
+        .collect();
+    (p.media_sequence, uris)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_station_on_a_1_mbit_line_settles_on_a_lower_rung_and_resumes_at_the_live_edge_after_an_outage() {
+    use courseway_linkemu::{LinkConfig, ProxyConfig, UdpProxy};
+    use std::time::Instant;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = Arc::new(courseway_tests::start_origin(dir.path(), &keys).await);
+    let link = LinkConfig {
+        rate_bps: Some(1_000_000),
+        delay: Duration::from_millis(20),
+        queue_bytes: 64 * 1024,
+        ..LinkConfig::default()
+    };
+    let proxy = UdpProxy::start(origin.local_addr().unwrap(), ProxyConfig::symmetric(link))
+        .await
+        .unwrap();
+    let name = NodeName::new("village-abr").unwrap();
+    let mut config = StationConfig::new(
+        name.clone(),
+        loopback(),
+        store(dir.path(), "village-abr"),
+        parent(&NodeName::new("origin").unwrap(), proxy.local_addr()),
+    );
+    config.live_channels = vec![channel()];
+    config.live_window = 8;
+    let station = Station::start(config, keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+        .await
+        .unwrap();
+    let lan = station
+        .serve_lan(LanConfig::new(loopback(), Arc::new(|_| {})))
+        .await
+        .unwrap();
+    let device = courseway_tests::http::Device::new([127, 0, 0, 1], "abr-test");
+
+    // The origin cuts one segment of each rendition every second, all with the same number.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (origin, stop) = (origin.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut index = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (r, (rendition, bps)) in ABR_LADDER.iter().enumerate() {
+                    let info = courseway_content::LiveRendition {
+                        rung: r as u8,
+                        bandwidth: *bps as u32,
+                        width: if r < 2 { 640 } else { 0 },
+                        height: if r < 2 { 360 } else { 0 },
+                        codecs: String::new(),
+                    };
+                    let bytes = abr_segment(r, index);
+                    origin
+                        .publish_live_segment(&channel(), rendition, &info, index, ABR_SEGMENT_MS as u32, &bytes)
+                        .unwrap();
+                }
+                index += 1;
+                let next = start + Duration::from_millis(index * ABR_SEGMENT_MS);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })
+    };
+    let base = {
+        wait_until("the origin's first segment", Duration::from_secs(10), || {
+            !origin.live_window(&channel()).is_empty()
+        })
+        .await;
+        origin.live_window(&channel())[0].body.sequence
+    };
+
+    // Settling: the station starts at the top rung, which the line cannot carry.
+    let started = Instant::now();
+    let choice = || station.live_choice(&channel());
+    wait_until("the station to step down", Duration::from_secs(60), || {
+        choice().is_some_and(|c| c.rung > 0)
+    })
+    .await;
+    let stepped_down = started.elapsed();
+    // Settled: ten segments in a row on the same lower rung.
+    let mut settled_on = choice().unwrap();
+    let mut since = Instant::now();
+    let settle_start = Instant::now();
+    while since.elapsed() < Duration::from_millis(10 * ABR_SEGMENT_MS) {
+        assert!(
+            settle_start.elapsed() < Duration::from_secs(120),
+            "the station never settled: {:?}",
+            choice()
+        );
+        let now = choice().unwrap();
+        if now.rung != settled_on.rung {
+            settled_on = now;
+            since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled = started.elapsed() - Duration::from_millis(10 * ABR_SEGMENT_MS);
+    assert!(settled_on.rung > 0, "settled on the top rung over a 1 Mbit/s line");
+    let rendition = settled_on.rendition.clone();
+    let rung = ABR_LADDER.iter().position(|(n, _)| *n == rendition).unwrap();
+
+    // The playlist of the rung chosen advances, and every segment it lists is the origin's.
+    let playlist = format!("/live/{}/{rendition}.m3u8", channel());
+    let fetch_playlist = || async {
+        let a = device.get(lan.local_addr(), &playlist).await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        listed(&a.text())
+    };
+    let (first_sequence, _) = fetch_playlist().await;
+    let mut last = (first_sequence, Vec::new());
+    let advance_deadline = Instant::now() + Duration::from_secs(60);
+    while last.0 < first_sequence + 4 {
+        assert!(
+            Instant::now() < advance_deadline,
+            "the live playlist stalled at {}",
+            last.0
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = fetch_playlist().await;
+    }
+    assert!(!last.1.is_empty());
+    for uri in &last.1 {
+        let seq: u64 = uri.rsplit('/').next().unwrap().trim_end_matches(".ts").parse().unwrap();
+        let a = device
+            .get(lan.local_addr(), &format!("/live/{}/{uri}", channel()))
+            .await;
+        assert_eq!(a.status, 200, "{uri}: {}", a.text());
+        assert!(
+            a.body[..] == abr_segment(rung, seq - base)[..],
+            "{uri} differs from what the origin announced"
+        );
+    }
+    let master = device.get(lan.local_addr(), &format!("/live/{}.m3u8", channel())).await;
+    assert_eq!(master.status, 200);
+    let parsed = m3u8_rs::parse_master_playlist_res(&master.body).unwrap();
+    assert!(
+        parsed
+            .variants
+            .iter()
+            .any(|v| v.uri.ends_with(&format!("/{rendition}.m3u8"))),
+        "{}",
+        master.text()
+    );
+    let metrics = {
+        let mut registry = courseway_node::metrics::registry("station");
+        registry.register_collector(station.metrics());
+        courseway_node::metrics::MetricsHandler::new(registry).render()
+    };
+    let current = choice().unwrap();
+    assert!(
+        metrics.lines().any(|l| l.contains("station_live_rendition{")
+            && l.contains(&format!("rendition=\"{}\"", current.rendition))
+            && l.ends_with(&format!(" {}", current.rung))),
+        "{metrics}"
+    );
+
+    // A 20 s outage: the station resumes at the live edge without filling the outage.
+    const OUTAGE: Duration = Duration::from_secs(20);
+    proxy.cut();
+    let cut_edge = newest(&origin.live_window(&channel()));
+    tokio::time::sleep(OUTAGE).await;
+    proxy.restore();
+    let restored = Instant::now();
+    let restore_edge = newest(&origin.live_window(&channel()));
+    let station_newest = || {
+        station
+            .live_completions(&channel())
+            .keys()
+            .map(|(_, seq)| *seq)
+            .max()
+            .unwrap_or(0)
+    };
+    wait_until(
+        "the station to resume at the live edge",
+        Duration::from_secs(90),
+        || station_newest() + 2 >= newest(&origin.live_window(&channel())),
+    )
+    .await;
+    let resumed = restored.elapsed();
+    let at_edge = (station_newest(), newest(&origin.live_window(&channel())));
+    let filled = station
+        .live_completions(&channel())
+        .keys()
+        .filter(|(_, seq)| *seq > cut_edge + 1 && *seq + 3 < restore_edge)
+        .count();
+    let outage_segments = restore_edge - cut_edge;
+    assert!(
+        (filled as u64) * 2 < outage_segments,
+        "the station filled {filled} of the outage's {outage_segments} segments"
+    );
+    // And the playlist goes on after the outage.
+    let (after, uris) = fetch_playlist_any(&device, lan.local_addr(), &station, &channel()).await;
+    assert!(
+        after > last.0 && !uris.is_empty(),
+        "the playlist did not move on after the outage"
+    );
+    let choice_after = choice().unwrap();
+    eprintln!(
+        "live ABR over a 1 Mbit/s line (ladder 1.5 Mbit/s / 360 kbit/s / 64 kbit/s, 1 s segments): \
+         stepped down after {:.1} s, settled on {rendition:?} (rung {}) after {:.1} s; \
+         after a {} s outage ({outage_segments} segments) resumed at the live edge in {:.1} s \
+         (station {} vs origin {}), {filled} outage segments fetched, {} skipped, {} lost, {} switches, now on {:?}",
+        stepped_down.as_secs_f64(),
+        settled_on.rung,
+        settled.as_secs_f64(),
+        OUTAGE.as_secs(),
+        resumed.as_secs_f64(),
+        at_edge.0,
+        at_edge.1,
+        choice_after.skipped,
+        choice_after.lost,
+        choice_after.switches,
+        choice_after.rendition,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    drop(lan);
+    station.shutdown().await;
+}
+
+/// The playlist of the rendition the station fetches now: its media sequence and segments.
+async fn fetch_playlist_any(
+    device: &courseway_tests::http::Device,
+    lan: std::net::SocketAddr,
+    station: &Station,
+    channel: &ChannelId,
+) -> (u64, Vec<String>) {
+    let mut out = (0, Vec::new());
+    wait_until("a live playlist after the outage", Duration::from_secs(60), || {
+        station.live_choice(channel).is_some()
+    })
+    .await;
+    for _ in 0..240 {
+        let rendition = station.live_choice(channel).unwrap().rendition;
+        let a = device.get(lan, &format!("/live/{channel}/{rendition}.m3u8")).await;
+        if a.status == 200 {
+            out = listed(&a.text());
+            if !out.1.is_empty() {
+                return out;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    out
+}
+
+/// ffprobe's streams of `bytes` (an MPEG-TS segment): `codec_name,width,height` per stream.
+fn probe_streams(dir: &Path, bytes: &[u8]) -> Vec<String> {
+    let path = dir.join("rung.ts");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("timeout")
+        .args([
+            "60",
+            "ffprobe",
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&path)
+        .output()
+        .expect("ffprobe runs (Debian package ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut streams: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim_end_matches(',').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    // MPEG-TS streams are listed under their program too.
+    streams.sort();
+    streams.dedup();
+    streams
+}
+
+/// A ladder cut from one feed whose codecs are read at run time: every rendition's segments,
+/// `wanted` of each.
+async fn ingest_ladder(
+    codecs: courseway_media::testsrc::FeedCodecs,
+    wanted: usize,
+) -> (LiveIngestConfig, Vec<Vec<CutSegment>>) {
+    use courseway_media::live::{LiveRenditionConfig, RenditionKind};
+    let port = free_udp_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LiveIngestConfig::new(
+        LiveInput::UdpMpegTs {
+            address: [127, 0, 0, 1].into(),
+            port,
+        },
+        dir.path().join("spool"),
+    );
+    config.segment = Duration::from_secs(1);
+    config.codecs = courseway_media::live::LiveCodecs::Auto { video_kbps: 900 };
+    config.audio_kbps = 48;
+    config.renditions = vec![
+        LiveRenditionConfig::new("source", RenditionKind::Source),
+        LiveRenditionConfig::new(
+            "low",
+            RenditionKind::Video {
+                width: 256,
+                height: 144,
+                video_kbps: 200,
+            },
+        ),
+        LiveRenditionConfig::new("audio", RenditionKind::AudioOnly),
+    ];
+    let cut = Arc::new(parking_lot::Mutex::new(vec![Vec::new(); 3]));
+    let ingest = {
+        let cut = cut.clone();
+        LiveIngest::start(&config, move |s| cut.lock()[s.rendition].push(s)).expect("the ingest starts")
+    };
+    let feed = courseway_media::testsrc::LiveTestFeed::start(
+        &courseway_media::testsrc::FeedTarget::Udp(([127, 0, 0, 1], port).into()),
+        codecs,
+    )
+    .expect("the test encoder starts");
+    wait_until("every rendition to be cut", Duration::from_secs(180), || {
+        assert!(!ingest.is_finished(), "the ingest stopped early");
+        cut.lock().iter().all(|r| r.len() >= wanted)
+    })
+    .await;
+    drop(feed);
+    ingest.stop().expect("the ingest ran without error");
+    let segments = cut.lock().clone();
+    (config, segments)
+}
+
+/// Checks a ladder's renditions with ffprobe and their bit rates; returns a line of figures.
+fn check_ladder(config: &LiveIngestConfig, segments: &[Vec<CutSegment>], source_streams: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut figures = Vec::new();
+    for (r, cut) in segments.iter().enumerate() {
+        // The first segment may be short (it starts where the feed was joined): measure the rest.
+        let measured = &cut[1..];
+        for (i, s) in measured.iter().enumerate() {
+            assert_eq!(s.rendition, r);
+            assert_eq!(s.index, i as u64 + 1, "segments of a rendition are counted in order");
+            assert!(s.bytes.len() % 188 == 0 && s.bytes.chunks(188).all(|p| p[0] == 0x47));
+        }
+        let bytes: u64 = measured.iter().map(|s| s.bytes.len() as u64).sum();
+        let ms: u64 = measured.iter().map(|s| u64::from(s.duration_ms)).sum();
+        let kbps = bytes * 8 / ms.max(1);
+        let streams = probe_streams(dir.path(), &measured[0].bytes);
+        let info = courseway_media::live::rendition_info(config, &measured[0]);
+        let name = &config.renditions[r].name;
+        match r {
+            0 => assert_eq!(streams, source_streams, "source"),
+            1 => {
+                assert_eq!(streams, ["aac", "h264,256,144"], "low");
+                assert!(kbps <= 400, "the low rung is {kbps} kbit/s, over 400");
+                assert_eq!((info.width, info.height), (256, 144));
+                assert!(
+                    info.codecs.starts_with("avc1.") && info.codecs.ends_with(",mp4a.40.2"),
+                    "{info:?}"
+                );
+            }
+            _ => {
+                assert_eq!(streams, ["aac"], "audio only");
+                assert!(
+                    kbps <= 128,
+                    "the audio rung is {kbps} kbit/s (48 kbit/s AAC, MPEG-TS packets around every frame)"
+                );
+                assert_eq!((info.width, info.codecs.as_str()), (0, "mp4a.40.2"));
+            }
+        }
+        let durations: Vec<u32> = measured.iter().map(|s| s.duration_ms).collect();
+        figures.push(format!("{name} {kbps} kbit/s {streams:?} segments {durations:?} ms"));
+    }
+    figures.join("; ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_ladder_passes_an_h264_aac_feed_through_and_adds_a_low_rung_and_audio_only() {
+    let (config, segments) = ingest_ladder(courseway_media::testsrc::FeedCodecs::H264Aac, 4).await;
+    // The feed is 320x240 H.264 + AAC: the source is passed through as sent.
+    let figures = check_ladder(&config, &segments, &["aac", "h264,320,240"]);
+    eprintln!("live ladder, H.264/AAC feed passed through: {figures}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_ladder_transcodes_an_mpeg2_feed_for_every_rendition() {
+    let (config, segments) = ingest_ladder(courseway_media::testsrc::FeedCodecs::Mpeg2Mp2, 4).await;
+    // The feed is MPEG-2 + MP2: detected, and the source is encoded to H.264 + AAC.
+    let figures = check_ladder(&config, &segments, &["aac", "h264,320,240"]);
+    eprintln!("live ladder, MPEG-2/MP2 feed transcoded: {figures}");
 }

@@ -31,7 +31,7 @@ pub use catalog::{Catalog, CatalogEntry};
 pub use chunk::{ChunkId, ChunkRef, HashMismatch, MAX_CHUNK_SIZE};
 pub use encoding::{Decode, DecodeError, Encode};
 pub use lesson::{Attachment, Category, LessonManifest, Rendition, RenditionKind, Segment};
-pub use live::LiveSegment;
+pub use live::{LiveRendition, LiveSegment};
 pub use name::{AreaName, ChannelId, LessonId, NameError, NodeName};
 pub use schedule::{Schedule, ScheduleEntry, Target};
 pub use signing::{Delegation, OnlineKey, PublicKey, RootKey, Signable, Signed};

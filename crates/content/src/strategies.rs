@@ -182,11 +182,33 @@ pub fn live_segment() -> impl Strategy<Value = LiveSegment> {
         any::<u32>(),
         any::<u64>(),
         vec(chunk_ref(), 0..4),
+        (
+            any::<u8>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            "[a-z0-9.,]{0,24}",
+        ),
     )
         .prop_map(
-            |(channel, rendition, sequence, duration_ms, cut_at_ms, chunks)| LiveSegment {
+            |(
                 channel,
                 rendition,
+                sequence,
+                duration_ms,
+                cut_at_ms,
+                chunks,
+                (rung, bandwidth, width, height, codecs),
+            )| LiveSegment {
+                channel,
+                rendition,
+                info: crate::live::LiveRendition {
+                    rung,
+                    bandwidth,
+                    width,
+                    height,
+                    codecs,
+                },
                 sequence,
                 duration_ms,
                 cut_at_ms,

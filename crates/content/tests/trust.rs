@@ -202,6 +202,7 @@ fn schedules_and_live_segments_are_checked_too() {
     let seg = LiveSegment {
         channel: ChannelId::new("city-live").unwrap(),
         rendition: "360p".into(),
+        info: Default::default(),
         sequence: 1,
         duration_ms: 2000,
         cut_at_ms: 0,

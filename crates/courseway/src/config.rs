@@ -282,16 +282,24 @@ pub struct LiveSection {
     /// "udp://ADDRESS:PORT" (MPEG-TS over UDP), "srt://:PORT" (an SRT listener) or "test"
     /// (a test pattern and tone).
     pub input: String,
-    /// The rendition's name in the playlist URL (`/live/<channel>/<rendition>.m3u8`).
-    #[serde(default = "default_live_rendition")]
-    pub rendition: String,
+    /// The renditions, best first: `{ name = "source" }` (the feed's quality), `{ name,
+    /// width, height, video_kbps }` (scaled H.264 + AAC) or `{ name, audio_only = true }`.
+    #[serde(default = "default_ladder")]
+    pub ladder: Vec<LadderEntry>,
     /// Segment length in seconds; each segment starts on a key frame.
     #[serde(default = "default_segment_seconds")]
     pub segment_seconds: f64,
-    /// Absent: passthrough (the feed must be H.264 + AAC). Given: decode and encode the video to
-    /// H.264 at this many kbit/s (and the audio to AAC).
-    pub transcode_kbps: Option<u32>,
-    /// Whether the feed has audio (a video-only feed must say false).
+    /// "auto" (passthrough when the feed is H.264 + AAC, else transcode), "passthrough" or
+    /// "transcode": what is done to the feed for the source rendition.
+    #[serde(default = "default_codecs")]
+    pub codecs: String,
+    /// Video bit rate of the source rendition when it is transcoded (kbit/s).
+    #[serde(default = "default_transcode_kbps")]
+    pub transcode_kbps: u32,
+    /// AAC bit rate of the encoded renditions (kbit/s).
+    #[serde(default = "default_audio_kbps")]
+    pub audio_kbps: u32,
+    /// Whether the feed's audio is carried (false ignores it).
     #[serde(default = "default_true")]
     pub audio: bool,
     /// SRT receive latency in milliseconds.
@@ -299,8 +307,52 @@ pub struct LiveSection {
     pub srt_latency_ms: u32,
 }
 
-fn default_live_rendition() -> String {
-    "source".into()
+/// One rendition of `[[live]] ladder`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderEntry {
+    pub name: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub video_kbps: Option<u32>,
+    #[serde(default)]
+    pub audio_only: bool,
+}
+
+fn default_ladder() -> Vec<LadderEntry> {
+    courseway_media::live::default_ladder()
+        .into_iter()
+        .map(|r| {
+            use courseway_media::live::RenditionKind;
+            let (width, height, video_kbps) = match r.kind {
+                RenditionKind::Video {
+                    width,
+                    height,
+                    video_kbps,
+                } => (Some(width), Some(height), Some(video_kbps)),
+                _ => (None, None, None),
+            };
+            LadderEntry {
+                name: r.name,
+                width,
+                height,
+                video_kbps,
+                audio_only: r.kind == RenditionKind::AudioOnly,
+            }
+        })
+        .collect()
+}
+
+fn default_codecs() -> String {
+    "auto".into()
+}
+
+fn default_transcode_kbps() -> u32 {
+    courseway_media::live::DEFAULT_TRANSCODE_KBPS
+}
+
+fn default_audio_kbps() -> u32 {
+    courseway_media::live::DEFAULT_AUDIO_KBPS
 }
 
 fn default_segment_seconds() -> f64 {
@@ -332,7 +384,6 @@ impl<'de> Deserialize<'de> for ChannelValue {
 #[derive(Debug, Clone)]
 pub struct LiveSettings {
     pub channel: ChannelId,
-    pub rendition: String,
     pub ingest: courseway_media::live::LiveIngestConfig,
 }
 
@@ -373,29 +424,88 @@ fn live_settings(l: LiveSection, spool_base: &Path) -> anyhow::Result<LiveSettin
         "live.segment_seconds = {} is out of range; give 0.5 to 30 (default 2)",
         l.segment_seconds
     );
+    use courseway_media::live::{LiveCodecs, LiveRenditionConfig, RenditionKind};
     ensure!(
-        !l.rendition.is_empty()
-            && l.rendition.len() <= 32
-            && l.rendition
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-        "live.rendition = {:?}: give 1 to 32 letters, digits, '-' or '_' (default \"source\")",
-        l.rendition
+        (50..=20_000).contains(&l.transcode_kbps),
+        "live.transcode_kbps = {} is out of range; give 50 to 20000 (default 1500)",
+        l.transcode_kbps
+    );
+    ensure!(
+        (16..=320).contains(&l.audio_kbps),
+        "live.audio_kbps = {} is out of range; give 16 to 320 (default 48)",
+        l.audio_kbps
+    );
+    let codecs = match l.codecs.as_str() {
+        "auto" => LiveCodecs::Auto {
+            video_kbps: l.transcode_kbps,
+        },
+        "passthrough" => LiveCodecs::Passthrough,
+        "transcode" => LiveCodecs::Transcode {
+            video_kbps: l.transcode_kbps,
+        },
+        other => bail!("live.codecs = {other:?} is not understood; give \"auto\", \"passthrough\" or \"transcode\" (default \"auto\")"),
+    };
+    ensure!(
+        !l.ladder.is_empty() && l.ladder.len() <= 8,
+        "live.ladder has {} renditions; give 1 to 8",
+        l.ladder.len()
+    );
+    let mut renditions = Vec::new();
+    for r in l.ladder {
+        ensure!(
+            !r.name.is_empty()
+                && r.name.len() <= 32
+                && r.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "live.ladder name = {:?}: give 1 to 32 letters, digits, '-' or '_'",
+            r.name
+        );
+        ensure!(
+            !renditions.iter().any(|x: &LiveRenditionConfig| x.name == r.name),
+            "live.ladder names {:?} twice; each rendition once",
+            r.name
+        );
+        let kind = match (r.audio_only, r.width, r.height, r.video_kbps) {
+            (true, None, None, None) => RenditionKind::AudioOnly,
+            (false, None, None, None) => RenditionKind::Source,
+            (false, Some(width), Some(height), Some(video_kbps)) => {
+                ensure!(
+                    (16..=7680).contains(&width) && (16..=4320).contains(&height) && width % 2 == 0 && height % 2 == 0,
+                    "live.ladder {:?}: width x height = {width} x {height}; give even sizes from 16x16 to 7680x4320",
+                    r.name
+                );
+                ensure!(
+                    (50..=20_000).contains(&video_kbps),
+                    "live.ladder {:?}: video_kbps = {video_kbps} is out of range; give 50 to 20000",
+                    r.name
+                );
+                RenditionKind::Video {
+                    width,
+                    height,
+                    video_kbps,
+                }
+            }
+            _ => bail!(
+                "live.ladder {:?}: give either nothing but the name (the source), width, height and video_kbps (a scaled rendition), or audio_only = true",
+                r.name
+            ),
+        };
+        renditions.push(LiveRenditionConfig { name: r.name, kind });
+    }
+    ensure!(
+        renditions.iter().filter(|r| r.kind == RenditionKind::Source).count() <= 1,
+        "live.ladder has more than one source rendition (an entry with only a name); give one"
     );
     let input = live_input(&l.input, l.srt_latency_ms)?;
     let mut ingest = courseway_media::live::LiveIngestConfig::new(input, spool_base.join(l.channel.0.as_str()));
     ingest.segment = Duration::from_secs_f64(l.segment_seconds);
     ingest.audio = l.audio;
-    if let Some(kbps) = l.transcode_kbps {
-        ensure!(
-            (50..=20_000).contains(&kbps),
-            "live.transcode_kbps = {kbps} is out of range; give 50 to 20000"
-        );
-        ingest.codecs = courseway_media::live::LiveCodecs::Transcode { video_kbps: kbps };
-    }
+    ingest.audio_kbps = l.audio_kbps;
+    ingest.codecs = codecs;
+    ingest.renditions = renditions;
     Ok(LiveSettings {
         channel: l.channel.0,
-        rendition: l.rendition,
         ingest,
     })
 }
@@ -1168,6 +1278,55 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
         p
+    }
+
+    #[test]
+    fn live_ladders_parse_with_defaults_and_errors_name_the_key() {
+        use courseway_media::live::{LiveCodecs, RenditionKind};
+        let parse = |text: &str| {
+            let section: LiveSection = toml::from_str(text).unwrap();
+            live_settings(section, Path::new("/spool"))
+        };
+        let base = "channel = \"city-live\"\ninput = \"udp://0.0.0.0:5004\"\n";
+        let l = parse(base).unwrap();
+        assert_eq!(l.ingest.renditions, courseway_media::live::default_ladder());
+        assert_eq!(l.ingest.codecs, LiveCodecs::Auto { video_kbps: 1500 });
+        assert_eq!(l.ingest.audio_kbps, 48);
+        let l = parse(&format!(
+            "{base}codecs = \"transcode\"\ntranscode_kbps = 900\nladder = [{{ name = \"hd\" }}, {{ name = \"sd\", width = 640, height = 360, video_kbps = 300 }}, {{ name = \"radio\", audio_only = true }}]\n"
+        ))
+        .unwrap();
+        assert_eq!(l.ingest.codecs, LiveCodecs::Transcode { video_kbps: 900 });
+        assert_eq!(l.ingest.renditions[0].kind, RenditionKind::Source);
+        assert_eq!(
+            l.ingest.renditions[1].kind,
+            RenditionKind::Video {
+                width: 640,
+                height: 360,
+                video_kbps: 300
+            }
+        );
+        assert_eq!(l.ingest.renditions[2].kind, RenditionKind::AudioOnly);
+        for (extra, key) in [
+            ("codecs = \"copy\"\n", "live.codecs"),
+            ("ladder = []\n", "live.ladder"),
+            (
+                "ladder = [{ name = \"a\" }, { name = \"a\", audio_only = true }]\n",
+                "twice",
+            ),
+            (
+                "ladder = [{ name = \"sd\", width = 640 }]\n",
+                "width, height and video_kbps",
+            ),
+            (
+                "ladder = [{ name = \"sd\", width = 641, height = 360, video_kbps = 300 }]\n",
+                "even sizes",
+            ),
+            ("audio_kbps = 1000\n", "live.audio_kbps"),
+        ] {
+            let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{extra}: {e}");
+        }
     }
 
     #[test]

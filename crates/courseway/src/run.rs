@@ -144,11 +144,15 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         let _metrics = metrics_endpoint(settings.metrics, "origin", collectors).await?;
         let mut feeds = Vec::new();
         for live in settings.live {
-            let (channel, rendition) = (live.channel.clone(), live.rendition.clone());
+            let (channel, ingest) = (live.channel.clone(), live.ingest.clone());
             let publisher = origin.clone();
             let feed = courseway_media::live::LiveIngest::start(&live.ingest, move |cut| {
                 // The ingest's own thread: the store writes block it, never the async workers.
-                if let Err(e) = publisher.publish_live_segment(&channel, &rendition, cut.duration_ms, &cut.bytes) {
+                let info = courseway_media::live::rendition_info(&ingest, &cut);
+                let name = &ingest.renditions[cut.rendition].name;
+                let published =
+                    publisher.publish_live_segment(&channel, name, &info, cut.index, cut.duration_ms, &cut.bytes);
+                if let Err(e) = published {
                     tracing::error!(%channel, error = %e, "could not publish a live segment; it is skipped");
                 }
             })

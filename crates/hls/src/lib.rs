@@ -187,15 +187,33 @@ pub struct LiveEntry {
     pub available: bool,
 }
 
+/// Where a live media playlist ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveTail {
+    /// At the last available entry: the entries after it may still arrive (the rendition being
+    /// fetched).
+    LastAvailable,
+    /// At the last entry, later unavailable ones written as gaps: they will not arrive (a
+    /// rendition no longer fetched), and a player moves to a rendition that has them.
+    LastEntry,
+}
+
 /// A live (sliding-window) media playlist: no `EXT-X-ENDLIST`, `EXT-X-MEDIA-SEQUENCE` = the first
 /// entry's sequence number, so a segment keeps its number across reloads. A missing sequence
 /// number between two entries, or an entry not `available`, is written as a gap
 /// (`EXT-X-GAP`, RFC 8216bis 4.4.4.7): players skip it and the playlist never stalls. Entries
-/// must be in sequence order; the playlist starts at the first available one and ends at the
-/// last available one (`None` if there is none).
-pub fn live_media_playlist(entries: &[LiveEntry], uri_for_sequence: impl Fn(u64) -> String) -> Option<String> {
+/// must be in sequence order; the playlist starts at the first available one and ends per
+/// `tail` (`None` if no entry is available).
+pub fn live_media_playlist(
+    entries: &[LiveEntry],
+    tail: LiveTail,
+    uri_for_sequence: impl Fn(u64) -> String,
+) -> Option<String> {
     let first = entries.iter().position(|e| e.available)?;
-    let last = entries.iter().rposition(|e| e.available)?;
+    let last = match tail {
+        LiveTail::LastAvailable => entries.iter().rposition(|e| e.available)?,
+        LiveTail::LastEntry => entries.len() - 1,
+    };
     let entries = &entries[first..=last];
     let longest_ms = entries.iter().map(|e| u64::from(e.duration_ms)).max().unwrap_or(1000);
     let target = ((longest_ms + 500) / 1000).max(1);
@@ -228,6 +246,44 @@ pub fn live_media_playlist(entries: &[LiveEntry], uri_for_sequence: impl Fn(u64)
     Some(out)
 }
 
+/// One rendition of a live channel's master playlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveVariant {
+    pub uri: String,
+    /// Peak bit rate (bits per second).
+    pub bandwidth: u64,
+    /// Mean bit rate, when measured.
+    pub average_bandwidth: Option<u64>,
+    /// Picture size; `None` for audio only.
+    pub resolution: Option<(u32, u32)>,
+    /// RFC 6381 codecs (omitted when empty).
+    pub codecs: String,
+}
+
+/// A live channel's master playlist: one `EXT-X-STREAM-INF` per variant, in the given order.
+pub fn live_master_playlist(variants: &[LiveVariant]) -> String {
+    let playlist = MasterPlaylist {
+        version: Some(HLS_VERSION),
+        independent_segments: true,
+        variants: variants
+            .iter()
+            .map(|v| VariantStream {
+                uri: v.uri.clone(),
+                bandwidth: v.bandwidth,
+                average_bandwidth: v.average_bandwidth,
+                codecs: (!v.codecs.is_empty()).then(|| v.codecs.clone()),
+                resolution: v.resolution.map(|(w, h)| Resolution {
+                    width: u64::from(w),
+                    height: u64::from(h),
+                }),
+                ..VariantStream::default()
+            })
+            .collect(),
+        ..MasterPlaylist::default()
+    };
+    to_text(|out| playlist.write_to(out))
+}
+
 #[cfg(test)]
 mod live_tests {
     use super::*;
@@ -242,11 +298,8 @@ mod live_tests {
 
     #[test]
     fn a_live_playlist_slides_and_marks_gaps() {
-        let text = live_media_playlist(
-            &[e(7, false), e(8, true), e(9, false), e(11, true), e(12, false)],
-            |s| format!("{s}.ts"),
-        )
-        .unwrap();
+        let entries = [e(7, false), e(8, true), e(9, false), e(11, true), e(12, false)];
+        let text = live_media_playlist(&entries, LiveTail::LastAvailable, |s| format!("{s}.ts")).unwrap();
         assert_eq!(
             text,
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:8\n#EXT-X-INDEPENDENT-SEGMENTS\n\
@@ -256,6 +309,43 @@ mod live_tests {
         assert_eq!(parsed.media_sequence, 8);
         assert_eq!(parsed.segments.len(), 4);
         assert!(!parsed.end_list);
-        assert_eq!(live_media_playlist(&[e(1, false)], |s| s.to_string()), None);
+        assert_eq!(
+            live_media_playlist(&[e(1, false)], LiveTail::LastEntry, |s| s.to_string()),
+            None
+        );
+        // A rendition no longer fetched: its playlist runs on to the newest entry, as gaps.
+        let text = live_media_playlist(&entries, LiveTail::LastEntry, |s| format!("{s}.ts")).unwrap();
+        assert!(
+            text.ends_with("#EXTINF:2.000,\n11.ts\n#EXTINF:2.000,\n#EXT-X-GAP\n12.ts\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_live_master_playlist_lists_each_rendition() {
+        let text = live_master_playlist(&[
+            LiveVariant {
+                uri: "city-live/low.m3u8".into(),
+                bandwidth: 380_000,
+                average_bandwidth: Some(350_000),
+                resolution: Some((640, 360)),
+                codecs: "avc1.4d401e,mp4a.40.2".into(),
+            },
+            LiveVariant {
+                uri: "city-live/audio.m3u8".into(),
+                bandwidth: 70_000,
+                average_bandwidth: None,
+                resolution: None,
+                codecs: "mp4a.40.2".into(),
+            },
+        ]);
+        let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.variants.len(), 2);
+        assert_eq!(parsed.variants[0].bandwidth, 380_000);
+        assert_eq!(parsed.variants[0].average_bandwidth, Some(350_000));
+        assert_eq!(parsed.variants[0].codecs.as_deref(), Some("avc1.4d401e,mp4a.40.2"));
+        assert_eq!(parsed.variants[0].resolution.unwrap().height, 360);
+        assert!(parsed.variants[1].resolution.is_none());
+        assert_eq!(parsed.variants[1].uri, "city-live/audio.m3u8");
     }
 }

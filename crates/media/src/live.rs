@@ -1,20 +1,38 @@
 //! Live ingest: a GStreamer pipeline takes a live feed (MPEG-TS over UDP, an SRT listener, or a
-//! test pattern) and cuts it into MPEG-TS segments of about [`LiveIngestConfig::segment`] each,
-//! every one starting on a key frame, handed to a callback as they close.
+//! test pattern) and cuts it into a ladder of renditions, each a run of MPEG-TS segments of
+//! about [`LiveIngestConfig::segment`] that start on key frames, handed to a callback as they
+//! close.
 //!
 //! ```text
-//!   udpsrc / srtsrc ─ tsdemux ─ h264parse ─┐            (passthrough: H.264 + AAC as sent)
-//!                             └ aacparse ──┤
-//!   udpsrc / srtsrc ─ decodebin ─ x264enc ─┤            (transcode: anything GStreamer decodes)
-//!                             └ voaacenc ──┤
-//!   videotestsrc ─ x264enc ────────────────┤            (test pattern, for tests and demos)
-//!   audiotestsrc ─ voaacenc ───────────────┴─ splitmuxsink (mpegtsmux, key-frame cuts)
+//!                       ┌ h264parse ─ tee ─────────────────────────────── splitmuxsink source
+//!   udpsrc / srtsrc ─ tsdemux          └ decodebin ─ I420 ─ tee rawv ┐    (passthrough: H.264
+//!                       └ aacparse ─ tee ─────────────────────────────── + AAC as sent)
+//!                                      └ decodebin ─ tee rawa ───────┤
+//!                    (transcode: decodebin ─ I420 ─ tee rawv ─ x264enc ─ splitmuxsink source)
+//!   videotestsrc ─ I420 ─ tee rawv ─────────────────────────────────────┤  (test pattern)
+//!   rawv ─ videoscale ─ I420 WxH ─ x264enc ─┐
+//!   rawa ─ voaacenc ─ tee aac ──────────────┴── splitmuxsink <low rung>
+//!                         └──────────────────── splitmuxsink <audio only>
 //! ```
 //!
+//! **Passthrough or transcode** is decided on the feed's codecs ([`LiveCodecs::Auto`]): the
+//! demuxer's pads are held (blocked) until it has announced them all, their caps are read
+//! ([`FeedCodecs`]), and the rest of the pipeline is built for them: the source rendition
+//! passes H.264 (+ AAC) through, anything else is decoded and encoded to H.264 + AAC. A config
+//! can force either.
+//!
+//! **Alignment**: every encoded rung's `splitmuxsink` asks its `x264enc` for a key frame at
+//! each segment boundary (`send-keyframe-requests`, running time `n x segment`) and the
+//! encoders also have `key-int-max` = one segment of frames, so encoded rungs cut at the same
+//! running times; the audio-only rung cuts at the first audio frame past the boundary (within
+//! ~21 ms). A passed-through source is cut on the feed's own key frames: aligned with the
+//! others when the feed's GOP divides the segment length. Each rendition counts its segments
+//! from 0 ([`CutSegment::index`]); the origin numbers segment `n` of every rendition the same.
+//!
 //! `splitmuxsink` writes each segment to the spool directory and posts a message when it is
-//! closed; the bus thread reads the file, deletes it and calls back with the bytes and the
-//! segment's duration (from the running times of its opening and closing). The pipeline text is
-//! built by a pure function ([`pipeline_description`]) with unit tests.
+//! closed; the bus thread reads the file, deletes it and calls back with the bytes, the
+//! rendition and the segment's duration (from the running times of its opening and closing).
+//! The pipeline text is built by a pure function ([`pipeline_description`]) with unit tests.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +43,7 @@ use std::time::Duration;
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
+use std::sync::Mutex;
 
 /// Where the live feed comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,13 +58,63 @@ pub enum LiveInput {
     Srt { port: u16, latency_ms: u32 },
 }
 
-/// What is done to the feed's codecs.
+/// What is done to the feed's codecs for the source rendition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveCodecs {
-    /// The feed is H.264 + AAC: parsed and segmented as sent (no quality lost, little CPU).
+    /// Decided on the feed: passthrough when it is H.264 (+ AAC, or no audio), else transcode
+    /// at `video_kbps`.
+    Auto { video_kbps: u32 },
+    /// Forced: the feed is H.264 + AAC, parsed and segmented as sent (no quality lost, little
+    /// CPU).
     Passthrough,
-    /// The feed is something else: decoded and encoded to H.264 at `video_kbps` + AAC.
+    /// Forced: decoded and encoded to H.264 at `video_kbps` + AAC.
     Transcode { video_kbps: u32 },
+}
+
+/// One rendition of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenditionKind {
+    /// The feed's own quality: passed through or transcoded per [`LiveCodecs`].
+    Source,
+    /// H.264 scaled to `width` x `height` at `video_kbps`, with AAC.
+    Video { width: u32, height: u32, video_kbps: u32 },
+    /// AAC only.
+    AudioOnly,
+}
+
+/// A named rendition of the ladder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveRenditionConfig {
+    /// In the playlist URL (`/live/<channel>/<name>.m3u8`).
+    pub name: String,
+    pub kind: RenditionKind,
+}
+
+impl LiveRenditionConfig {
+    pub fn new(name: &str, kind: RenditionKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+        }
+    }
+}
+
+/// The default ladder: the source, a low rung of 426x240 at 200 kbit/s video + 48 kbit/s AAC
+/// (≤ 400 kbit/s with MPEG-TS overhead, which is large at low rates: measured ~350 kbit/s),
+/// and audio only.
+pub fn default_ladder() -> Vec<LiveRenditionConfig> {
+    vec![
+        LiveRenditionConfig::new("source", RenditionKind::Source),
+        LiveRenditionConfig::new(
+            "low",
+            RenditionKind::Video {
+                width: 426,
+                height: 240,
+                video_kbps: 200,
+            },
+        ),
+        LiveRenditionConfig::new("audio", RenditionKind::AudioOnly),
+    ]
 }
 
 /// How a live feed is ingested.
@@ -53,38 +122,65 @@ pub enum LiveCodecs {
 pub struct LiveIngestConfig {
     pub input: LiveInput,
     pub codecs: LiveCodecs,
-    /// Whether the feed has an audio track to carry (a video-only feed must say `false`, or the
-    /// segmenter waits for audio that never comes).
+    /// Whether the feed's audio is carried (`false` ignores it; a feed without audio is
+    /// detected and carried as video only).
     pub audio: bool,
+    /// AAC bit rate of the encoded renditions (kbit/s).
+    pub audio_kbps: u32,
     /// Target segment length; each segment starts on a key frame (default 2 s).
     pub segment: Duration,
     /// Video bit rate of the test pattern.
     pub test_video_kbps: u32,
-    /// Where segments are written while they are cut (one file at a time; deleted once read).
+    /// The renditions, best first (the order is the ladder's rung order).
+    pub renditions: Vec<LiveRenditionConfig>,
+    /// Where segments are written while they are cut (one file per rendition at a time;
+    /// deleted once read).
     pub spool: PathBuf,
 }
 
 impl LiveIngestConfig {
-    /// 2 s segments, with audio, passthrough.
+    /// 2 s segments, with audio, passthrough decided on the feed, one rendition ("source");
+    /// see [`default_ladder`] for a full ladder.
     pub fn new(input: LiveInput, spool: impl Into<PathBuf>) -> Self {
         Self {
             input,
-            codecs: LiveCodecs::Passthrough,
+            codecs: LiveCodecs::Auto {
+                video_kbps: DEFAULT_TRANSCODE_KBPS,
+            },
             audio: true,
+            audio_kbps: DEFAULT_AUDIO_KBPS,
             segment: DEFAULT_SEGMENT,
             test_video_kbps: 400,
+            renditions: vec![LiveRenditionConfig::new("source", RenditionKind::Source)],
             spool: spool.into(),
         }
     }
 }
 
+/// AAC bit rate of encoded renditions unless configured (kbit/s).
+pub const DEFAULT_AUDIO_KBPS: u32 = 48;
+
 /// Default segment length.
 pub const DEFAULT_SEGMENT: Duration = Duration::from_secs(2);
+
+/// Video bit rate of a transcoded source rendition unless configured (kbit/s).
+pub const DEFAULT_TRANSCODE_KBPS: u32 = 1500;
+
+/// Frame rate assumed for key-frame intervals of a decoded feed.
+const ASSUMED_FPS: u32 = 25;
 
 /// One cut segment: MPEG-TS bytes starting on a key frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CutSegment {
+    /// Index of the rendition in [`LiveIngestConfig::renditions`].
+    pub rendition: usize,
+    /// The rendition's segments counted from 0 since the ingest started.
+    pub index: u64,
     pub duration_ms: u32,
+    /// Picture size (0 x 0 for audio only) and RFC 6381 codecs, as cut.
+    pub width: u32,
+    pub height: u32,
+    pub codecs: String,
     pub bytes: Vec<u8>,
 }
 
@@ -103,6 +199,8 @@ pub enum LiveIngestError {
     Build(String),
     #[error("the live pipeline failed: {0}")]
     Pipeline(String),
+    #[error("the live ladder is empty or names a rendition twice; give each [[live]] rendition once")]
+    Ladder,
     #[error("{0}")]
     Init(String),
 }
@@ -116,64 +214,101 @@ fn package_of(element: &str) -> &'static str {
     }
 }
 
-/// The elements a pipeline for `config` needs.
+/// The elements a pipeline for `config` may need.
 pub fn required_elements(config: &LiveIngestConfig) -> Vec<&'static str> {
-    let mut e = vec!["splitmuxsink", "mpegtsmux", "h264parse"];
+    let mut e = vec!["splitmuxsink", "mpegtsmux", "h264parse", "tee", "queue"];
     match config.input {
         LiveInput::TestPattern { .. } => e.extend(["videotestsrc", "x264enc"]),
-        LiveInput::UdpMpegTs { .. } => e.push("udpsrc"),
-        LiveInput::Srt { .. } => e.push("srtsrc"),
+        LiveInput::UdpMpegTs { .. } => e.extend(["udpsrc", "tsdemux"]),
+        LiveInput::Srt { .. } => e.extend(["srtsrc", "tsdemux"]),
     }
-    if !matches!(config.input, LiveInput::TestPattern { .. }) {
-        match config.codecs {
-            LiveCodecs::Passthrough => e.push("tsdemux"),
-            LiveCodecs::Transcode { .. } => e.extend(["decodebin", "x264enc"]),
-        }
+    let feed = !matches!(config.input, LiveInput::TestPattern { .. });
+    let scaled = config
+        .renditions
+        .iter()
+        .any(|r| matches!(r.kind, RenditionKind::Video { .. }));
+    if feed && (scaled || !matches!(config.codecs, LiveCodecs::Passthrough)) {
+        e.push("decodebin");
+    }
+    if scaled || !matches!(config.codecs, LiveCodecs::Passthrough) {
+        e.extend(["x264enc", "videoconvert"]);
+    }
+    if scaled {
+        e.push("videoscale");
     }
     if config.audio {
-        e.push("aacparse");
-        let encodes = matches!(config.input, LiveInput::TestPattern { .. })
-            || matches!(config.codecs, LiveCodecs::Transcode { .. });
-        if encodes {
-            e.push("voaacenc");
-        }
-        if matches!(config.input, LiveInput::TestPattern { .. }) {
+        e.extend(["aacparse", "voaacenc", "audioconvert", "audioresample"]);
+        if !feed {
             e.push("audiotestsrc");
         }
     }
+    e.sort_unstable();
+    e.dedup();
     e
 }
 
-/// The `gst-launch` description of the pipeline for `config`, segments written to
-/// `location` (a `printf` pattern). Pure.
-pub fn pipeline_description(config: &LiveIngestConfig, location: &str) -> String {
-    let ns = config.segment.as_nanos().max(1_000_000);
-    let mut d = format!(
-        "splitmuxsink name=sink muxer-factory=mpegtsmux send-keyframe-requests=true max-size-bytes=0 \
-         max-size-time={ns} location=\"{location}\" "
-    );
-    let x264 = |kbps: u32, fps: u32| {
-        let gop = (u128::from(fps) * config.segment.as_millis() / 1000).max(1);
-        format!(
-            "x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} \
-             ! video/x-h264,profile=main ! h264parse config-interval=-1"
-        )
+/// The video of a feed, as its demuxer announced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedVideo {
+    H264,
+    /// Something to decode (MPEG-2, HEVC, ...).
+    Other,
+    /// Raw pictures (the test pattern).
+    Raw,
+}
+
+/// The audio of a feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedAudio {
+    Aac,
+    Other,
+    Raw,
+}
+
+/// What the feed carries, read from the demuxer's pad caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedCodecs {
+    pub video: Option<FeedVideo>,
+    pub audio: Option<FeedAudio>,
+}
+
+impl FeedCodecs {
+    /// The test pattern: raw video and audio made here.
+    pub const RAW: FeedCodecs = FeedCodecs {
+        video: Some(FeedVideo::Raw),
+        audio: Some(FeedAudio::Raw),
     };
-    let aac = "audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 ! voaacenc bitrate=64000 ! aacparse";
-    let source = match &config.input {
-        LiveInput::TestPattern { width, height, fps } => {
-            d.push_str(&format!(
-                "videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1,format=I420 \
-                 ! {} ! queue ! sink.video ",
-                x264(config.test_video_kbps, *fps)
-            ));
-            if config.audio {
-                d.push_str(&format!(
-                    "audiotestsrc is-live=true wave=sine freq=440 ! {aac} ! queue ! sink.audio_0 "
-                ));
-            }
-            return d;
+}
+
+/// Classifies a demuxer pad by its caps' structure name (and `mpegversion` for `audio/mpeg`).
+pub fn classify_pad(name: &str, mpegversion: Option<i32>) -> Option<Result<FeedVideo, FeedAudio>> {
+    match name {
+        "video/x-h264" => Some(Ok(FeedVideo::H264)),
+        n if n.starts_with("video/") => Some(Ok(FeedVideo::Other)),
+        // ADTS AAC is audio/mpeg version 2 or 4; version 1 is MP1/MP2/MP3.
+        "audio/mpeg" if matches!(mpegversion, Some(2 | 4)) => Some(Err(FeedAudio::Aac)),
+        n if n.starts_with("audio/") => Some(Err(FeedAudio::Other)),
+        _ => None,
+    }
+}
+
+/// Whether the source rendition passes the feed through: forced by the config, or (auto) when
+/// the video is H.264 and the audio AAC or absent.
+pub fn passes_through(codecs: LiveCodecs, feed: &FeedCodecs) -> bool {
+    match codecs {
+        LiveCodecs::Passthrough => true,
+        LiveCodecs::Transcode { .. } => false,
+        LiveCodecs::Auto { .. } => {
+            feed.video == Some(FeedVideo::H264) && matches!(feed.audio, None | Some(FeedAudio::Aac))
         }
+    }
+}
+
+/// The `gst-launch` text that demuxes a feed (`None` for the test pattern): its demuxer is
+/// named `demux`, and the rest ([`pipeline_description`]) is added once its pads are known.
+pub fn feed_description(input: &LiveInput) -> Option<String> {
+    let source = match input {
+        LiveInput::TestPattern { .. } => return None,
         LiveInput::UdpMpegTs { address, port } => format!(
             "udpsrc address={address} port={port} buffer-size=2097152 caps=\"video/mpegts,systemstream=(boolean)true,packetsize=(int)188\""
         ),
@@ -181,26 +316,170 @@ pub fn pipeline_description(config: &LiveIngestConfig, location: &str) -> String
             format!("srtsrc uri=\"srt://:{port}?mode=listener\" latency={latency_ms} keep-listening=true")
         }
     };
-    match config.codecs {
-        LiveCodecs::Passthrough => {
+    Some(format!("{source} ! tsdemux name=demux latency=200"))
+}
+
+/// The `gst-launch` text of the ladder for a feed carrying `feed`, segments of rendition `i`
+/// written to `location(i)` (a `printf` pattern). For a demuxed feed its entry points are the
+/// elements named `vin` (the demuxer's video pad) and `ain` (its audio pad); for the test
+/// pattern ([`FeedCodecs::RAW`]) it includes the sources and stands alone. Pure.
+pub fn pipeline_description(
+    config: &LiveIngestConfig,
+    feed: &FeedCodecs,
+    location: &dyn Fn(usize) -> String,
+) -> String {
+    let ns = config.segment.as_nanos().max(1_000_000);
+    let audio = config.audio && feed.audio.is_some();
+    let video = feed.video.is_some();
+    let pass = passes_through(config.codecs, feed) && feed.video != Some(FeedVideo::Raw);
+    let (fps, source_kbps) = match (&config.input, config.codecs) {
+        (LiveInput::TestPattern { fps, .. }, _) => (*fps, config.test_video_kbps),
+        (_, LiveCodecs::Auto { video_kbps } | LiveCodecs::Transcode { video_kbps }) => (ASSUMED_FPS, video_kbps),
+        (_, LiveCodecs::Passthrough) => (ASSUMED_FPS, DEFAULT_TRANSCODE_KBPS),
+    };
+    // Key frames come on request at each cut (splitmuxsink send-keyframe-requests); the
+    // encoder adds one only if a request is missed (every 4 segments), so periodic key frames
+    // never cut a few frames after a requested one.
+    let gop = (4 * u128::from(fps) * config.segment.as_millis() / 1000).max(1);
+    let x264 = |kbps: u32| {
+        format!(
+            "x264enc tune=zerolatency speed-preset=ultrafast bitrate={kbps} key-int-max={gop} \
+             ! video/x-h264,profile=main ! h264parse config-interval=-1"
+        )
+    };
+    let ladder = &config.renditions;
+    let scaled = ladder.iter().any(|r| matches!(r.kind, RenditionKind::Video { .. }));
+    let audio_only = ladder.iter().any(|r| r.kind == RenditionKind::AudioOnly);
+    // Raw video is needed by scaled rungs, and by the source unless it is passed through.
+    let need_rawv = video && (scaled || !pass);
+    // Encoded AAC at audio_kbps: by every rung but a passed-through source.
+    let need_aac = audio && (scaled || audio_only || !pass);
+    let raw_audio = "audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2";
+    let mut d = String::new();
+    match &config.input {
+        LiveInput::TestPattern { width, height, fps } => {
             d.push_str(&format!(
-                "{source} ! tsdemux name=demux latency=200 demux. ! h264parse config-interval=-1 ! queue ! sink.video "
+                "videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={fps}/1,format=I420 ! tee name=rawv "
             ));
-            if config.audio {
-                d.push_str("demux. ! aacparse ! queue ! sink.audio_0 ");
+            if audio {
+                d.push_str(&format!(
+                    "audiotestsrc is-live=true wave=sine freq=440 ! {raw_audio} ! tee name=rawa "
+                ));
             }
         }
-        LiveCodecs::Transcode { video_kbps } => {
-            d.push_str(&format!(
-                "{source} ! decodebin name=dec dec. ! videoconvert ! video/x-raw,format=I420 ! {} ! queue ! sink.video ",
-                x264(video_kbps, 25)
-            ));
-            if config.audio {
-                d.push_str(&format!("dec. ! {aac} ! queue ! sink.audio_0 "));
+        _ => {
+            if video {
+                if pass {
+                    d.push_str("identity name=vin ! h264parse config-interval=-1 ! tee name=srcv ");
+                    if need_rawv {
+                        d.push_str(
+                            "srcv. ! queue ! decodebin ! videoconvert ! video/x-raw,format=I420 ! tee name=rawv ",
+                        );
+                    }
+                } else {
+                    d.push_str(
+                        "identity name=vin ! decodebin ! videoconvert ! video/x-raw,format=I420 ! tee name=rawv ",
+                    );
+                }
+            }
+            if audio {
+                if pass {
+                    d.push_str("identity name=ain ! aacparse ! tee name=srca ");
+                    if need_aac {
+                        d.push_str(&format!("srca. ! queue ! decodebin ! {raw_audio} ! tee name=rawa "));
+                    }
+                } else {
+                    d.push_str(&format!("identity name=ain ! decodebin ! {raw_audio} ! tee name=rawa "));
+                }
             }
         }
     }
+    if need_aac {
+        d.push_str(&format!(
+            "rawa. ! queue ! voaacenc bitrate={} ! aacparse ! tee name=aac ",
+            config.audio_kbps * 1000
+        ));
+    }
+    for (i, r) in ladder.iter().enumerate() {
+        let sink = format!("sink{i}");
+        let has_video = video && r.kind != RenditionKind::AudioOnly;
+        if !has_video && !audio {
+            continue;
+        }
+        d.push_str(&format!(
+            "splitmuxsink name={sink} muxer-factory=mpegtsmux send-keyframe-requests={has_video} max-size-bytes=0 \
+             max-size-time={ns} location=\"{}\" ",
+            location(i)
+        ));
+        match &r.kind {
+            RenditionKind::Source if has_video => {
+                if pass {
+                    d.push_str(&format!("srcv. ! queue ! {sink}.video "));
+                } else {
+                    d.push_str(&format!(
+                        "rawv. ! queue ! {} ! queue ! {sink}.video ",
+                        x264(source_kbps)
+                    ));
+                }
+            }
+            RenditionKind::Video {
+                width,
+                height,
+                video_kbps,
+            } if has_video => {
+                d.push_str(&format!(
+                    "rawv. ! queue ! videoscale ! videoconvert ! video/x-raw,width={width},height={height},format=I420 \
+                     ! {} ! queue ! {sink}.video ",
+                    x264(*video_kbps)
+                ));
+            }
+            _ => {}
+        }
+        if audio {
+            let from = if pass && r.kind == RenditionKind::Source {
+                "srca"
+            } else {
+                "aac"
+            };
+            // A queue that never blocks on time or count: the audio waits for the video of the
+            // same segment.
+            d.push_str(&format!(
+                "{from}. ! queue max-size-time=0 max-size-buffers=0 max-size-bytes=67108864 ! {sink}.audio_0 "
+            ));
+        }
+    }
     d
+}
+
+/// MPEG-TS overhead over the elementary streams' bit rates, in percent (packet headers, PES
+/// headers, PCR and tables), for the nominal bit rate of an encoded rendition.
+const TS_OVERHEAD_PERCENT: u64 = 40;
+
+/// How a cut segment's rendition is announced: its rung (its place in the ladder), nominal bit
+/// rate (the encoders' rates plus MPEG-TS overhead; a passed-through source's is measured from
+/// the segment), picture size and codecs.
+pub fn rendition_info(config: &LiveIngestConfig, cut: &CutSegment) -> courseway_content::LiveRendition {
+    let measured = (cut.bytes.len() as u64 * 8000)
+        .checked_div(u64::from(cut.duration_ms))
+        .unwrap_or(0);
+    let audio = if config.audio && cut.codecs.contains("mp4a") {
+        u64::from(config.audio_kbps) * 1000
+    } else {
+        0
+    };
+    let with_overhead = |bps: u64| bps * (100 + TS_OVERHEAD_PERCENT) / 100;
+    let nominal = match config.renditions.get(cut.rendition).map(|r| &r.kind) {
+        Some(RenditionKind::Video { video_kbps, .. }) => with_overhead(u64::from(*video_kbps) * 1000 + audio),
+        Some(RenditionKind::AudioOnly) => with_overhead(audio),
+        Some(RenditionKind::Source) | None => measured,
+    };
+    courseway_content::LiveRendition {
+        rung: cut.rendition.min(usize::from(u8::MAX)) as u8,
+        bandwidth: nominal.min(u64::from(u32::MAX)) as u32,
+        width: cut.width.min(u32::from(u16::MAX)) as u16,
+        height: cut.height.min(u32::from(u16::MAX)) as u16,
+        codecs: cut.codecs.clone(),
+    }
 }
 
 /// A running live ingest; dropping it stops the pipeline.
@@ -218,12 +497,19 @@ impl std::fmt::Debug for LiveIngest {
 
 impl LiveIngest {
     /// Builds and starts the pipeline; `on_segment` is called on the ingest's own thread with
-    /// every segment as soon as it is closed (so it may block, e.g. to store and announce it).
+    /// every segment of every rendition as soon as it is closed (so it may block, e.g. to store
+    /// and announce it).
     pub fn start(
         config: &LiveIngestConfig,
         mut on_segment: impl FnMut(CutSegment) + Send + 'static,
     ) -> Result<Self, LiveIngestError> {
         crate::init().map_err(LiveIngestError::Init)?;
+        let mut names: Vec<&str> = config.renditions.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        if names.is_empty() || names.len() != config.renditions.len() {
+            return Err(LiveIngestError::Ladder);
+        }
         for element in required_elements(config) {
             if gst::ElementFactory::find(element).is_none() {
                 return Err(LiveIngestError::MissingElement {
@@ -236,24 +522,38 @@ impl LiveIngest {
             path: config.spool.clone(),
             source,
         })?;
-        let location = config.spool.join("live-%08d.ts");
-        let description = pipeline_description(config, &location.to_string_lossy());
-        tracing::debug!(pipeline = %description, "starting the live ingest");
-        let pipeline = gst::parse::launch(&description)
-            .map_err(|e| LiveIngestError::Build(e.to_string()))?
-            .downcast::<gst::Pipeline>()
-            .map_err(|_| LiveIngestError::Build("the description is not a pipeline".into()))?;
+        let spool = config.spool.clone();
+        let location = move |i: usize| spool.join(format!("live-r{i}-%08d.ts")).to_string_lossy().into_owned();
+        let pipeline = match feed_description(&config.input) {
+            None => {
+                let description = pipeline_description(config, &FeedCodecs::RAW, &location);
+                tracing::debug!(pipeline = %description, "starting the live ingest");
+                launch(&description)?
+            }
+            Some(head) => {
+                tracing::debug!(pipeline = %head, "starting the live ingest; the ladder follows the feed's codecs");
+                let pipeline = launch(&head)?;
+                let demux = pipeline
+                    .by_name("demux")
+                    .ok_or_else(|| LiveIngestError::Build("no demuxer in the feed pipeline".into()))?;
+                attach_ladder(&pipeline, &demux, config.clone(), Box::new(location));
+                pipeline
+            }
+        };
         let bus = pipeline.bus().expect("a pipeline has a bus");
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| LiveIngestError::Pipeline(format!("could not start: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let renditions = config.renditions.len();
         let bus_thread = {
             let stop = stop.clone();
+            let pipeline = pipeline.downgrade();
             std::thread::Builder::new()
                 .name("live-ingest".into())
                 .spawn(move || {
-                    let mut opened_at: Option<u64> = None;
+                    let mut opened_at: Vec<Option<u64>> = vec![None; renditions];
+                    let mut counts: Vec<u64> = vec![0; renditions];
                     while !stop.load(Ordering::Relaxed) {
                         let Some(msg) = bus.timed_pop_filtered(
                             gst::ClockTime::from_mseconds(100),
@@ -272,19 +572,46 @@ impl LiveIngest {
                             gst::MessageView::Eos(_) => return Ok(()),
                             gst::MessageView::Element(e) => {
                                 let Some(s) = e.structure() else { continue };
+                                let Some(rendition) = msg
+                                    .src()
+                                    .and_then(|src| {
+                                        src.name().strip_prefix("sink").and_then(|n| n.parse::<usize>().ok())
+                                    })
+                                    .filter(|&i| i < renditions)
+                                else {
+                                    continue;
+                                };
                                 let running = s.get::<u64>("running-time").ok();
                                 if s.name() == "splitmuxsink-fragment-opened" {
-                                    opened_at = running;
+                                    opened_at[rendition] = running;
                                 } else if s.name() == "splitmuxsink-fragment-closed" {
                                     let Ok(location) = s.get::<String>("location") else {
                                         continue;
                                     };
-                                    let duration_ms = match (opened_at, running) {
+                                    let duration_ms = match (opened_at[rendition], running) {
                                         (Some(a), Some(b)) if b > a => ((b - a) / 1_000_000) as u32,
                                         _ => 0,
                                     };
+                                    let index = counts[rendition];
+                                    counts[rendition] += 1;
+                                    let (width, height) = pipeline
+                                        .upgrade()
+                                        .and_then(|p| p.by_name(&format!("sink{rendition}")))
+                                        .map(|sink| picture_size(&sink))
+                                        .unwrap_or((0, 0));
                                     match take_file(Path::new(&location)) {
-                                        Ok(bytes) if !bytes.is_empty() => on_segment(CutSegment { duration_ms, bytes }),
+                                        Ok(bytes) if !bytes.is_empty() => {
+                                            let codecs = segment_codecs(&bytes, width > 0);
+                                            on_segment(CutSegment {
+                                                rendition,
+                                                index,
+                                                duration_ms,
+                                                width,
+                                                height,
+                                                codecs,
+                                                bytes,
+                                            })
+                                        }
                                         Ok(_) => {}
                                         Err(e) => {
                                             tracing::warn!(%location, error = %e, "could not read a cut live segment")
@@ -327,6 +654,187 @@ impl LiveIngest {
     }
 }
 
+fn launch(description: &str) -> Result<gst::Pipeline, LiveIngestError> {
+    gst::parse::launch(description)
+        .map_err(|e| LiveIngestError::Build(e.to_string()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| LiveIngestError::Build("the description is not a pipeline".into()))
+}
+
+/// The demuxer's first video and audio pads, held (blocked) until it has announced them all.
+#[derive(Default)]
+struct HeldPads {
+    video: Option<(gst::Pad, FeedVideo, gst::PadProbeId)>,
+    audio: Option<(gst::Pad, FeedAudio, gst::PadProbeId)>,
+    built: bool,
+}
+
+/// What builds the ladder once the feed's pads are known.
+struct Pending {
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    demux: gst::glib::WeakRef<gst::Element>,
+    config: LiveIngestConfig,
+    location: Box<dyn Fn(usize) -> String + Send + Sync>,
+    held: Mutex<HeldPads>,
+}
+
+impl Pending {
+    /// Builds the ladder for the pads held so far (once). `current` is the pad whose blocking
+    /// probe is running (its probe is removed by returning `Remove`).
+    fn build(&self, current: Option<&gst::Pad>) {
+        let mut h = self.held.lock().expect("the pad list is never poisoned");
+        if h.built {
+            return;
+        }
+        h.built = true;
+        let (Some(pipeline), Some(demux)) = (self.pipeline.upgrade(), self.demux.upgrade()) else {
+            return;
+        };
+        let feed = FeedCodecs {
+            video: h.video.as_ref().map(|v| v.1),
+            audio: h.audio.as_ref().map(|a| a.1),
+        };
+        let passthrough = passes_through(self.config.codecs, &feed);
+        tracing::info!(?feed, passthrough, "live feed codecs read; building the ladder");
+        if let Err(e) = build_ladder(&pipeline, &self.config, &feed, &*self.location, &mut h, current) {
+            gst::element_error!(
+                demux,
+                gst::CoreError::Negotiation,
+                ["the live ladder could not be built: {}", e]
+            );
+        }
+    }
+}
+
+/// Builds the ladder once `demux` has announced its pads, for the codecs they carry: the first
+/// video and audio pads are blocked as they are added; the demuxer adds every pad of its
+/// program before it sends data, so the first data (or event) on a held pad builds the ladder.
+fn attach_ladder(
+    pipeline: &gst::Pipeline,
+    demux: &gst::Element,
+    config: LiveIngestConfig,
+    location: Box<dyn Fn(usize) -> String + Send + Sync>,
+) {
+    let carry_audio = config.audio;
+    let pending = Arc::new(Pending {
+        pipeline: pipeline.downgrade(),
+        demux: demux.downgrade(),
+        config,
+        location,
+        held: Mutex::new(HeldPads::default()),
+    });
+    {
+        let pending = pending.clone();
+        demux.connect_pad_added(move |_, pad| {
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            let Some(st) = caps.structure(0) else { return };
+            let kind = classify_pad(st.name().as_str(), st.get::<i32>("mpegversion").ok());
+            let mut h = pending.held.lock().expect("the pad list is never poisoned");
+            if h.built {
+                return;
+            }
+            let block = |pad: &gst::Pad| {
+                let pending = pending.clone();
+                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| {
+                    pending.build(Some(pad));
+                    gst::PadProbeReturn::Remove
+                })
+            };
+            match kind {
+                Some(Ok(v)) if h.video.is_none() => {
+                    if let Some(id) = block(pad) {
+                        h.video = Some((pad.clone(), v, id));
+                    }
+                }
+                Some(Err(a)) if h.audio.is_none() && carry_audio => {
+                    if let Some(id) = block(pad) {
+                        h.audio = Some((pad.clone(), a, id));
+                    }
+                }
+                _ => {}
+            }
+        });
+    }
+    demux.connect_no_more_pads(move |_| pending.build(None));
+}
+
+fn build_ladder(
+    pipeline: &gst::Pipeline,
+    config: &LiveIngestConfig,
+    feed: &FeedCodecs,
+    location: &dyn Fn(usize) -> String,
+    held: &mut HeldPads,
+    current: Option<&gst::Pad>,
+) -> Result<(), String> {
+    if feed.video.is_none() && feed.audio.is_none() {
+        return Err("the feed carries neither video nor audio".into());
+    }
+    let description = pipeline_description(config, feed, location);
+    tracing::debug!(pipeline = %description, "the live ladder");
+    let bin = gst::parse::bin_from_description(&description, false).map_err(|e| e.to_string())?;
+    let mut links = Vec::new();
+    if let Some((pad, _, _)) = &held.video {
+        links.push((pad.clone(), "vin"));
+    }
+    if let Some((pad, _, _)) = &held.audio {
+        links.push((pad.clone(), "ain"));
+    }
+    let mut ghosts = Vec::new();
+    for (pad, entry) in &links {
+        let target = bin
+            .by_name(entry)
+            .and_then(|e| e.static_pad("sink"))
+            .ok_or_else(|| format!("no {entry} in the ladder"))?;
+        let ghost = gst::GhostPad::builder_with_target(&target)
+            .map_err(|e| e.to_string())?
+            .name(*entry)
+            .build();
+        bin.add_pad(&ghost).map_err(|e| e.to_string())?;
+        ghosts.push((pad.clone(), ghost));
+    }
+    pipeline.add(&bin).map_err(|e| e.to_string())?;
+    for (pad, ghost) in &ghosts {
+        pad.link(ghost).map_err(|e| format!("{e:?}"))?;
+    }
+    bin.sync_state_with_parent().map_err(|e| e.to_string())?;
+    for (pad, id) in [
+        held.video.take().map(|(p, _, id)| (p, id)),
+        held.audio.take().map(|(p, _, id)| (p, id)),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if current != Some(&pad) {
+            pad.remove_probe(id);
+        }
+    }
+    Ok(())
+}
+
+/// Width and height of the video a splitmuxsink takes (0 x 0 for none).
+fn picture_size(sink: &gst::Element) -> (u32, u32) {
+    sink.static_pad("video")
+        .and_then(|p| p.current_caps())
+        .and_then(|caps| {
+            let s = caps.structure(0)?;
+            Some((s.get::<i32>("width").ok()? as u32, s.get::<i32>("height").ok()? as u32))
+        })
+        .unwrap_or((0, 0))
+}
+
+/// RFC 6381 codecs of a cut segment: the H.264 profile and level from its SPS, and AAC-LC.
+fn segment_codecs(bytes: &[u8], video: bool) -> String {
+    let avc = if video {
+        crate::codecs::avc_codec_from_annex_b(bytes)
+    } else {
+        None
+    };
+    if video && avc.is_none() {
+        return String::new();
+    }
+    crate::codecs::codecs_string(avc.as_deref(), true)
+}
+
 impl Drop for LiveIngest {
     fn drop(&mut self) {
         let _ = self.halt();
@@ -343,33 +851,157 @@ fn take_file(path: &Path) -> std::io::Result<Vec<u8>> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn pipelines_segment_on_key_frames_and_pass_h264_through() {
-        let mut c = LiveIngestConfig::new(
+    fn at(i: usize) -> String {
+        format!("/tmp/x/r{i}-%08d.ts")
+    }
+
+    fn udp() -> LiveIngestConfig {
+        LiveIngestConfig::new(
             LiveInput::UdpMpegTs {
                 address: [127, 0, 0, 1].into(),
                 port: 5004,
             },
             "/tmp/x",
+        )
+    }
+
+    const H264_AAC: FeedCodecs = FeedCodecs {
+        video: Some(FeedVideo::H264),
+        audio: Some(FeedAudio::Aac),
+    };
+    const MPEG2_MP2: FeedCodecs = FeedCodecs {
+        video: Some(FeedVideo::Other),
+        audio: Some(FeedAudio::Other),
+    };
+
+    #[test]
+    fn live_feed_pads_are_classified_and_passthrough_is_decided_on_them() {
+        assert_eq!(classify_pad("video/x-h264", None), Some(Ok(FeedVideo::H264)));
+        assert_eq!(classify_pad("video/mpeg", Some(2)), Some(Ok(FeedVideo::Other)));
+        assert_eq!(classify_pad("audio/mpeg", Some(4)), Some(Err(FeedAudio::Aac)));
+        assert_eq!(classify_pad("audio/mpeg", Some(1)), Some(Err(FeedAudio::Other)));
+        assert_eq!(classify_pad("private/teletext", None), None);
+        let auto = LiveCodecs::Auto { video_kbps: 900 };
+        assert!(passes_through(auto, &H264_AAC));
+        assert!(passes_through(
+            auto,
+            &FeedCodecs {
+                video: Some(FeedVideo::H264),
+                audio: None
+            }
+        ));
+        assert!(!passes_through(auto, &MPEG2_MP2));
+        assert!(!passes_through(
+            auto,
+            &FeedCodecs {
+                video: Some(FeedVideo::H264),
+                audio: Some(FeedAudio::Other)
+            }
+        ));
+        assert!(passes_through(LiveCodecs::Passthrough, &MPEG2_MP2));
+        assert!(!passes_through(LiveCodecs::Transcode { video_kbps: 1 }, &H264_AAC));
+    }
+
+    #[test]
+    fn live_single_rendition_passes_h264_through_and_transcodes_the_rest() {
+        let c = udp();
+        assert_eq!(
+            feed_description(&c.input).unwrap(),
+            "udpsrc address=127.0.0.1 port=5004 buffer-size=2097152 caps=\"video/mpegts,systemstream=(boolean)true,packetsize=(int)188\" ! tsdemux name=demux latency=200"
         );
-        let d = pipeline_description(&c, "/tmp/x/%08d.ts");
+        let d = pipeline_description(&c, &H264_AAC, &at);
         assert!(d.contains("max-size-time=2000000000"), "{d}");
-        assert!(d.contains("udpsrc address=127.0.0.1 port=5004"), "{d}");
-        assert!(d.contains("tsdemux") && !d.contains("x264enc"), "{d}");
-        assert!(d.contains("aacparse ! queue ! sink.audio_0"), "{d}");
-        c.codecs = LiveCodecs::Transcode { video_kbps: 800 };
+        assert!(
+            d.contains("identity name=vin ! h264parse") && !d.contains("x264enc"),
+            "{d}"
+        );
+        assert!(!d.contains("decodebin") && !d.contains("voaacenc"), "{d}");
+        assert!(d.contains("srca. ! queue") && d.contains("sink0.audio_0"), "{d}");
+        let d = pipeline_description(&c, &MPEG2_MP2, &at);
+        assert!(
+            d.contains("identity name=vin ! decodebin ! videoconvert ! video/x-raw,format=I420"),
+            "{d}"
+        );
+        assert!(
+            d.contains("x264enc") && d.contains("bitrate=1500 key-int-max=200"),
+            "{d}"
+        );
+        assert!(d.contains("voaacenc bitrate=48000"), "{d}");
+        let mut c = c;
         c.audio = false;
         c.input = LiveInput::Srt {
             port: 7001,
             latency_ms: 120,
         };
-        let d = pipeline_description(&c, "/tmp/x/%08d.ts");
-        assert!(d.contains("srt://:7001?mode=listener"), "{d}");
+        assert!(feed_description(&c.input)
+            .unwrap()
+            .contains("srt://:7001?mode=listener"));
+        let d = pipeline_description(&c, &MPEG2_MP2, &at);
+        assert!(!d.contains("audio_0") && !d.contains("name=ain"), "{d}");
+        assert!(required_elements(&c).contains(&"srtsrc"));
+    }
+
+    #[test]
+    fn live_ladder_has_every_rendition_cut_on_the_same_boundaries() {
+        let mut c = udp();
+        c.renditions = default_ladder();
+        c.segment = Duration::from_secs(1);
+        let d = pipeline_description(&c, &H264_AAC, &at);
+        // One splitmuxsink per rendition, all with the same segment length.
+        for i in 0..3 {
+            assert!(d.contains(&format!("splitmuxsink name=sink{i} ")), "{d}");
+            assert!(d.contains(&format!("location=\"/tmp/x/r{i}-%08d.ts\"")), "{d}");
+        }
+        assert_eq!(d.matches("max-size-time=1000000000").count(), 3, "{d}");
+        // The source is passed through; the low rung is decoded, pinned to 8-bit 4:2:0, scaled
+        // and encoded with a key frame at least every segment (and on request at each cut).
+        assert!(d.contains("srcv. ! queue ! sink0.video"), "{d}");
         assert!(
-            d.contains("decodebin") && d.contains("bitrate=800 key-int-max=50"),
+            d.contains("srcv. ! queue ! decodebin ! videoconvert ! video/x-raw,format=I420 ! tee name=rawv"),
             "{d}"
         );
-        assert!(!d.contains("audio_0"), "{d}");
-        assert!(required_elements(&c).contains(&"srtsrc"));
+        assert!(d.contains("video/x-raw,width=426,height=240,format=I420"), "{d}");
+        assert!(d.contains("bitrate=200 key-int-max=100"), "{d}");
+        assert!(d.contains("sink1.video") && !d.contains("sink2.video"), "{d}");
+        assert!(d.contains("send-keyframe-requests=true"), "{d}");
+        assert!(
+            d.contains("name=sink2 muxer-factory=mpegtsmux send-keyframe-requests=false"),
+            "{d}"
+        );
+        // One AAC encoder for the encoded rungs; the source keeps the feed's AAC.
+        assert_eq!(d.matches("voaacenc").count(), 1, "{d}");
+        assert!(
+            d.contains("srca. ! queue max-size-time=0") && d.contains("aac. ! queue max-size-time=0"),
+            "{d}"
+        );
+        // Transcoded, the source is encoded from the same raw pictures as the low rung.
+        let d = pipeline_description(&c, &MPEG2_MP2, &at);
+        assert!(
+            d.contains("rawv. ! queue ! x264enc") && d.contains("bitrate=1500"),
+            "{d}"
+        );
+        assert_eq!(d.matches("decodebin").count(), 2, "{d}");
+        // The test pattern stands alone.
+        let mut t = c.clone();
+        t.input = LiveInput::TestPattern {
+            width: 1280,
+            height: 720,
+            fps: 30,
+        };
+        t.test_video_kbps = 1200;
+        let d = pipeline_description(&t, &FeedCodecs::RAW, &at);
+        assert!(d.starts_with("videotestsrc is-live=true"), "{d}");
+        assert!(!d.contains("vin") && !d.contains("decodebin"), "{d}");
+        assert!(d.contains("bitrate=1200 key-int-max=120"), "{d}");
+        // A feed without audio: no audio-only rendition.
+        let d = pipeline_description(
+            &c,
+            &FeedCodecs {
+                video: Some(FeedVideo::H264),
+                audio: None,
+            },
+            &at,
+        );
+        assert!(!d.contains("sink2") && !d.contains("audio_0"), "{d}");
     }
 }

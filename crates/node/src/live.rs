@@ -254,6 +254,7 @@ mod tests {
         Arc::new(signer.sign(LiveSegment {
             channel: ChannelId::new("city-live").unwrap(),
             rendition: rendition.into(),
+            info: Default::default(),
             sequence,
             duration_ms: 2000,
             cut_at_ms: 0,

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use courseway_content::encoding::Encode;
 use courseway_content::{
-    Catalog, CatalogEntry, ChannelId, ChunkId, ChunkRef, LessonId, LessonManifest, LiveSegment, NodeName, OnlineKey,
-    Schedule, ScheduleEntry, Signed, UnixTime, MAX_CHUNK_SIZE,
+    Catalog, CatalogEntry, ChannelId, ChunkId, ChunkRef, LessonId, LessonManifest, LiveRendition, LiveSegment,
+    NodeName, OnlineKey, Schedule, ScheduleEntry, Signed, UnixTime, MAX_CHUNK_SIZE,
 };
 use courseway_net::{Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig};
 use courseway_node::live::{self as live_window, LiveWindow, DEFAULT_LIVE_WINDOW};
@@ -108,7 +108,7 @@ struct Service {
     reports: Arc<reports::ReportStore>,
     live: Arc<LiveWindow>,
     /// The next sequence number per channel and rendition.
-    live_sequences: Mutex<HashMap<(ChannelId, String), u64>>,
+    live_sequences: Mutex<HashMap<ChannelId, u64>>,
     live_segments: AtomicU64,
     live_chunk_sends: AtomicU64,
 }
@@ -505,15 +505,19 @@ impl Origin {
     }
 
     /// Publishes one cut segment of a live channel: stores its bytes as chunks (≤ 1 MiB each,
-    /// pinned while the segment is in the live window), signs a [`LiveSegment`] with the next
-    /// sequence number of `channel` and `rendition` and announces it down the subscriptions.
-    /// Returns the sequence number. Sequences start at the Unix time in seconds of the first
-    /// segment of a run, so they keep growing across restarts (a segment lasts over a second).
-    /// Store IO: call from a blocking thread.
+    /// pinned while the segment is in the live window), signs a [`LiveSegment`] of `rendition`
+    /// (described by `info`) and announces it down the subscriptions. `index` counts the
+    /// rendition's segments from 0 since its ingest started; the renditions of one ingest are
+    /// cut together, so segment `index` of each gets the same sequence number: the channel's
+    /// base plus `index`. The base is the Unix time in seconds of the channel's first segment of
+    /// a run, so sequences keep growing across restarts (a segment lasts a second or more).
+    /// Returns the sequence number. Store IO: call from a blocking thread.
     pub fn publish_live_segment(
         &self,
         channel: &ChannelId,
         rendition: &str,
+        info: &LiveRendition,
+        index: u64,
         duration_ms: u32,
         bytes: &[u8],
     ) -> Result<u64, OriginError> {
@@ -528,17 +532,14 @@ impl Origin {
             });
         }
         let sequence = {
-            let mut sequences = s.live_sequences.lock();
-            let next = sequences
-                .entry((channel.clone(), rendition.to_owned()))
-                .or_insert_with(|| clock::now().0);
-            let sequence = *next;
-            *next += 1;
-            sequence
+            let mut bases = s.live_sequences.lock();
+            let base = *bases.entry(channel.clone()).or_insert_with(|| clock::now().0);
+            base + index
         };
         let signed = Arc::new(s.signer.sign(LiveSegment {
             channel: channel.clone(),
             rendition: rendition.to_owned(),
+            info: info.clone(),
             sequence,
             duration_ms,
             cut_at_ms: live_window::now_ms(),

@@ -33,9 +33,10 @@
 //!   (`station/manifest/<lesson>`), so a restarted station with no parent reachable still
 //!   knows, and serves, what it holds.
 
+pub mod abr;
 pub mod heartbeat;
 pub mod lan;
-mod live;
+pub mod live;
 pub mod outbox;
 pub mod planner;
 pub mod retention;
@@ -115,6 +116,8 @@ pub struct StationConfig {
     /// Live segments kept (pinned) per channel and rendition: the sliding window of the live
     /// playlist.
     pub live_window: usize,
+    /// How live segments are fetched: the rendition choice, the live edge, retries.
+    pub live_fetch: live::LiveFetchConfig,
 }
 
 impl StationConfig {
@@ -137,6 +140,7 @@ impl StationConfig {
             reports: ReportsConfig::default(),
             live_channels: Vec::new(),
             live_window: DEFAULT_LIVE_WINDOW,
+            live_fetch: live::LiveFetchConfig::default(),
         }
     }
 }
@@ -245,6 +249,9 @@ struct State {
     /// The live channels followed and their windows of recent segments.
     live_channels: Vec<ChannelId>,
     live: Arc<LiveWindow>,
+    live_fetch: live::LiveFetchConfig,
+    /// The rendition fetched per live channel.
+    live_following: live::Following,
 }
 
 /// A running station.
@@ -317,6 +324,8 @@ impl Station {
             heartbeat_failures: std::sync::atomic::AtomicU64::new(0),
             live_channels: config.live_channels.clone(),
             live: Arc::new(LiveWindow::new(config.live_window)),
+            live_fetch: config.live_fetch.clone(),
+            live_following: live::Following::default(),
         });
         // The window and quota in force from the first chunk on.
         state.throttle.tick(clock::now(), 0, false);
@@ -430,6 +439,11 @@ impl Station {
     /// When each segment of live `channel` was held whole here (ms since the epoch).
     pub fn live_completions(&self, channel: &ChannelId) -> std::collections::BTreeMap<SegmentKey, u64> {
         self.state.live.completions(channel)
+    }
+
+    /// The rendition this station fetches for live `channel` (`None` before its first segment).
+    pub fn live_choice(&self, channel: &ChannelId) -> Option<live::LiveChoice> {
+        self.state.live_following.choice(channel)
     }
 
     /// The segments of live `channel` in this station's window, oldest first.
@@ -574,6 +588,37 @@ impl Station {
                 "station_heartbeat_failures",
                 "Heartbeats that could not be delivered",
                 st.heartbeat_failures.load(Ordering::Relaxed),
+            )?;
+            let choices = st.live_following.all();
+            let label = |c: &ChannelId, l: &live::LiveChoice| {
+                vec![("channel", c.as_str().to_owned()), ("rendition", l.rendition.clone())]
+            };
+            let channel = |c: &ChannelId| vec![("channel", c.as_str().to_owned())];
+            s.gauges(
+                "station_live_rendition",
+                "Rung of the live rendition fetched per channel (0 = the best; the rendition label names it)",
+                &choices
+                    .iter()
+                    .map(|(c, l)| (label(c, l), l.rung as i64))
+                    .collect::<Vec<_>>(),
+            )?;
+            s.counters(
+                "station_live_switches",
+                "Live rendition switches (steps down and up) per channel",
+                &choices
+                    .iter()
+                    .map(|(c, l)| (channel(c), l.switches))
+                    .collect::<Vec<_>>(),
+            )?;
+            s.counters(
+                "station_live_segments_lost",
+                "Live segments not fetched after a retry (gaps in the LAN playlist)",
+                &choices.iter().map(|(c, l)| (channel(c), l.lost)).collect::<Vec<_>>(),
+            )?;
+            s.counters(
+                "station_live_segments_skipped",
+                "Live segments skipped to stay at the live edge (after an outage or a slow line)",
+                &choices.iter().map(|(c, l)| (channel(c), l.skipped)).collect::<Vec<_>>(),
             )?;
             metrics::scrape_catalog(s, st.trust.lock().catalog(), clock::now())?;
             metrics::scrape_store(s, &st.store.stats())?;

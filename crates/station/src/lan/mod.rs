@@ -20,6 +20,9 @@
 //! | GET | `/hls/{lesson}/{rendition}/index.m3u8` | VOD media playlist |
 //! | GET | `/hls/{lesson}/{rendition}/{n}.ts` | segment `n` (`video/mp2t`; byte ranges) |
 //! | GET | `/files/{lesson}/{n}` | attachment `n` (its media type; byte ranges; a download) |
+//! | GET | `/live/{channel}.m3u8` | live master playlist: the renditions held here, best first |
+//! | GET | `/live/{channel}/{rendition}.m3u8` | live media playlist (sliding window, gaps marked) |
+//! | GET | `/live/{channel}/{rendition}/{seq}.ts` | live segment `seq` (`video/mp2t`) |
 //! | GET | `/api/status` | station, place, sync state, disk, live channel, playbacks in progress |
 //! | GET | `/api/lessons` | the lessons this station holds or fetches: ready or not, progress, URLs |
 //! | GET | `/api/schedule` | this station's showings from local midnight today to 7 days ahead |

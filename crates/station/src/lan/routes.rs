@@ -217,11 +217,22 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
             }
             Ok(response)
         }
+        ["live", file] if file.ends_with(".m3u8") => {
+            let channel = live_channel(lan, file.trim_end_matches(".m3u8"))?;
+            let window = lan.state.live.window(&channel);
+            let variants = crate::live::held_variants(&lan.state.live, &channel, &window);
+            if variants.is_empty() {
+                return Err(LanError::not_found(format!(
+                    "live channel {channel} has no segment here yet; is the broadcast on? Try again in a few seconds"
+                )));
+            }
+            Ok(playlist(courseway_hls::live_master_playlist(&variants), head))
+        }
         ["live", channel, file] => {
             let channel = live_channel(lan, channel)?;
             let rendition = file.strip_suffix(".m3u8").ok_or_else(|| {
                 LanError::not_found(format!(
-                    "no {file:?} in a live channel; its playlists are /live/{channel}/RENDITION.m3u8"
+                    "no {file:?} in a live channel; its playlists are /live/{channel}.m3u8 (master) and /live/{channel}/RENDITION.m3u8"
                 ))
             })?;
             let window = lan.state.live.rendition(&channel, rendition);
@@ -233,15 +244,26 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
                     available: lan.state.live.is_complete(&s.body),
                 })
                 .collect();
-            let text = courseway_hls::live_media_playlist(&entries, |seq| format!("{rendition}/{seq}.ts"))
+            // The rendition being fetched may still complete its newest segments; one no longer
+            // fetched will not, and its playlist runs on as gaps (a player moves to another).
+            let fetched = lan
+                .state
+                .live_following
+                .choice(&channel)
+                .is_none_or(|c| c.rendition == *rendition);
+            let tail = if fetched {
+                courseway_hls::LiveTail::LastAvailable
+            } else {
+                courseway_hls::LiveTail::LastEntry
+            };
+            let text = courseway_hls::live_media_playlist(&entries, tail, |seq| format!("{rendition}/{seq}.ts"))
                 .ok_or_else(|| {
                     let renditions = lan.state.live.renditions(&channel);
                     LanError::not_found(if renditions.is_empty() {
                         format!("live channel {channel} has no segment here yet; is the broadcast on? Try again in a few seconds")
                     } else {
                         format!(
-                            "live channel {channel} has no segment of rendition {rendition:?} here; it has {}",
-                            renditions.join(", ")
+                            "live channel {channel} has no segment of rendition {rendition:?} here; see /live/{channel}.m3u8 for what it holds"
                         )
                     })
                 })?;
