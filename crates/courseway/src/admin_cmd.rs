@@ -139,9 +139,21 @@ pub struct LessonsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Add a showing to the schedule (signed and sent down the tree at once).
+    /// Add a showing to the schedule (signed and sent down the tree at once): a lesson, or with
+    /// --live a live channel's broadcast (stations show when to tune in).
     Add {
-        lesson: String,
+        /// The lesson's id (not with --live).
+        #[arg(required_unless_present = "live", conflicts_with = "live")]
+        lesson: Option<String>,
+        /// A live showing of this channel, e.g. city-live.
+        #[arg(long)]
+        live: Option<String>,
+        /// What the live showing is about (default: the channel's name).
+        #[arg(long, requires = "live")]
+        title: Option<String>,
+        /// How long the live showing lasts, in minutes.
+        #[arg(long, requires = "live", default_value_t = 60)]
+        minutes: u32,
         /// When it shows: "YYYY-MM-DD HH:MM" in UTC, or with an offset ("2026-12-01 19:30 +08:00").
         #[arg(long)]
         at: String,
@@ -417,20 +429,25 @@ pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
         match command {
             ScheduleCommand::Add {
                 lesson,
+                live,
+                title,
+                minutes,
                 at,
                 target,
                 server,
             } => {
                 let at = admin_client::parse_time(&at).map_err(anyhow::Error::msg)?;
-                let v = server
-                    .client()?
-                    .post(
-                        "/api/schedule",
-                        &json!({ "lesson": lesson, "at": at, "target": target }),
-                    )
-                    .await?;
+                let (body, what) = match (lesson, live) {
+                    (Some(lesson), None) => (json!({ "lesson": lesson, "at": at, "target": target }), lesson),
+                    (None, Some(channel)) => (
+                        json!({ "live": channel, "at": at, "target": target, "title": title, "minutes": minutes }),
+                        format!("live channel {channel} ({minutes} min)"),
+                    ),
+                    _ => bail!("give a lesson id or --live CHANNEL, not both"),
+                };
+                let v = server.client()?.post("/api/schedule", &body).await?;
                 println!(
-                    "{lesson} shows {} for {target} (schedule v{})",
+                    "{what} shows {} for {target} (schedule v{})",
                     admin_client::format_time(at),
                     v["version"].as_u64().unwrap_or(0)
                 );
@@ -444,6 +461,16 @@ pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
                         admin_client::format_time(e["at"].as_u64().unwrap_or(0)),
                         e["lesson"].as_str().unwrap_or("?"),
                         e["target"].as_str().unwrap_or("?")
+                    );
+                }
+                for l in v["live"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  live {:<19} {}  {} min  {}",
+                        admin_client::format_time(l["at"].as_u64().unwrap_or(0)),
+                        l["live"].as_str().unwrap_or("?"),
+                        l["target"].as_str().unwrap_or("?"),
+                        l["duration_seconds"].as_u64().unwrap_or(0) / 60,
+                        l["title"].as_str().unwrap_or("")
                     );
                 }
             }

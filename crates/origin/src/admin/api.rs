@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courseway_content::{LessonId, ScheduleEntry, UnixTime};
+use courseway_content::{ChannelId, LessonId, LiveShowing, ScheduleEntry, UnixTime};
 use courseway_media::LessonMeta;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -430,13 +430,20 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         }
         (&Method::GET, ["api", "schedule"]) => {
             allow(Action::Read)?;
-            let entries: Vec<Value> = inner
-                .origin
-                .schedule()
+            let schedule = inner.origin.schedule();
+            let entries: Vec<Value> = schedule
+                .as_ref()
                 .map(|s| s.body.entries.iter().map(entry_view).collect())
                 .unwrap_or_default();
-            let version = inner.origin.schedule().map_or(0, |s| s.body.version);
-            ok(StatusCode::OK, &json!({ "version": version, "entries": entries }))
+            let live: Vec<Value> = schedule
+                .as_ref()
+                .map(|s| s.body.live.iter().map(live_showing_view).collect())
+                .unwrap_or_default();
+            let version = schedule.map_or(0, |s| s.body.version);
+            ok(
+                StatusCode::OK,
+                &json!({ "version": version, "entries": entries, "live": live }),
+            )
         }
         (&Method::POST, ["api", "schedule"]) => {
             call.action = Some("schedule");
@@ -1128,10 +1135,22 @@ async fn add_schedule(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let new: NewShowing = read_json(request.into_body()).await?;
-    call.target = Some(new.lesson.clone());
     let target = parse_target(&new.target).map_err(ApiError::bad_request)?;
+    let lesson = match (new.lesson.clone(), new.live.clone()) {
+        (Some(lesson), None) => lesson,
+        (None, Some(channel)) => return add_live_showing(inner, call, who, new, channel, target).await,
+        _ => return Err(ApiError::bad_request(
+            "give either \"lesson\" (a lesson's showing) or \"live\" (a live channel's showing), not both or neither",
+        )),
+    };
+    if new.title.is_some() || new.minutes.is_some() {
+        return Err(ApiError::bad_request(
+            "\"title\" and \"minutes\" are for live showings; a lesson's showing takes its title and length from the lesson",
+        ));
+    }
+    call.target = Some(lesson.clone());
     let _one_step_at_a_time = inner.workflow.lock().await;
-    let lesson = load_lesson(inner, &new.lesson).await?;
+    let lesson = load_lesson(inner, &lesson).await?;
     // A publisher bound to a department schedules that department's lessons only.
     workflow::authorize(
         who,
@@ -1166,6 +1185,71 @@ async fn add_schedule(
     ok(
         StatusCode::CREATED,
         &json!({ "version": version, "entry": entry_view(&entry) }),
+    )
+}
+
+/// Default length of a live showing, in minutes.
+const LIVE_SHOWING_MINUTES: u32 = 60;
+
+fn live_showing_view(l: &LiveShowing) -> Value {
+    json!({
+        "live": l.channel.as_str(), "at": l.show_at.0, "target": target_str(&l.target),
+        "title": l.title, "duration_seconds": l.duration_secs,
+    })
+}
+
+/// A live showing: no lesson to check; a department-bound publisher may schedule one (a live
+/// broadcast belongs to no department's lessons).
+async fn add_live_showing(
+    inner: &Arc<Inner>,
+    call: &mut Call,
+    who: &Principal,
+    new: NewShowing,
+    channel: String,
+    target: courseway_content::Target,
+) -> Result<Response<Body>, ApiError> {
+    call.target = Some(format!("live {channel}"));
+    workflow::authorize(who, Action::Schedule, None)?;
+    let channel =
+        ChannelId::new(channel.clone()).map_err(|e| ApiError::bad_request(format!("live channel {channel:?}: {e}")))?;
+    let minutes = new.minutes.unwrap_or(LIVE_SHOWING_MINUTES);
+    if minutes == 0 || minutes > 24 * 60 {
+        return Err(ApiError::bad_request(format!(
+            "minutes={minutes}: a live showing lasts 1 to 1440 minutes"
+        )));
+    }
+    let title = new.title.unwrap_or_else(|| channel.to_string());
+    let max = courseway_content::schedule::MAX_LIVE_TITLE;
+    if title.trim().is_empty() || title.len() > max || title.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "title {title:?}: give a title of 1 to {max} bytes without control characters"
+        )));
+    }
+    let showing = LiveShowing {
+        channel,
+        show_at: UnixTime(new.at),
+        duration_secs: minutes * 60,
+        title,
+        target,
+    };
+    let _one_step_at_a_time = inner.workflow.lock().await;
+    let mut live = inner.origin.schedule().map(|s| s.body.live.clone()).unwrap_or_default();
+    if live
+        .iter()
+        .any(|l| l.channel == showing.channel && l.show_at == showing.show_at && l.target == showing.target)
+    {
+        return Err(ApiError::conflict(
+            "this channel already has a live showing at that time for that target",
+        ));
+    }
+    live.push(showing.clone());
+    let origin = inner.origin.clone();
+    let version = blocking(move || origin.publish_live_showings(live))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "schedule", e.to_string()))?;
+    ok(
+        StatusCode::CREATED,
+        &json!({ "version": version, "live": live_showing_view(&showing) }),
     )
 }
 
