@@ -585,6 +585,13 @@ impl Origin {
         self.service.live.window(channel)
     }
 
+    /// Every announcement the origin makes from now on (catalogs, schedules, live segments), as
+    /// its children get them; a receiver that falls behind by more than the channel's capacity
+    /// gets `Lagged` and misses the oldest.
+    pub fn live_announcements(&self) -> broadcast::Receiver<Announcement> {
+        self.service.announce.subscribe()
+    }
+
     /// When each live segment of `channel` was announced (ms since the epoch).
     pub fn live_completions(&self, channel: &ChannelId) -> BTreeMap<live_window::SegmentKey, u64> {
         self.service.live.completions(channel)
