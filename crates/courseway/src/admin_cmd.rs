@@ -1,5 +1,5 @@
 //! The operator and editor commands that talk to an origin's admin API: `ingest`, `review`,
-//! `publish`, `withdraw`, `lessons`, `schedule`, `report monthly`; and `admin token`, which works on the origin's
+//! `publish`, `withdraw`, `lessons`, `schedule`, `live record|stop|recordings`, `report monthly`; and `admin token`, which works on the origin's
 //! machine (it writes the token file named by the origin's config).
 //!
 //! The server and token come from `--server` / `--token`, else `COURSEWAY_SERVER` /
@@ -168,6 +168,119 @@ pub enum ScheduleCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LiveCommand {
+    /// Start recording a live channel into a lesson (回看) with this metadata; it is made when
+    /// the recording stops (`courseway live stop`).
+    Record {
+        /// The live channel, e.g. city-live.
+        channel: String,
+        #[arg(long)]
+        title: String,
+        /// The publishing department (发布部门).
+        #[arg(long)]
+        department: String,
+        /// required (必修) or elective (选修).
+        #[arg(long)]
+        category: String,
+        /// Comma-separated tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        #[arg(long, default_value = "zh-CN")]
+        language: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The rendition to record (default: the channel's top one).
+        #[arg(long)]
+        rendition: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop recording a live channel: the recording is transcoded into a lesson, which goes to
+    /// review (submitted) once done. Prints the lesson id, the job and any gaps.
+    Stop {
+        channel: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The recordings in progress.
+    Recordings {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn recording_line(r: &Value) -> String {
+    let gaps = r["gaps"].as_array().map_or(0, Vec::len);
+    format!(
+        "{}/{}: {} segments ({:.0} s), {} gap(s)",
+        r["channel"].as_str().unwrap_or("?"),
+        r["rendition"].as_str().unwrap_or("?"),
+        r["segments"].as_u64().unwrap_or(0),
+        r["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+        gaps
+    )
+}
+
+pub fn live(command: LiveCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            LiveCommand::Record {
+                channel,
+                title,
+                department,
+                category,
+                tags,
+                language,
+                description,
+                rendition,
+                server,
+            } => {
+                let body = json!({
+                    "title": title, "department": department, "category": category, "tags": tags,
+                    "language": language, "description": description, "rendition": rendition,
+                });
+                let v = server
+                    .client()?
+                    .post(&format!("/api/live/{}/record", percent_encode(&channel)), &body)
+                    .await?;
+                println!(
+                    "recording {}/{}; stop with `courseway live stop {channel}`",
+                    channel,
+                    v["recording"]["rendition"].as_str().unwrap_or("?")
+                );
+            }
+            LiveCommand::Stop { channel, server } => {
+                let v = server
+                    .client()?
+                    .post(&format!("/api/live/{}/stop", percent_encode(&channel)), &json!({}))
+                    .await?;
+                println!("{}", recording_line(&v["recording"]));
+                for g in v["recording"]["gaps"].as_array().into_iter().flatten() {
+                    println!("  gap: segments {} to {}", g[0], g[1]);
+                }
+                println!(
+                    "lesson {} (job {}) is being transcoded; it goes to review (submitted) when done",
+                    v["lesson"].as_str().unwrap_or("?"),
+                    v["job"].as_str().unwrap_or("?")
+                );
+            }
+            LiveCommand::Recordings { server } => {
+                let v = server.client()?.get("/api/live/recordings").await?;
+                for r in v["recordings"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {} (by {})",
+                        recording_line(&r["recording"]),
+                        r["title"].as_str().unwrap_or(""),
+                        r["by"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 #[derive(Debug, Subcommand)]
