@@ -78,9 +78,13 @@ impl Setup {
             }]),
         );
         sc.live_channels = vec![channel()];
-        Station::start(sc, self.keys.enroll(NodeRole::Station, &name).unwrap(), self.keys.root_public())
-            .await
-            .unwrap()
+        Station::start(
+            sc,
+            self.keys.enroll(NodeRole::Station, &name).unwrap(),
+            self.keys.root_public(),
+        )
+        .await
+        .unwrap()
     }
 }
 
@@ -123,7 +127,10 @@ async fn live_showing_on_the_schedule_reaches_a_station_page() {
     // Exactly one of lesson and live.
     let both = s
         .client(Role::Publisher)
-        .post("/api/schedule", &json!({ "lesson": "x", "live": "city-live", "at": at }))
+        .post(
+            "/api/schedule",
+            &json!({ "lesson": "x", "live": "city-live", "at": at }),
+        )
         .await;
     assert_eq!(both.unwrap_err().status(), Some(hyper::StatusCode::BAD_REQUEST));
     // Only a publisher schedules.
@@ -232,7 +239,13 @@ async fn live_recording_becomes_a_lesson_through_review_to_a_station() {
     assert!(segments >= 5, "{stopped}");
     assert_eq!(
         rec["last_sequence"].as_u64().unwrap() - rec["first_sequence"].as_u64().unwrap() + 1,
-        segments + rec["gaps"].as_array().unwrap().iter().map(|g| g[1].as_u64().unwrap() - g[0].as_u64().unwrap() + 1).sum::<u64>(),
+        segments
+            + rec["gaps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g[1].as_u64().unwrap() - g[0].as_u64().unwrap() + 1)
+                .sum::<u64>(),
         "every sequence is recorded or a gap: {stopped}"
     );
     let lesson = stopped["lesson"].as_str().unwrap().to_string();
@@ -245,7 +258,10 @@ async fn live_recording_becomes_a_lesson_through_review_to_a_station() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(ended["state"], "done", "{ended}");
-    assert_eq!(ended["recording"]["segments"], segments, "the job keeps the recording: {ended}");
+    assert_eq!(
+        ended["recording"]["segments"], segments,
+        "the job keeps the recording: {ended}"
+    );
     let record = viewer.get(&format!("/api/lessons/{lesson}")).await.unwrap();
     assert_eq!(record["state"], "submitted", "{record}");
     assert_eq!(record["submitter"], "submitter");
@@ -269,10 +285,14 @@ async fn live_recording_becomes_a_lesson_through_review_to_a_station() {
     assert_eq!(published["state"], "published", "{published}");
 
     let mut status = station.status();
-    wait_until("the station to hold the recorded lesson", Duration::from_secs(120), || {
-        let st = status.borrow_and_update();
-        st.synced && st.lessons_ready == 1
-    })
+    wait_until(
+        "the station to hold the recorded lesson",
+        Duration::from_secs(120),
+        || {
+            let st = status.borrow_and_update();
+            st.synced && st.lessons_ready == 1
+        },
+    )
     .await;
     let lan = station
         .serve_lan(LanConfig::new(loopback(), Arc::new(|_| {})))

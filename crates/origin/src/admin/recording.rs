@@ -216,7 +216,9 @@ async fn record(
                     tracing::warn!(%channel, %rendition, from = a, to = b, "segments missing from the recording (a gap)");
                 }
             }
-            None => tracing::warn!(%channel, %rendition, sequence = seq, "a live segment left the origin's store before it was recorded; it is a gap"),
+            None => {
+                tracing::warn!(%channel, %rendition, sequence = seq, "a live segment left the origin's store before it was recorded; it is a gap")
+            }
         }
     }
 }
