@@ -226,6 +226,46 @@ async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use courseway_content::signing::RootKey;
+    use courseway_content::{ChunkId, ChunkRef, OnlineKey, UnixTime};
+
+    fn segment(signer: &OnlineKey, rendition: &str, sequence: u64, size: u32) -> Arc<Signed<LiveSegment>> {
+        Arc::new(signer.sign(LiveSegment {
+            channel: ChannelId::new("city-live").unwrap(),
+            rendition: rendition.into(),
+            sequence,
+            duration_ms: 2000,
+            cut_at_ms: 0,
+            chunks: vec![ChunkRef {
+                id: ChunkId::of(format!("{rendition}{sequence}").as_bytes()),
+                size,
+            }],
+        }))
+    }
+
+    #[test]
+    fn the_top_rendition_has_the_largest_segments() {
+        let root = RootKey::from_seed([1; 32]);
+        let delegation = root.delegate(
+            OnlineKey::public_for_seed([2; 32]),
+            "test",
+            UnixTime(0),
+            UnixTime(u64::MAX / 2),
+        );
+        let signer = OnlineKey::new([2; 32], delegation).unwrap();
+        assert_eq!(top_rendition(&[]), None);
+        let window = vec![
+            segment(&signer, "audio", 1, 16_000),
+            segment(&signer, "low", 1, 90_000),
+            segment(&signer, "source", 1, 300_000),
+            segment(&signer, "source", 2, 100_000),
+            segment(&signer, "low", 2, 100_000),
+        ];
+        assert_eq!(top_rendition(&window).as_deref(), Some("source"));
+        // A tie goes to the first name.
+        let tie = vec![segment(&signer, "b", 1, 10), segment(&signer, "a", 1, 10)];
+        assert_eq!(top_rendition(&tie).as_deref(), Some("a"));
+    }
 
     #[test]
     fn a_recording_keeps_its_gaps() {
