@@ -207,8 +207,37 @@ fn admin_cli_ingest_review_publish_schedule_withdraw() {
         added.contains("2026-12-01 19:30 UTC") && added.contains("schedule v1"),
         "{added}"
     );
+    // A live showing (直播预告) keeps the lesson's showing.
+    let live = run_ok(
+        &with(
+            &[
+                "schedule",
+                "add",
+                "--live",
+                "city-live",
+                "--at",
+                "2026-12-02 19:00 +08:00",
+                "--title",
+                "春耕技术直播课",
+                "--minutes",
+                "90",
+            ],
+            &publ,
+        ),
+        &[],
+    );
+    assert!(
+        live.contains("live channel city-live (90 min)")
+            && live.contains("2026-12-02 11:00 UTC")
+            && live.contains("schedule v2"),
+        "{live}"
+    );
     let listed = run_ok(&with(&["schedule", "list"], &publ), &[]);
     assert!(listed.contains(&lesson) && listed.contains("town:town-1"), "{listed}");
+    assert!(
+        listed.contains("live city-live") && listed.contains("90 min") && listed.contains("春耕技术直播课"),
+        "{listed}"
+    );
 
     let withdrawn = run_ok(&with(&["withdraw", &lesson], &publ), &[]);
     assert!(withdrawn.contains("withdrawn (catalog v2)"), "{withdrawn}");

@@ -162,3 +162,184 @@ async fn browser_plays_a_ready_lesson_from_the_tv_page() {
     }
     setup.shutdown().await;
 }
+
+/// The live channel: a station following a GStreamer test feed at its origin shows it on air
+/// in `/api/status`; ffprobe reads its live playlist (H.264 and AAC); the remote moves to the
+/// page's "watch live" button, Enter plays it in the page's hls.js player, and the video's
+/// currentTime advances while the feed runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_plays_the_live_channel_from_the_tv_page() {
+    use std::sync::Arc;
+
+    use courseway::topology::DeploymentKeys;
+    use courseway_content::{ChannelId, NodeName};
+    use courseway_media::live::{CutSegment, LiveIngest, LiveIngestConfig, LiveInput};
+    use courseway_node::{Parent, UpstreamConfig};
+    use courseway_proto::Role;
+    use courseway_station::lan::LanConfig;
+    use courseway_station::{Station, StationConfig};
+    use courseway_store::StoreConfig;
+    use courseway_tests::http::Device;
+    use courseway_tests::{loopback, start_origin, wait_until};
+
+    let channel = ChannelId::new("city-live").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = DeploymentKeys::generate().unwrap();
+    let origin = Arc::new(start_origin(dir.path(), &keys).await);
+    let name = NodeName::new("village-0001").unwrap();
+    let mut sc = StationConfig::new(
+        name.clone(),
+        loopback(),
+        StoreConfig::new(dir.path().join("station"), 1 << 30),
+        UpstreamConfig::new(vec![Parent {
+            name: NodeName::new("origin").unwrap(),
+            addr: origin.local_addr().unwrap(),
+        }]),
+    );
+    sc.live_channels = vec![channel.clone()];
+    let station = Station::start(sc, keys.enroll(Role::Station, &name).unwrap(), keys.root_public())
+        .await
+        .unwrap();
+    let lan = station
+        .serve_lan(LanConfig::new(loopback(), Arc::new(|_| {})))
+        .await
+        .unwrap();
+
+    let mut config = LiveIngestConfig::new(
+        LiveInput::TestPattern {
+            width: 320,
+            height: 240,
+            fps: 25,
+        },
+        &dir.path().join("feed"),
+    );
+    config.segment = std::time::Duration::from_secs(1);
+    config.test_video_kbps = 300;
+    let publisher = origin.clone();
+    let published = channel.clone();
+    let ingest = config.clone();
+    let feed = LiveIngest::start(&config, move |cut: CutSegment| {
+        let info = courseway_media::live::rendition_info(&ingest, &cut);
+        publisher
+            .publish_live_segment(&published, "source", &info, cut.index, cut.duration_ms, &cut.bytes)
+            .expect("the origin publishes a live segment");
+    })
+    .expect("the live ingest starts");
+    wait_until(
+        "the station to hold three live segments",
+        Duration::from_secs(60),
+        || station.live_completions(&channel).len() >= 3,
+    )
+    .await;
+
+    // The page's data: on air, its newest segment, its rendition and playlist.
+    let status = Device::new([127, 0, 0, 1], "test")
+        .get(lan.local_addr(), "/api/status")
+        .await
+        .json();
+    let live = &status["live"]["channels"][0];
+    assert_eq!(live["channel"], "city-live", "{status}");
+    assert_eq!(live["on_air"], true, "{status}");
+    assert!(live["newest_sequence"].as_u64().is_some(), "{status}");
+    assert!(live["seconds_since_last_segment"].as_f64().is_some(), "{status}");
+    assert_eq!(live["renditions"], json!(["source"]));
+    assert_eq!(live["playlist"], "/live/city-live/source.m3u8");
+    assert_eq!(status["live"]["on_air"], 1);
+
+    // ffprobe reads the station's live playlist: H.264 video and AAC audio.
+    let url = format!("http://{}/live/city-live/source.m3u8", lan.local_addr());
+    let probe_url = url.clone();
+    let probe = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("timeout")
+            .args([
+                "60",
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "stream=codec_name,codec_type",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&probe_url)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("ffprobe runs (Debian package ffmpeg)");
+    let streams = String::from_utf8_lossy(&probe.stdout).to_string();
+    eprintln!("ffprobe {url}: {}", streams.trim().replace('\n', "; "));
+    assert!(
+        probe.status.success(),
+        "ffprobe refused {url}: {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        streams.contains("h264,video") && streams.contains("aac,audio"),
+        "ffprobe saw {streams:?}"
+    );
+
+    // The remote: to the "watch live" button, Enter, and the live channel plays.
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}?player=hlsjs", lan.page_url())).await;
+    browser
+        .wait_for(
+            "the watch-live button on the page",
+            Duration::from_secs(30),
+            "return !!document.querySelector('[data-live=\"city-live\"]') && document.activeElement !== document.body;",
+            REPORT,
+        )
+        .await;
+    let on_live = "return document.activeElement.getAttribute('data-live') === 'city-live';";
+    let mut presses = 0;
+    while browser.eval(on_live).await != json!(true) {
+        presses += 1;
+        assert!(
+            presses <= 6,
+            "the arrow keys never reach the live button: {}",
+            browser.eval(REPORT).await
+        );
+        browser.press(ARROW_DOWN).await;
+    }
+    browser.press(ENTER).await;
+    browser
+        .wait_for(
+            "the live video to start",
+            Duration::from_secs(60),
+            "var v = document.getElementById('video'); return v.currentTime > 0 && !v.error;",
+            REPORT,
+        )
+        .await;
+    let started = browser.eval(REPORT).await;
+    let t0 = started["time"].as_f64().unwrap();
+    let wall = std::time::Instant::now();
+    browser
+        .wait_for(
+            "the live video's currentTime to advance by 3 s",
+            Duration::from_secs(60),
+            &format!("var v = document.getElementById('video'); return v.currentTime > {t0} + 3 && !v.error;"),
+            REPORT,
+        )
+        .await;
+    let state = browser.eval(REPORT).await;
+    eprintln!(
+        "live in Chromium: currentTime {t0:.1} -> {:.1} s over {:.1} s of wall time",
+        state["time"].as_f64().unwrap(),
+        wall.elapsed().as_secs_f64()
+    );
+    assert_eq!(state["player"], "hls.js", "{state}");
+    assert_eq!(state["error"], json!(null), "{state}");
+    assert!(
+        browser
+            .eval("return document.getElementById('player-title').textContent;")
+            .await
+            .as_str()
+            .is_some_and(|t| t.contains("直播")),
+        "the player names the live channel"
+    );
+    browser.close().await;
+    feed.stop().expect("the live ingest ran without error");
+    drop(lan);
+    station.shutdown().await;
+    origin.shutdown();
+}

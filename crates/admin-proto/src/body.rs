@@ -94,15 +94,39 @@ pub struct StepBody {
     pub comment: Option<String>,
 }
 
-/// `POST /api/schedule`.
+/// `POST /api/schedule`: a showing of a lesson (`lesson`) or a live showing of a channel
+/// (`live`, with `title` and `minutes`); exactly one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewShowing {
-    pub lesson: String,
+    #[serde(default)]
+    pub lesson: Option<String>,
+    /// A live channel, e.g. `city-live`: a live showing (直播预告) instead of a lesson.
+    #[serde(default)]
+    pub live: Option<String>,
     /// Unix seconds (UTC).
     pub at: u64,
     #[serde(default = "all")]
     pub target: String,
+    /// What a live showing is about (default: the channel's name).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// How long a live showing is planned to last, in minutes (default 60).
+    #[serde(default)]
+    pub minutes: Option<u32>,
+}
+
+/// `POST /api/live/{channel}/record`: start recording a live channel into a lesson with this
+/// metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRecording {
+    /// The rendition to record (default: the channel's top rendition, the one with the largest
+    /// segments in the origin's window).
+    #[serde(default)]
+    pub rendition: Option<String>,
+    #[serde(flatten)]
+    pub metadata: MetadataBody,
 }
 
 fn all() -> String {
@@ -128,7 +152,14 @@ mod tests {
         assert!(matches!(parse::<StepBody>(b" []"), Err(BodyError::NotAnObject)));
         assert!(parse::<StepBody>(b"{} x").is_err());
         let s: NewShowing = parse(br#"{"lesson":"x","at":5}"#).unwrap();
-        assert_eq!(s.target, "all");
+        assert_eq!(
+            (s.target.as_str(), s.lesson.as_deref(), s.live),
+            ("all", Some("x"), None)
+        );
+        let s: NewShowing = parse(br#"{"live":"city-live","at":5,"title":"t","minutes":90}"#).unwrap();
+        assert_eq!((s.live.as_deref(), s.minutes), (Some("city-live"), Some(90)));
+        let r: NewRecording = parse(br#"{"title":"t","department":"d","category":"required"}"#).unwrap();
+        assert_eq!(r.rendition, None);
         let big = vec![b' '; MAX_JSON_BODY + 1];
         assert!(matches!(parse::<StepBody>(&big), Err(BodyError::TooLarge { .. })));
     }

@@ -33,7 +33,7 @@ pub use encoding::{Decode, DecodeError, Encode};
 pub use lesson::{Attachment, Category, LessonManifest, Rendition, RenditionKind, Segment};
 pub use live::{LiveRendition, LiveSegment};
 pub use name::{AreaName, ChannelId, LessonId, NameError, NodeName};
-pub use schedule::{Schedule, ScheduleEntry, Target};
+pub use schedule::{LiveShowing, Schedule, ScheduleEntry, Target};
 pub use signing::{Delegation, OnlineKey, PublicKey, RootKey, Signable, Signed};
 pub use time::UnixTime;
 pub use trust::{Acceptance, TrustError, TrustState};

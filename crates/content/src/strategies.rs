@@ -9,7 +9,7 @@ use crate::chunk::{ChunkId, ChunkRef, MAX_CHUNK_SIZE};
 use crate::lesson::{Attachment, Category, LessonManifest, Rendition, RenditionKind, Segment};
 use crate::live::LiveSegment;
 use crate::name::{AreaName, ChannelId, LessonId, NodeName};
-use crate::schedule::{Schedule, ScheduleEntry, Target};
+use crate::schedule::{LiveShowing, Schedule, ScheduleEntry, Target};
 use crate::signing::{OnlineKey, RootKey, Signable, Signed};
 use crate::time::UnixTime;
 
@@ -164,14 +164,29 @@ pub fn schedule() -> impl Strategy<Value = Schedule> {
         show_at,
         target,
     });
-    (any::<u64>(), unix_time(), unix_time(), vec(entry, 0..8)).prop_map(|(version, issued_at, expires_at, entries)| {
-        Schedule {
+    let live = (channel_id(), unix_time(), any::<u32>(), ".{0,20}", target()).prop_map(
+        |(channel, show_at, duration_secs, title, target)| LiveShowing {
+            channel,
+            show_at,
+            duration_secs,
+            title,
+            target,
+        },
+    );
+    (
+        any::<u64>(),
+        unix_time(),
+        unix_time(),
+        vec(entry, 0..8),
+        vec(live, 0..4),
+    )
+        .prop_map(|(version, issued_at, expires_at, entries, live)| Schedule {
             version,
             issued_at,
             expires_at,
             entries,
-        }
-    })
+            live,
+        })
 }
 
 pub fn live_segment() -> impl Strategy<Value = LiveSegment> {

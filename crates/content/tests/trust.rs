@@ -34,6 +34,7 @@ impl Deployment {
 
     fn schedule(&self, version: u64, entries: Vec<ScheduleEntry>) -> Signed<Schedule> {
         self.online.sign(Schedule {
+            live: Vec::new(),
             version,
             issued_at: NOW,
             expires_at: NOW.plus_secs(7 * DAY),
@@ -230,6 +231,7 @@ fn a_signature_for_one_kind_does_not_verify_as_another() {
     let schedule_sig = dep
         .online
         .sign(Schedule {
+            live: Vec::new(),
             version: 1,
             issued_at: NOW,
             expires_at: NOW.plus_secs(DAY),
@@ -318,6 +320,7 @@ fn refuses_a_schedule_from_another_deployment_or_an_undelegated_key() {
         .trust()
         .accept_schedule(
             ours.online.sign(Schedule {
+                live: Vec::new(),
                 version: 1,
                 issued_at: late,
                 expires_at: late.plus_secs(DAY),
@@ -380,6 +383,7 @@ fn a_restored_schedule_is_the_rollback_floor_even_after_expiry() {
 #[test]
 fn upcoming_showings_are_those_not_past_and_inside_the_horizon() {
     let schedule = Schedule {
+        live: Vec::new(),
         version: 1,
         issued_at: NOW,
         expires_at: NOW.plus_secs(DAY),

@@ -1,5 +1,5 @@
 //! The operator and editor commands that talk to an origin's admin API: `ingest`, `review`,
-//! `publish`, `withdraw`, `lessons`, `schedule`, `report monthly`; and `admin token`, which works on the origin's
+//! `publish`, `withdraw`, `lessons`, `schedule`, `live record|stop|recordings`, `report monthly`; and `admin token`, which works on the origin's
 //! machine (it writes the token file named by the origin's config).
 //!
 //! The server and token come from `--server` / `--token`, else `COURSEWAY_SERVER` /
@@ -139,9 +139,21 @@ pub struct LessonsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
-    /// Add a showing to the schedule (signed and sent down the tree at once).
+    /// Add a showing to the schedule (signed and sent down the tree at once): a lesson, or with
+    /// --live a live channel's broadcast (stations show when to tune in).
     Add {
-        lesson: String,
+        /// The lesson's id (not with --live).
+        #[arg(required_unless_present = "live", conflicts_with = "live")]
+        lesson: Option<String>,
+        /// A live showing of this channel, e.g. city-live.
+        #[arg(long)]
+        live: Option<String>,
+        /// What the live showing is about (default: the channel's name).
+        #[arg(long, requires = "live")]
+        title: Option<String>,
+        /// How long the live showing lasts, in minutes.
+        #[arg(long, requires = "live", default_value_t = 60)]
+        minutes: u32,
         /// When it shows: "YYYY-MM-DD HH:MM" in UTC, or with an offset ("2026-12-01 19:30 +08:00").
         #[arg(long)]
         at: String,
@@ -156,6 +168,119 @@ pub enum ScheduleCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LiveCommand {
+    /// Start recording a live channel into a lesson (回看) with this metadata; it is made when
+    /// the recording stops (`courseway live stop`).
+    Record {
+        /// The live channel, e.g. city-live.
+        channel: String,
+        #[arg(long)]
+        title: String,
+        /// The publishing department (发布部门).
+        #[arg(long)]
+        department: String,
+        /// required (必修) or elective (选修).
+        #[arg(long)]
+        category: String,
+        /// Comma-separated tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        #[arg(long, default_value = "zh-CN")]
+        language: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The rendition to record (default: the channel's top one).
+        #[arg(long)]
+        rendition: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Stop recording a live channel: the recording is transcoded into a lesson, which goes to
+    /// review (submitted) once done. Prints the lesson id, the job and any gaps.
+    Stop {
+        channel: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The recordings in progress.
+    Recordings {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+fn recording_line(r: &Value) -> String {
+    let gaps = r["gaps"].as_array().map_or(0, Vec::len);
+    format!(
+        "{}/{}: {} segments ({:.0} s), {} gap(s)",
+        r["channel"].as_str().unwrap_or("?"),
+        r["rendition"].as_str().unwrap_or("?"),
+        r["segments"].as_u64().unwrap_or(0),
+        r["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+        gaps
+    )
+}
+
+pub fn live(command: LiveCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        match command {
+            LiveCommand::Record {
+                channel,
+                title,
+                department,
+                category,
+                tags,
+                language,
+                description,
+                rendition,
+                server,
+            } => {
+                let body = json!({
+                    "title": title, "department": department, "category": category, "tags": tags,
+                    "language": language, "description": description, "rendition": rendition,
+                });
+                let v = server
+                    .client()?
+                    .post(&format!("/api/live/{}/record", percent_encode(&channel)), &body)
+                    .await?;
+                println!(
+                    "recording {}/{}; stop with `courseway live stop {channel}`",
+                    channel,
+                    v["recording"]["rendition"].as_str().unwrap_or("?")
+                );
+            }
+            LiveCommand::Stop { channel, server } => {
+                let v = server
+                    .client()?
+                    .post(&format!("/api/live/{}/stop", percent_encode(&channel)), &json!({}))
+                    .await?;
+                println!("{}", recording_line(&v["recording"]));
+                for g in v["recording"]["gaps"].as_array().into_iter().flatten() {
+                    println!("  gap: segments {} to {}", g[0], g[1]);
+                }
+                println!(
+                    "lesson {} (job {}) is being transcoded; it goes to review (submitted) when done",
+                    v["lesson"].as_str().unwrap_or("?"),
+                    v["job"].as_str().unwrap_or("?")
+                );
+            }
+            LiveCommand::Recordings { server } => {
+                let v = server.client()?.get("/api/live/recordings").await?;
+                for r in v["recordings"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  {} (by {})",
+                        recording_line(&r["recording"]),
+                        r["title"].as_str().unwrap_or(""),
+                        r["by"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -417,20 +542,25 @@ pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
         match command {
             ScheduleCommand::Add {
                 lesson,
+                live,
+                title,
+                minutes,
                 at,
                 target,
                 server,
             } => {
                 let at = admin_client::parse_time(&at).map_err(anyhow::Error::msg)?;
-                let v = server
-                    .client()?
-                    .post(
-                        "/api/schedule",
-                        &json!({ "lesson": lesson, "at": at, "target": target }),
-                    )
-                    .await?;
+                let (body, what) = match (lesson, live) {
+                    (Some(lesson), None) => (json!({ "lesson": lesson, "at": at, "target": target }), lesson),
+                    (None, Some(channel)) => (
+                        json!({ "live": channel, "at": at, "target": target, "title": title, "minutes": minutes }),
+                        format!("live channel {channel} ({minutes} min)"),
+                    ),
+                    _ => bail!("give a lesson id or --live CHANNEL, not both"),
+                };
+                let v = server.client()?.post("/api/schedule", &body).await?;
                 println!(
-                    "{lesson} shows {} for {target} (schedule v{})",
+                    "{what} shows {} for {target} (schedule v{})",
                     admin_client::format_time(at),
                     v["version"].as_u64().unwrap_or(0)
                 );
@@ -444,6 +574,16 @@ pub fn schedule(command: ScheduleCommand) -> anyhow::Result<()> {
                         admin_client::format_time(e["at"].as_u64().unwrap_or(0)),
                         e["lesson"].as_str().unwrap_or("?"),
                         e["target"].as_str().unwrap_or("?")
+                    );
+                }
+                for l in v["live"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}  live {:<19} {}  {} min  {}",
+                        admin_client::format_time(l["at"].as_u64().unwrap_or(0)),
+                        l["live"].as_str().unwrap_or("?"),
+                        l["target"].as_str().unwrap_or("?"),
+                        l["duration_seconds"].as_u64().unwrap_or(0) / 60,
+                        l["title"].as_str().unwrap_or("")
                     );
                 }
             }

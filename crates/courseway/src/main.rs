@@ -64,6 +64,9 @@ enum Command {
     /// The schedule of showings (播放计划).
     #[command(subcommand)]
     Schedule(admin_cmd::ScheduleCommand),
+    /// Record a live channel into a lesson that goes to review (回看).
+    #[command(subcommand)]
+    Live(admin_cmd::LiveCommand),
     /// Administer the origin's admin API (tokens) and revoke nodes.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCommand),
@@ -212,6 +215,7 @@ fn main() -> anyhow::Result<()> {
         Command::Withdraw(args) => admin_cmd::step("withdraw", args),
         Command::Lessons(args) => admin_cmd::lessons(args),
         Command::Schedule(command) => admin_cmd::schedule(command),
+        Command::Live(command) => admin_cmd::live(command),
         Command::Admin(command) => admin_cmd::admin(command),
         Command::Token(command) => admin_cmd::token(command),
         Command::Enroll(args) => admin_cmd::enroll(args),

@@ -183,6 +183,59 @@ impl LiveWindow {
     }
 }
 
+/// What a node holds of one live channel: for a status page.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChannelSummary {
+    /// The newest sequence number held whole, of any rendition.
+    pub newest_sequence: Option<u64>,
+    /// When the newest segment was held whole here (ms since the epoch).
+    pub last_complete_ms: Option<u64>,
+    /// Duration of the newest segment held whole, in ms.
+    pub segment_ms: Option<u32>,
+    /// Renditions with a segment held whole in the window, top first (largest mean segment
+    /// size: the highest bit rate), then by name.
+    pub renditions: Vec<String>,
+}
+
+impl LiveWindow {
+    /// What this node holds of `channel` now.
+    pub fn summary(&self, channel: &ChannelId) -> ChannelSummary {
+        let channels = self.channels.lock();
+        let Some(c) = channels.get(channel) else {
+            return ChannelSummary::default();
+        };
+        let mut out = ChannelSummary::default();
+        let mut sized: Vec<(u64, String)> = Vec::new();
+        for (name, segments) in &c.segments {
+            let whole: Vec<&Arc<Signed<LiveSegment>>> = segments
+                .values()
+                .filter(|s| c.complete.contains_key(&(name.clone(), s.body.sequence)))
+                .collect();
+            if whole.is_empty() {
+                continue;
+            }
+            let bytes: u64 = whole
+                .iter()
+                .map(|s| s.body.chunks.iter().map(|c| u64::from(c.size)).sum::<u64>())
+                .sum();
+            sized.push((bytes / whole.len() as u64, name.clone()));
+            for s in whole {
+                let at = c.complete[&(name.clone(), s.body.sequence)];
+                if out.newest_sequence.is_none_or(|n| s.body.sequence > n) {
+                    out.newest_sequence = Some(s.body.sequence);
+                    out.segment_ms = Some(s.body.duration_ms);
+                }
+                if out.last_complete_ms.is_none_or(|t| at > t) {
+                    out.last_complete_ms = Some(at);
+                }
+            }
+        }
+        sized.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        out.renditions = sized.into_iter().map(|(_, n)| n).collect();
+        out
+    }
+}
+
 /// The pin holder of one live segment.
 pub fn pin_holder(segment: &LiveSegment) -> String {
     format!("live/{}/{}/{}", segment.channel, segment.rendition, segment.sequence)
@@ -263,6 +316,29 @@ mod tests {
                 size: bytes.len() as u32,
             }],
         }))
+    }
+
+    #[test]
+    fn a_live_channel_summary_counts_only_whole_segments_top_rendition_first() {
+        let signer = signer();
+        let w = LiveWindow::new(4);
+        let ch = ChannelId::new("city-live").unwrap();
+        assert_eq!(w.summary(&ch), ChannelSummary::default());
+        // "low" segments are named with fewer bytes than "source" ones ("low1" < "source1").
+        for (r, seq) in [("low", 7), ("source", 7), ("source", 8)] {
+            w.insert(seg(&signer, r, seq));
+        }
+        assert_eq!(w.summary(&ch).newest_sequence, None, "nothing held whole yet");
+        w.mark_complete(&seg(&signer, "low", 7).body, 1_000);
+        w.mark_complete(&seg(&signer, "source", 7).body, 1_200);
+        let s = w.summary(&ch);
+        assert_eq!(
+            (s.newest_sequence, s.last_complete_ms, s.segment_ms),
+            (Some(7), Some(1_200), Some(2000))
+        );
+        assert_eq!(s.renditions, vec!["source".to_string(), "low".to_string()]);
+        w.mark_complete(&seg(&signer, "source", 8).body, 3_000);
+        assert_eq!(w.summary(&ch).newest_sequence, Some(8));
     }
 
     #[test]

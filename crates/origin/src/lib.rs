@@ -23,7 +23,7 @@ use std::time::Duration;
 use courseway_content::encoding::Encode;
 use courseway_content::{
     Catalog, CatalogEntry, ChannelId, ChunkId, ChunkRef, LessonId, LessonManifest, LiveRendition, LiveSegment,
-    NodeName, OnlineKey, Schedule, ScheduleEntry, Signed, UnixTime, MAX_CHUNK_SIZE,
+    LiveShowing, NodeName, OnlineKey, Schedule, ScheduleEntry, Signed, UnixTime, MAX_CHUNK_SIZE,
 };
 use courseway_net::{Enrollment, IncomingRequest, NetError, PeerIdentity, Revocations, Server, TransportConfig};
 use courseway_node::live::{self as live_window, LiveWindow, DEFAULT_LIVE_WINDOW};
@@ -64,7 +64,7 @@ pub enum OriginError {
     NotPublished { lesson: LessonId },
     #[error("lesson {lesson} references chunk {chunk}, which is not in the origin's store; fetch or store every chunk before publishing")]
     ChunkNotStored { lesson: LessonId, chunk: ChunkId },
-    #[error("a schedule holds at most {max} entries ({count} given); split it or drop past showings")]
+    #[error("a schedule holds at most {max} entries of a kind ({count} given); split it or drop past showings")]
     ScheduleTooLarge { count: usize, max: usize },
     #[error("{node} is this origin's own name; an origin cannot revoke itself")]
     RevokeSelf { node: NodeName },
@@ -484,10 +484,10 @@ impl Origin {
         mirror::Mirror::start(self.service.clone(), config, enrollment)
     }
 
-    /// Replaces the whole schedule: signs version n + 1 holding `entries`, saves it (synced) and
-    /// announces it. Entries may name lessons not published yet (a term's schedule is usually
-    /// made before every lesson is ready); nodes prepare those once the catalog lists them.
-    /// Returns the new schedule version.
+    /// Replaces the lesson showings of the schedule: signs version n + 1 holding `entries` (and
+    /// the live showings as they are), saves it (synced) and announces it. Entries may name
+    /// lessons not published yet (a term's schedule is usually made before every lesson is
+    /// ready); nodes prepare those once the catalog lists them. Returns the new schedule version.
     pub fn publish_schedule(&self, entries: Vec<ScheduleEntry>) -> Result<u64, OriginError> {
         let max = courseway_content::schedule::MAX_SCHEDULE_ENTRIES;
         if entries.len() > max {
@@ -498,9 +498,37 @@ impl Origin {
         }
         let s = &self.service;
         let _one_publication_at_a_time = s.publish_lock.lock();
+        let live = s
+            .schedule
+            .read()
+            .as_ref()
+            .map(|c| c.body.live.clone())
+            .unwrap_or_default();
         let count = entries.len();
-        let version = s.sign_schedule(entries, clock::now())?;
+        let version = s.sign_schedule(entries, live, clock::now())?;
         tracing::info!(version, entries = count, "schedule published");
+        Ok(version)
+    }
+
+    /// Replaces the live showings of the schedule (the lesson showings stay as they are): signs,
+    /// saves and announces version n + 1 like [`Origin::publish_schedule`]. A schedule with live
+    /// showings is written in schedule format 2, which nodes older than live showings refuse.
+    pub fn publish_live_showings(&self, live: Vec<LiveShowing>) -> Result<u64, OriginError> {
+        let max = courseway_content::schedule::MAX_LIVE_SHOWINGS;
+        if live.len() > max {
+            return Err(OriginError::ScheduleTooLarge { count: live.len(), max });
+        }
+        let s = &self.service;
+        let _one_publication_at_a_time = s.publish_lock.lock();
+        let entries = s
+            .schedule
+            .read()
+            .as_ref()
+            .map(|c| c.body.entries.clone())
+            .unwrap_or_default();
+        let count = live.len();
+        let version = s.sign_schedule(entries, live, clock::now())?;
+        tracing::info!(version, live_showings = count, "schedule published");
         Ok(version)
     }
 
@@ -556,6 +584,13 @@ impl Origin {
     /// The live segments of `channel` in the origin's window, oldest first.
     pub fn live_window(&self, channel: &ChannelId) -> Vec<Arc<Signed<LiveSegment>>> {
         self.service.live.window(channel)
+    }
+
+    /// Every announcement the origin makes from now on (catalogs, schedules, live segments), as
+    /// its children get them; a receiver that falls behind by more than the channel's capacity
+    /// gets `Lagged` and misses the oldest.
+    pub fn live_announcements(&self) -> broadcast::Receiver<Announcement> {
+        self.service.announce.subscribe()
     }
 
     /// When each live segment of `channel` was announced (ms since the epoch).
@@ -678,9 +713,15 @@ impl Service {
 
     /// Signs `entries` as the next schedule version, issued `now`, saves it (synced) and
     /// announces it. Call with `publish_lock` held.
-    fn sign_schedule(&self, entries: Vec<ScheduleEntry>, now: UnixTime) -> Result<u64, OriginError> {
+    fn sign_schedule(
+        &self,
+        entries: Vec<ScheduleEntry>,
+        live: Vec<LiveShowing>,
+        now: UnixTime,
+    ) -> Result<u64, OriginError> {
         let version = self.schedule.read().as_ref().map(|s| s.body.version).unwrap_or(0) + 1;
         let signed = self.signer.sign(Schedule {
+            live,
             version,
             issued_at: now,
             expires_at: now.plus_secs(self.catalog_validity.as_secs()),
@@ -701,7 +742,7 @@ impl Service {
         if current.body.expires_at.secs_since(now) > self.catalog_validity.as_secs() / 2 {
             return Ok(None);
         }
-        let version = self.sign_schedule(current.body.entries.clone(), now)?;
+        let version = self.sign_schedule(current.body.entries.clone(), current.body.live.clone(), now)?;
         tracing::info!(version, "schedule signed again before it expires");
         Ok(Some(version))
     }

@@ -1,6 +1,8 @@
 /* The station's TV page. Plain ES5 (old set-top-box browsers run it), no framework, no build.
  *
  * Data: /api/status, /api/lessons, /api/schedule (refreshed every 15 s); POST /api/attendance.
+ * Live: the status's live channels; one on air has a "watch live" button that plays its
+ * playlist (/live/CHANNEL/RENDITION.m3u8) in the same player; off air, the next live showing.
  * Remote: arrow keys move the focus (to the nearest item in that direction), Enter plays or
  * presses, Back / Escape closes the player or the form. A phone taps.
  * Player: the video element plays the HLS URL itself where the browser can (Safari, some
@@ -89,8 +91,58 @@
     ready: ["可以播放", "ready"],
     downloading: ["下载中", "downloading"],
     at_risk: ["可能来不及", "at risk"],
-    unknown: ["未收到", "not received"]
+    unknown: ["未收到", "not received"],
+    on_air: ["正在直播", "on air"],
+    upcoming: ["直播预告", "live"],
+    not_followed: ["本站未接收此直播", "not received here"]
   };
+
+  function liveChannel(name) {
+    var chs = state.status && state.status.live ? state.status.live.channels : [];
+    for (var i = 0; i < chs.length; i++) if (chs[i].channel === name) return chs[i];
+    return null;
+  }
+
+  function playLive(c, title, from) {
+    play({ id: c.channel, title: "直播 / live: " + (title || c.channel), hls: c.playlist, attachments: [] }, from);
+  }
+
+  /* A live showing's times: "19:00–20:00", with the date when it is not today. */
+  function showingWhen(sh) {
+    var today = state.status ? state.status.today : "";
+    return (sh.local_date !== today ? sh.local_date + " " : "") + sh.local_time + "–" + sh.end_local_time;
+  }
+
+  function renderLive() {
+    var box = $("live");
+    var chs = state.status && state.status.live ? state.status.live.channels : [];
+    box.innerHTML = "";
+    if (!chs.length) {
+      box.appendChild(bi("暂无直播", "No live broadcast"));
+      return;
+    }
+    chs.forEach(function (c) {
+      var div = el("div", { cls: "channel" });
+      var sh = c.showing;
+      var title = sh && sh.now ? sh.title : c.channel;
+      if (c.on_air && c.playlist) {
+        div.appendChild(el("div", { cls: "on-air" }, [bi("● 正在直播", "on air")]));
+        div.appendChild(el("div", { cls: "live-title", text: title }));
+        var b = el("button", { cls: "btn watch", "data-nav": "", "data-key": "live-" + c.channel, "data-live": c.channel },
+          [bi("收看直播", "Watch live")]);
+        b.onclick = function () { playLive(c, title, b); };
+        div.appendChild(b);
+      } else {
+        div.appendChild(el("div", { cls: "off-air" }, [bi("现在没有直播（" + c.channel + "）", "off air (" + c.channel + ")")]));
+        if (sh) {
+          div.appendChild(el("div", { cls: "next" }, [bi("下次直播：" + showingWhen(sh) + " " + sh.title, "next live: " + showingWhen(sh))]));
+        } else {
+          div.appendChild(el("div", { cls: "sub" }, [bi("暂无直播安排", "no live showing scheduled")]));
+        }
+      }
+      box.appendChild(div);
+    });
+  }
 
   function renderSchedule() {
     var ul = $("schedule");
@@ -101,6 +153,7 @@
       return;
     }
     today.forEach(function (s) {
+      if (s.kind === "live") { ul.appendChild(liveShowingItem(s)); return; }
       var st = STATES[s.state] || STATES.unknown;
       var item = el("button", { cls: "item", "data-nav": "", "data-key": "show-" + s.lesson + "-" + s.show_at }, [
         el("span", { cls: "time", text: s.local_time }),
@@ -122,6 +175,23 @@
       }
       ul.appendChild(li);
     });
+  }
+
+  /* A live showing in today's schedule: when to tune in; Enter watches it once on air. */
+  function liveShowingItem(s) {
+    var st = STATES[s.state] || STATES.upcoming;
+    var item = el("button", { cls: "item", "data-nav": "", "data-key": "show-live-" + s.channel + "-" + s.show_at }, [
+      el("span", { cls: "time", text: s.local_time }),
+      el("span", { cls: "title", text: "直播 " + s.title + " (" + s.local_time + "–" + s.end_local_time + ")" }),
+      el("span", { cls: "state " + s.state }, [bi(st[0], st[1])])
+    ]);
+    item.onclick = function () {
+      var c = liveChannel(s.channel);
+      if (c && c.on_air && c.playlist) playLive(c, s.title, item);
+      else if (s.state === "not_followed") flash(item, "本站没有接收这个直播频道 / this station does not receive this channel");
+      else flash(item, "直播 " + s.local_time + " 开始，请到时收看 / tune in at " + s.local_time);
+    };
+    return el("li", {}, [item]);
   }
 
   function renderLessons() {
@@ -171,13 +241,12 @@
     if (y.disk_full) { disk = bi("磁盘已满，下载已暂停", "disk full: downloads stopped"); disk.className = "bad"; }
     $("disk").appendChild(disk);
     $("disk-bar").style.width = Math.min(100, 100 * d.used_bytes / Math.max(1, d.budget_bytes)) + "%";
-    var live = $("live");
-    if (s.live) { live.textContent = s.live.title || "直播中 / live"; }
   }
 
   function render() {
     var keep = document.activeElement && document.activeElement.getAttribute("data-key");
     renderStatus();
+    renderLive();
     renderSchedule();
     renderLessons();
     renderClock();

@@ -473,6 +473,7 @@ mod tests {
             target,
         };
         let schedule = Schedule {
+            live: Vec::new(),
             version: 1,
             issued_at: UnixTime(0),
             expires_at: UnixTime(u64::MAX),

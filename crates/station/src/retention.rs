@@ -104,6 +104,7 @@ mod tests {
 
     fn schedule(entries: &[(&str, u64, Target)]) -> Schedule {
         Schedule {
+            live: Vec::new(),
             version: 1,
             issued_at: UnixTime(NOW - 1000 * H),
             expires_at: UnixTime(NOW + 1000 * H),

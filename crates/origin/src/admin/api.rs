@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use courseway_content::{LessonId, ScheduleEntry, UnixTime};
+use courseway_content::{ChannelId, LessonId, LiveShowing, ScheduleEntry, UnixTime};
 use courseway_media::LessonMeta;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -21,11 +21,11 @@ use super::ingest::{self, JobInput, JobOutcome, LiveJob};
 use super::ratelimit::Over;
 use super::spool::{self, SpoolError};
 use super::workflow::{self, Action, LessonState, Metadata, Principal};
-use super::Inner;
+use super::{recording, ActiveRecording, Inner};
 use courseway_node::http::{Body, Handler};
 
 use courseway_admin_proto::body::{
-    MetadataBody, NewLesson, NewShowing, NewUpload, RevokeBody, StepBody, MAX_JSON_BODY,
+    MetadataBody, NewLesson, NewRecording, NewShowing, NewUpload, RevokeBody, StepBody, MAX_JSON_BODY,
 };
 use courseway_admin_proto::enrol::EnrolRequest;
 use courseway_node::http::PeerAddr;
@@ -430,18 +430,47 @@ async fn route(inner: &Arc<Inner>, call: &mut Call, request: Request<Incoming>) 
         }
         (&Method::GET, ["api", "schedule"]) => {
             allow(Action::Read)?;
-            let entries: Vec<Value> = inner
-                .origin
-                .schedule()
+            let schedule = inner.origin.schedule();
+            let entries: Vec<Value> = schedule
+                .as_ref()
                 .map(|s| s.body.entries.iter().map(entry_view).collect())
                 .unwrap_or_default();
-            let version = inner.origin.schedule().map_or(0, |s| s.body.version);
-            ok(StatusCode::OK, &json!({ "version": version, "entries": entries }))
+            let live: Vec<Value> = schedule
+                .as_ref()
+                .map(|s| s.body.live.iter().map(live_showing_view).collect())
+                .unwrap_or_default();
+            let version = schedule.map_or(0, |s| s.body.version);
+            ok(
+                StatusCode::OK,
+                &json!({ "version": version, "entries": entries, "live": live }),
+            )
         }
         (&Method::POST, ["api", "schedule"]) => {
             call.action = Some("schedule");
             allow(Action::Schedule)?;
             add_schedule(inner, call, &who, request).await
+        }
+        (&Method::POST, ["api", "live", channel, "record"]) => {
+            call.action = Some("record-live");
+            call.target = Some(format!("live {channel}"));
+            allow(Action::CreateLesson)?;
+            start_recording(inner, &who, channel, request).await
+        }
+        (&Method::POST, ["api", "live", channel, "stop"]) => {
+            call.action = Some("stop-recording");
+            call.target = Some(format!("live {channel}"));
+            allow(Action::CreateLesson)?;
+            stop_recording(inner, call, &who, channel).await
+        }
+        (&Method::GET, ["api", "live", "recordings"]) => {
+            allow(Action::Read)?;
+            let list: Vec<Value> = inner
+                .recordings
+                .lock()
+                .values()
+                .map(|r| json!({ "recording": *r.recording.progress.lock(), "title": r.metadata.title, "by": r.by.name }))
+                .collect();
+            ok(StatusCode::OK, &json!({ "recordings": list }))
         }
         (&Method::GET, ["api", "revocations"]) => {
             allow(Action::Read)?;
@@ -780,6 +809,7 @@ async fn create_lesson(
         error: None,
         created: now,
         updated: now,
+        recording: None,
     };
     let live = Arc::new(LiveJob {
         record: parking_lot::Mutex::new(job.clone()),
@@ -821,12 +851,217 @@ async fn create_lesson(
     })
     .await??;
     inner.jobs.lock().insert(job_id.clone(), live.clone());
-    tokio::spawn(run_job(inner.clone(), live, input));
+    tokio::spawn(run_job(inner.clone(), live, input, AfterIngest::Draft));
     ok(StatusCode::ACCEPTED, &json!({ "lesson": record.id, "job": job_id }))
 }
 
+/// Where a lesson goes when its ingest job is done.
+#[derive(Debug, Clone)]
+enum AfterIngest {
+    /// To `draft`: its submitter checks it and submits it (an upload).
+    Draft,
+    /// Straight to `submitted`, with this comment by its submitter (a recording, whose
+    /// metadata was given when it started).
+    Submit { by: String, text: String },
+}
+
+fn channel_of(name: &str) -> Result<ChannelId, ApiError> {
+    ChannelId::new(name.to_string()).map_err(|e| ApiError::bad_request(format!("live channel {name:?}: {e}")))
+}
+
+/// `POST /api/live/{channel}/record`: starts recording the channel into a lesson with the
+/// body's metadata.
+async fn start_recording(
+    inner: &Arc<Inner>,
+    who: &Principal,
+    channel: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let channel = channel_of(channel)?;
+    let new: NewRecording = read_json(request.into_body()).await?;
+    let metadata = validated(new.metadata)?;
+    if let Some(d) = &who.department {
+        if *d != metadata.department {
+            return Err(workflow::Denied::Department {
+                token: d.clone(),
+                lesson: metadata.department.clone(),
+            }
+            .into());
+        }
+    }
+    let mut recordings = inner.recordings.lock();
+    if let Some(r) = recordings.get(&channel) {
+        return Err(ApiError::conflict(format!(
+            "live channel {channel} is being recorded already (by {}); stop it with POST /api/live/{channel}/stop",
+            r.by.name
+        )));
+    }
+    let dir = inner.config.spool.join(recording::RECORDINGS_DIR);
+    let now = courseway_node::clock::now().0;
+    let started = recording::Recording::start(inner.origin.clone(), channel.clone(), new.rendition, &dir, now)
+        .map_err(|e| match e {
+            recording::RecordingError::Io { .. } => ApiError::internal(e),
+            _ => ApiError::conflict(e.to_string()),
+        })?;
+    let view = started.progress.lock().clone();
+    recordings.insert(
+        channel,
+        ActiveRecording {
+            recording: started,
+            metadata,
+            by: who.clone(),
+        },
+    );
+    ok(StatusCode::CREATED, &json!({ "recording": view }))
+}
+
+/// `POST /api/live/{channel}/stop`: stops the recording and makes a lesson of it through an
+/// ingest job; the lesson is `submitted` for review once transcoded.
+async fn stop_recording(
+    inner: &Arc<Inner>,
+    call: &mut Call,
+    who: &Principal,
+    channel: &str,
+) -> Result<Response<Body>, ApiError> {
+    let channel = channel_of(channel)?;
+    let active = {
+        let mut recordings = inner.recordings.lock();
+        let Some(active) = recordings.get(&channel) else {
+            return Err(ApiError::conflict(format!(
+                "live channel {channel} is not being recorded; start with POST /api/live/{channel}/record"
+            )));
+        };
+        if let Some(d) = &who.department {
+            if *d != active.metadata.department {
+                return Err(workflow::Denied::Department {
+                    token: d.clone(),
+                    lesson: active.metadata.department.clone(),
+                }
+                .into());
+            }
+        }
+        recordings.remove(&channel).expect("checked above")
+    };
+    let source = active.recording.file.clone();
+    let now = courseway_node::clock::now().0;
+    let rec = match active.recording.stop(now).await {
+        Ok(rec) => rec,
+        Err(e) => {
+            let _ = std::fs::remove_file(&source);
+            return Err(ApiError::internal(e));
+        }
+    };
+    if rec.segments == 0 {
+        let _ = std::fs::remove_file(&source);
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "nothing_recorded",
+            format!(
+                "no segment of {channel}/{} was announced while it was recorded; is the feed on? Nothing was made",
+                rec.rendition
+            ),
+        )
+        .with(json!({ "recording": rec })));
+    }
+    let probe_path = source.clone();
+    if let Err(e) = blocking(move || courseway_media::probe(&probe_path)).await? {
+        let _ = std::fs::remove_file(&source);
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_media",
+            format!("the recording of {channel} cannot be ingested: {e}"),
+        ));
+    }
+    if !rec.gaps.is_empty() {
+        tracing::warn!(%channel, gaps = ?rec.gaps, missing = rec.missing(), "the recording has gaps");
+    }
+    let lesson_id = ingest::new_lesson_id();
+    let job_id = spool::new_id("j-");
+    call.target = Some(lesson_id.to_string());
+    let gaps = if rec.gaps.is_empty() {
+        "no gap".to_string()
+    } else {
+        format!(
+            "{} segment(s) missing in {} gap(s): {}",
+            rec.missing(),
+            rec.gaps.len(),
+            rec.gaps
+                .iter()
+                .map(|[a, b]| if a == b { a.to_string() } else { format!("{a}-{b}") })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let text = format!(
+        "recorded from live channel {channel} (rendition {}): segments {}..{}, {} recorded, {:.1} s; {gaps}",
+        rec.rendition,
+        rec.first_sequence.unwrap_or(0),
+        rec.last_sequence.unwrap_or(0),
+        rec.segments,
+        rec.duration_ms as f64 / 1000.0
+    );
+    let record = LessonRecord {
+        id: lesson_id.to_string(),
+        state: LessonState::Processing.as_str().into(),
+        metadata: metadata_record(&active.metadata),
+        submitter: active.by.name.clone(),
+        job: job_id.clone(),
+        created: now,
+        updated: now,
+        comments: Vec::new(),
+        catalog_version: None,
+        duration_ms: None,
+        renditions: Vec::new(),
+        error: None,
+        source: None,
+    };
+    let job = JobRecord {
+        id: job_id.clone(),
+        lesson: record.id.clone(),
+        state: "queued".into(),
+        percent: 0.0,
+        error: None,
+        created: now,
+        updated: now,
+        recording: Some(rec.clone()),
+    };
+    let live = Arc::new(LiveJob {
+        record: parking_lot::Mutex::new(job.clone()),
+        cancel: courseway_media::CancelToken::new(),
+    });
+    let input = JobInput {
+        source,
+        attachments: Vec::new(),
+        meta: lesson_meta(&lesson_id, &record.metadata),
+        dir: inner.spool.lesson_dir(lesson_id.as_str()),
+        ladder: inner.config.ladder.clone(),
+    };
+    let (db, r, j) = (inner.db.clone(), record.clone(), job.clone());
+    blocking(move || -> Result<(), ApiError> {
+        db.put_job(&j)?;
+        db.put_lesson(&r)?;
+        Ok(())
+    })
+    .await??;
+    inner.jobs.lock().insert(job_id.clone(), live.clone());
+    tracing::info!(%channel, lesson = %record.id, job = %job_id, "{text}");
+    tokio::spawn(run_job(
+        inner.clone(),
+        live,
+        input,
+        AfterIngest::Submit {
+            by: active.by.name.clone(),
+            text,
+        },
+    ));
+    ok(
+        StatusCode::ACCEPTED,
+        &json!({ "lesson": record.id, "job": job_id, "recording": rec }),
+    )
+}
+
 /// Waits for a transcoder, runs the job on the blocking pool and records how it ended.
-async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput) {
+async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput, after: AfterIngest) {
     let permit = inner.transcoders.clone().acquire_owned().await;
     let source = input.source.clone();
     let attachments: Vec<_> = input.attachments.iter().map(|(_, p)| p.clone()).collect();
@@ -864,7 +1099,20 @@ async fn run_job(inner: Arc<Inner>, live: Arc<LiveJob>, input: JobInput) {
                 db.put_media(&lesson_id, &media)?;
                 job.state = "done".into();
                 job.percent = 100.0;
-                lesson.state = LessonState::Draft.as_str().into();
+                lesson.state = match after {
+                    AfterIngest::Draft => LessonState::Draft.as_str().into(),
+                    AfterIngest::Submit { by, text } => {
+                        lesson.comments.push(Comment {
+                            by,
+                            role: workflow::Role::Submitter.as_str().into(),
+                            at: now,
+                            action: "submit".into(),
+                            state: LessonState::Draft.as_str().into(),
+                            text,
+                        });
+                        LessonState::Submitted.as_str().into()
+                    }
+                };
                 lesson.duration_ms = Some(duration_ms);
                 lesson.renditions = renditions;
             }
@@ -1128,10 +1376,22 @@ async fn add_schedule(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let new: NewShowing = read_json(request.into_body()).await?;
-    call.target = Some(new.lesson.clone());
     let target = parse_target(&new.target).map_err(ApiError::bad_request)?;
+    let lesson = match (new.lesson.clone(), new.live.clone()) {
+        (Some(lesson), None) => lesson,
+        (None, Some(channel)) => return add_live_showing(inner, call, who, new, channel, target).await,
+        _ => return Err(ApiError::bad_request(
+            "give either \"lesson\" (a lesson's showing) or \"live\" (a live channel's showing), not both or neither",
+        )),
+    };
+    if new.title.is_some() || new.minutes.is_some() {
+        return Err(ApiError::bad_request(
+            "\"title\" and \"minutes\" are for live showings; a lesson's showing takes its title and length from the lesson",
+        ));
+    }
+    call.target = Some(lesson.clone());
     let _one_step_at_a_time = inner.workflow.lock().await;
-    let lesson = load_lesson(inner, &new.lesson).await?;
+    let lesson = load_lesson(inner, &lesson).await?;
     // A publisher bound to a department schedules that department's lessons only.
     workflow::authorize(
         who,
@@ -1166,6 +1426,71 @@ async fn add_schedule(
     ok(
         StatusCode::CREATED,
         &json!({ "version": version, "entry": entry_view(&entry) }),
+    )
+}
+
+/// Default length of a live showing, in minutes.
+const LIVE_SHOWING_MINUTES: u32 = 60;
+
+fn live_showing_view(l: &LiveShowing) -> Value {
+    json!({
+        "live": l.channel.as_str(), "at": l.show_at.0, "target": target_str(&l.target),
+        "title": l.title, "duration_seconds": l.duration_secs,
+    })
+}
+
+/// A live showing: no lesson to check; a department-bound publisher may schedule one (a live
+/// broadcast belongs to no department's lessons).
+async fn add_live_showing(
+    inner: &Arc<Inner>,
+    call: &mut Call,
+    who: &Principal,
+    new: NewShowing,
+    channel: String,
+    target: courseway_content::Target,
+) -> Result<Response<Body>, ApiError> {
+    call.target = Some(format!("live {channel}"));
+    workflow::authorize(who, Action::Schedule, None)?;
+    let channel =
+        ChannelId::new(channel.clone()).map_err(|e| ApiError::bad_request(format!("live channel {channel:?}: {e}")))?;
+    let minutes = new.minutes.unwrap_or(LIVE_SHOWING_MINUTES);
+    if minutes == 0 || minutes > 24 * 60 {
+        return Err(ApiError::bad_request(format!(
+            "minutes={minutes}: a live showing lasts 1 to 1440 minutes"
+        )));
+    }
+    let title = new.title.unwrap_or_else(|| channel.to_string());
+    let max = courseway_content::schedule::MAX_LIVE_TITLE;
+    if title.trim().is_empty() || title.len() > max || title.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "title {title:?}: give a title of 1 to {max} bytes without control characters"
+        )));
+    }
+    let showing = LiveShowing {
+        channel,
+        show_at: UnixTime(new.at),
+        duration_secs: minutes * 60,
+        title,
+        target,
+    };
+    let _one_step_at_a_time = inner.workflow.lock().await;
+    let mut live = inner.origin.schedule().map(|s| s.body.live.clone()).unwrap_or_default();
+    if live
+        .iter()
+        .any(|l| l.channel == showing.channel && l.show_at == showing.show_at && l.target == showing.target)
+    {
+        return Err(ApiError::conflict(
+            "this channel already has a live showing at that time for that target",
+        ));
+    }
+    live.push(showing.clone());
+    let origin = inner.origin.clone();
+    let version = blocking(move || origin.publish_live_showings(live))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "schedule", e.to_string()))?;
+    ok(
+        StatusCode::CREATED,
+        &json!({ "version": version, "live": live_showing_view(&showing) }),
     )
 }
 

@@ -123,6 +123,59 @@ pub struct JobRecord {
     pub error: Option<String>,
     pub created: u64,
     pub updated: u64,
+    /// The live recording the job's source is (none for an upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingRecord>,
+}
+
+/// What a recording of a live channel holds: which segments, and which were missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingRecord {
+    pub channel: String,
+    pub rendition: String,
+    /// Unix seconds.
+    pub started: u64,
+    pub stopped: Option<u64>,
+    /// Segments written into the recording.
+    pub segments: u64,
+    pub first_sequence: Option<u64>,
+    pub last_sequence: Option<u64>,
+    /// Runs of sequence numbers missing between the first and the last, as `[first, last]`
+    /// (a segment the origin did not cut, or one gone before the recorder read it).
+    pub gaps: Vec<[u64; 2]>,
+    /// Sum of the recorded segments' durations.
+    pub duration_ms: u64,
+    pub bytes: u64,
+}
+
+impl RecordingRecord {
+    /// Segments missing in the gaps.
+    pub fn missing(&self) -> u64 {
+        self.gaps.iter().map(|[a, b]| b - a + 1).sum()
+    }
+
+    /// Counts a segment written into the recording; returns the gap it closes, if any (a
+    /// sequence not after the last one is not written: the caller checks [`Self::wants`]).
+    pub fn add(&mut self, sequence: u64, duration_ms: u32, bytes: u64) -> Option<[u64; 2]> {
+        let gap = match self.last_sequence {
+            Some(last) if sequence > last + 1 => Some([last + 1, sequence - 1]),
+            _ => None,
+        };
+        if let Some(g) = gap {
+            self.gaps.push(g);
+        }
+        self.first_sequence.get_or_insert(sequence);
+        self.last_sequence = Some(sequence);
+        self.segments += 1;
+        self.duration_ms += u64::from(duration_ms);
+        self.bytes += bytes;
+        gap
+    }
+
+    /// Whether a segment with this sequence number goes into the recording (after the last).
+    pub fn wants(&self, sequence: u64) -> bool {
+        self.last_sequence.is_none_or(|last| sequence > last)
+    }
 }
 
 /// An upload in the spool.

@@ -14,6 +14,8 @@
 //!   `POST /api/enrol`, which issues a node certificate from the deployment CA to a key the
 //!   node made.
 //! - [`ratelimit`]: per-address and per-token request limits (429 with `Retry-After`).
+//! - [`recording`]: a live channel recorded into a file in the spool, then ingested like an
+//!   upload into a lesson that goes to `submitted` for review (回看).
 //! - [`api`]: the HTTP edge (routes, authentication, JSON errors, audit of every action).
 //!
 //! See `docs/ARCHITECTURE.md` (the admin API) for the endpoints.
@@ -25,6 +27,7 @@ pub mod ingest;
 mod intake;
 mod private_file;
 pub mod ratelimit;
+pub mod recording;
 pub mod spool;
 pub mod tokens;
 pub mod workflow;
@@ -165,6 +168,17 @@ pub(crate) struct Inner {
     pub jobs_ended: [std::sync::atomic::AtomicU64; 3],
     pub limiter: ratelimit::Limiter,
     pub enroller: Option<Arc<enrol::Enroller>>,
+    /// Live channels being recorded.
+    pub recordings: Mutex<HashMap<courseway_content::ChannelId, ActiveRecording>>,
+}
+
+/// A recording in progress and the lesson it will make.
+#[derive(Debug)]
+pub(crate) struct ActiveRecording {
+    pub recording: recording::Recording,
+    pub metadata: workflow::Metadata,
+    /// Who started it: the lesson's submitter.
+    pub by: workflow::Principal,
 }
 
 /// The states a running job can be in, and how a job ends: the label values of the ingest
@@ -202,6 +216,14 @@ impl AdminApi {
                 "removed the files of uploads already made into lessons"
             );
         }
+        // A recording does not outlive the origin: what a stopped one left is never ingested.
+        let recordings = config.spool.join(recording::RECORDINGS_DIR);
+        if let Ok(left) = std::fs::read_dir(&recordings) {
+            for f in left.flatten() {
+                tracing::warn!(file = %f.path().display(), "removed a recording cut by a restart");
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
         let caught_up = records_follow_the_catalog(&db, &origin)?;
         if caught_up > 0 {
             tracing::warn!(
@@ -225,6 +247,7 @@ impl AdminApi {
             jobs: Mutex::new(HashMap::new()),
             workflow: tokio::sync::Mutex::new(()),
             jobs_ended: Default::default(),
+            recordings: Mutex::new(HashMap::new()),
         });
         let server = HttpServer::bind(inner.config.listen, api::AdminHandler(inner.clone())).await?;
         tracing::info!(addr = %server.local_addr(), "admin API listening");

@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use courseway_content::schedule::Place;
-use courseway_content::{Category, LessonId, LessonManifest, RenditionKind, Schedule, UnixTime};
+use courseway_content::schedule::{LiveShowing, Place};
+use courseway_content::{Category, ChannelId, LessonId, LessonManifest, RenditionKind, Schedule, UnixTime};
+use courseway_node::live::ChannelSummary;
 use courseway_store::StoreStats;
 use serde_json::{json, Value};
 
@@ -86,6 +87,10 @@ pub struct Snapshot {
     pub held: BTreeMap<LessonId, Held>,
     pub plan: Option<Arc<Plan>>,
     pub schedule: Option<Schedule>,
+    /// Milliseconds since the epoch (for the age of live segments).
+    pub now_ms: u64,
+    /// The live channels this station follows, with what it holds of each.
+    pub live: Vec<(ChannelId, ChannelSummary)>,
 }
 
 impl Snapshot {
@@ -140,9 +145,81 @@ pub fn status(s: &Snapshot) -> Value {
             "pinned_bytes": s.store.pinned_bytes,
             "free_bytes": s.store.budget_bytes.saturating_sub(s.store.used_bytes),
         },
-        "live": Value::Null,
+        "live": live(s),
         "playing": s.playing,
     })
+}
+
+/// A channel is on air while its newest segment arrived less than this many segment durations
+/// ago (and at least [`ON_AIR_MIN_SECS`]).
+pub const ON_AIR_SEGMENTS: u64 = 3;
+/// The shortest on-air allowance, in seconds.
+pub const ON_AIR_MIN_SECS: u64 = 10;
+
+/// The playlist URL of one rendition of a live channel.
+pub fn live_playlist_url(channel: &ChannelId, rendition: &str) -> String {
+    format!("/live/{channel}/{rendition}.m3u8")
+}
+
+/// Whether a channel with this summary is on air at `now_ms`.
+fn on_air(summary: &ChannelSummary, now_ms: u64) -> bool {
+    let Some(last) = summary.last_complete_ms else {
+        return false;
+    };
+    let segment = u64::from(summary.segment_ms.unwrap_or(2000));
+    let allowance = (ON_AIR_SEGMENTS * segment).max(ON_AIR_MIN_SECS * 1000);
+    now_ms.saturating_sub(last) < allowance
+}
+
+/// One live showing as the page shows it.
+fn live_showing_view(s: &Snapshot, l: &LiveShowing) -> Value {
+    let start = local_time(l.show_at, s.utc_offset_secs);
+    let end = local_time(l.ends_at(), s.utc_offset_secs);
+    json!({
+        "channel": l.channel.as_str(),
+        "title": l.title,
+        "show_at": l.show_at.0,
+        "ends_at": l.ends_at().0,
+        "duration_seconds": l.duration_secs,
+        "local_date": start.date,
+        "local_time": start.time,
+        "end_local_time": end.time,
+        "now": l.show_at <= s.now && s.now < l.ends_at(),
+    })
+}
+
+/// The `live` object of `/api/status`: `{on_air, channels: [...]}`.
+pub fn live(s: &Snapshot) -> Value {
+    let channels: Vec<Value> = s
+        .live
+        .iter()
+        .map(|(channel, summary)| {
+            let on = on_air(summary, s.now_ms);
+            let next = s
+                .schedule
+                .as_ref()
+                .and_then(|sch| sch.live_showings(channel, &s.place, s.now).next().cloned());
+            json!({
+                "channel": channel.as_str(),
+                "on_air": on,
+                "newest_sequence": summary.newest_sequence,
+                "seconds_since_last_segment": summary
+                    .last_complete_ms
+                    .map(|t| s.now_ms.saturating_sub(t) as f64 / 1000.0),
+                "segment_seconds": summary.segment_ms.map(|ms| f64::from(ms) / 1000.0),
+                "renditions": summary.renditions,
+                "playlist": summary.renditions.first().map(|r| live_playlist_url(channel, r)),
+                "playlists": summary
+                    .renditions
+                    .iter()
+                    .map(|r| (r.clone(), json!(live_playlist_url(channel, r))))
+                    .collect::<serde_json::Map<_, _>>(),
+                "showing": next.as_ref().map_or(Value::Null, |l| live_showing_view(s, l)),
+            })
+        })
+        .collect();
+    let on = channels.iter().filter(|c| c["on_air"] == true).count();
+    json!({ "on_air": on, "channels": channels })
 }
 
 /// The master playlist URL of a lesson.
@@ -264,6 +341,7 @@ pub fn schedule(s: &Snapshot, recorded: &BTreeMap<(LessonId, UnixTime), Recorded
                 |r| json!({"present": r.present, "names": r.names, "recorded_at": r.recorded_at.0}),
             );
             json!({
+                "kind": "lesson",
                 "lesson": lesson.as_str(),
                 "title": manifest.map(|m| m.title.as_str()),
                 "show_at": at.0,
@@ -280,7 +358,55 @@ pub fn schedule(s: &Snapshot, recorded: &BTreeMap<(LessonId, UnixTime), Recorded
             })
         })
         .collect();
+    let mut list = list;
+    list.extend(live_showings(s));
+    list.sort_by_key(|v| v["show_at"].as_u64());
     json!({ "today": today.date, "showings": list })
+}
+
+/// The live showings of `/api/schedule`: this station's, not over, starting before the end of
+/// [`SCHEDULE_DAYS_AHEAD`] days after today. Nothing is downloaded for them; the page shows
+/// when to tune in, and a button to watch once the channel is on air here.
+fn live_showings(s: &Snapshot) -> Vec<Value> {
+    let Some(schedule) = &s.schedule else {
+        return Vec::new();
+    };
+    let today = local_time(s.now, s.utc_offset_secs);
+    let until = today.day_start + (SCHEDULE_DAYS_AHEAD + 1) * DAY;
+    let mut shown: Vec<&LiveShowing> = schedule
+        .live
+        .iter()
+        .filter(|l| l.target.includes(&s.place) && l.ends_at() > s.now && l.show_at.0 < until)
+        .collect();
+    shown.sort_by(|a, b| (a.show_at, &a.channel).cmp(&(b.show_at, &b.channel)));
+    shown
+        .into_iter()
+        .map(|l| {
+            let held = s.live.iter().find(|(c, _)| *c == l.channel);
+            let on = held.is_some_and(|(_, summary)| on_air(summary, s.now_ms));
+            let state = match held {
+                None => "not_followed",
+                Some(_) if on => "on_air",
+                Some(_) => "upcoming",
+            };
+            let mut v = live_showing_view(s, l);
+            let local = local_time(l.show_at, s.utc_offset_secs);
+            v["kind"] = json!("live");
+            v["lesson"] = Value::Null;
+            v["state"] = json!(state);
+            v["today"] = json!(local.day_start == today.day_start);
+            v["followed"] = json!(held.is_some());
+            v["playlist"] = held
+                .and_then(|(c, summary)| summary.renditions.first().map(|r| json!(live_playlist_url(c, r))))
+                .unwrap_or(Value::Null);
+            v["ready"] = json!(false);
+            v["at_risk"] = json!(false);
+            v["estimated_ready"] = Value::Null;
+            v["attendance"] = Value::Null;
+            v["attendance_open"] = json!(false);
+            v
+        })
+        .collect()
 }
 
 #[cfg(test)]

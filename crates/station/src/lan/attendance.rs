@@ -204,6 +204,7 @@ mod tests {
 
     fn schedule() -> Schedule {
         Schedule {
+            live: Vec::new(),
             version: 1,
             issued_at: UnixTime(0),
             expires_at: UnixTime(10_000_000),

@@ -23,7 +23,7 @@
 //! | GET | `/live/{channel}.m3u8` | live master playlist: the renditions held here, best first |
 //! | GET | `/live/{channel}/{rendition}.m3u8` | live media playlist (sliding window, gaps marked) |
 //! | GET | `/live/{channel}/{rendition}/{seq}.ts` | live segment `seq` (`video/mp2t`) |
-//! | GET | `/api/status` | station, place, sync state, disk, live channel, playbacks in progress |
+//! | GET | `/api/status` | station, place, sync state, disk, live channels, playbacks in progress |
 //! | GET | `/api/lessons` | the lessons this station holds or fetches: ready or not, progress, URLs |
 //! | GET | `/api/schedule` | this station's showings from local midnight today to 7 days ahead |
 //! | POST | `/api/attendance` | `{lesson, show_at, present, names?}` for a scheduled showing |
@@ -40,16 +40,22 @@
 //!   sync: {catalog_version, schedule_version, synced, lessons_wanted, lessons_ready,
 //!   bytes_wanted, bytes_ready, lessons_due, lessons_at_risk, goodput_bytes_per_second,
 //!   last_synced_at, downloads_allowed, disk_full}, disk: {budget_bytes, used_bytes,
-//!   pinned_bytes, free_bytes}, live: null, playing}` (`live` stays `null`, shown as "no live
-//!   broadcast", until live channels exist; `playing` counts playback sessions in progress).
+//!   pinned_bytes, free_bytes}, live: {on_air, channels: [{channel, on_air, newest_sequence,
+//!   seconds_since_last_segment, segment_seconds, renditions, playlist, playlists, showing}]},
+//!   playing}` (`channels`: the live channels this station follows, renditions top first;
+//!   `showing`: the current or next live showing of the channel here, or `null`; `playing`
+//!   counts playback sessions in progress).
 //! - `/api/lessons`: `{lessons: [{id, version, title, publisher, category, tags, language,
 //!   duration_seconds, ready, size_bytes, held_bytes, next_showing, estimated_ready, at_risk,
 //!   hls, renditions: [{name, kind, width, height, bandwidth, codecs, hls}], attachments: [{name,
 //!   media_type, size_bytes, url}]}]}` (`hls` URLs are `null` until the lesson is ready).
-//! - `/api/schedule`: `{today, showings: [{lesson, title, show_at, local_date, local_time,
-//!   today, state, ready, at_risk, estimated_ready, attendance, attendance_open}]}` where `state`
-//!   is `ready`, `downloading`, `at_risk` or `unknown` (not in this station's catalog) and
-//!   `attendance` is `{present, names, recorded_at}` once entered.
+//! - `/api/schedule`: `{today, showings: [{kind: "lesson", lesson, title, show_at, local_date,
+//!   local_time, today, state, ready, at_risk, estimated_ready, attendance, attendance_open}]}`
+//!   where `state` is `ready`, `downloading`, `at_risk` or `unknown` (not in this station's
+//!   catalog) and `attendance` is `{present, names, recorded_at}` once entered; live showings
+//!   not over yet are in the same list, in time order, as `{kind: "live", channel, title,
+//!   show_at, ends_at, duration_seconds, local_date, local_time, end_local_time, now, today,
+//!   state: on_air|upcoming|not_followed, followed, playlist}` (never at risk, no attendance).
 //!
 //! # Viewing records
 //!

@@ -496,6 +496,12 @@ fn snapshot(lan: &Lan) -> Snapshot {
         held,
         plan: st.plan.lock().clone(),
         schedule: st.trust.lock().schedule().map(|s| s.body.clone()),
+        now_ms: courseway_node::live::now_ms(),
+        live: st
+            .live_channels
+            .iter()
+            .map(|c| (c.clone(), st.live.summary(c)))
+            .collect(),
     }
 }
 
