@@ -211,7 +211,7 @@ async fn browser_plays_the_live_channel_from_the_tv_page() {
             height: 240,
             fps: 25,
         },
-        &dir.path().join("feed"),
+        dir.path().join("feed"),
     );
     config.segment = std::time::Duration::from_secs(1);
     config.test_video_kbps = 300;

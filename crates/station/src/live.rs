@@ -173,7 +173,7 @@ pub(crate) fn ladder(window: &[Arc<Signed<LiveSegment>>]) -> Vec<Rung> {
     let mut rungs: Vec<(u8, Rung)> = by
         .into_iter()
         .map(|(name, (rung, bytes, ms, nominal))| {
-            let bps = if ms > 0 { bytes * 8000 / ms } else { nominal };
+            let bps = (bytes * 8000).checked_div(ms).unwrap_or(nominal);
             (
                 rung,
                 Rung {
