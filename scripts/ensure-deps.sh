@@ -10,6 +10,7 @@ COURSEWAY_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav
+  gstreamer1.0-rtsp libgstrtspserver-1.0-dev  # RTSP pull, and the test RTSP server
   ffmpeg                             # ffprobe, for tests that check produced media
   prometheus                         # promtool, for the tests of deploy/prometheus
   chromium chromium-driver           # headless Chromium, for the browser tests of the TV page

@@ -583,6 +583,129 @@ async fn live_srt_listener_takes_a_feed() {
     assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
 }
 
+/// An RTSP server on loopback standing in for an IP camera: an H.264 + AAC test feed at
+/// `/feed` (RTP, H.264 and MPEG4-GENERIC AAC payloads, as cameras send them), served on its own
+/// GLib main loop. Dropping it closes every client and stops serving.
+struct RtspCamera {
+    server: gstreamer_rtsp_server::RTSPServer,
+    source: Option<gstreamer::glib::SourceId>,
+    main_loop: gstreamer::glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspCamera {
+    fn start(port: u16) -> Self {
+        use gstreamer::glib;
+        use gstreamer_rtsp_server::prelude::*;
+        gstreamer::init().unwrap();
+        let server = gstreamer_rtsp_server::RTSPServer::new();
+        server.set_address("127.0.0.1");
+        server.set_service(&port.to_string());
+        let factory = gstreamer_rtsp_server::RTSPMediaFactory::new();
+        factory.set_launch(
+            "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1,format=I420 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=300 key-int-max=25 ! video/x-h264,profile=main \
+             ! rtph264pay name=pay0 pt=96 config-interval=-1 \
+             audiotestsrc is-live=true ! audioconvert ! audioresample ! voaacenc bitrate=48000 \
+             ! rtpmp4gpay name=pay1 pt=97 )",
+        );
+        factory.set_shared(true);
+        server.mount_points().unwrap().add_factory("/feed", factory);
+        let context = glib::MainContext::new();
+        let source = server.attach(Some(&context)).expect("the RTSP server listens");
+        let main_loop = glib::MainLoop::new(Some(&context), false);
+        let thread = {
+            let main_loop = main_loop.clone();
+            std::thread::spawn(move || {
+                context
+                    .with_thread_default(|| main_loop.run())
+                    .expect("the RTSP server's main context is free")
+            })
+        };
+        Self {
+            server,
+            source: Some(source),
+            main_loop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RtspCamera {
+    fn drop(&mut self) {
+        use gstreamer_rtsp_server::prelude::*;
+        if let Some(source) = self.source.take() {
+            source.remove();
+        }
+        self.server
+            .client_filter(Some(&mut |_, _| gstreamer_rtsp_server::RTSPFilterResult::Remove));
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An RTSP pull from a camera is cut into H.264 + AAC segments (passed through), and when the
+/// camera goes away and comes back the feed reconnects by itself with its segment numbers
+/// carrying on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rtsp_pull_takes_a_camera_feed_and_reconnects_after_the_camera_restarts() {
+    let port = free_tcp_port();
+    let camera = RtspCamera::start(port);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LiveIngestConfig::new(
+        LiveInput::Rtsp {
+            url: format!("rtsp://127.0.0.1:{port}/feed"),
+            latency_ms: 200,
+        },
+        dir.path().join("spool"),
+    );
+    config.segment = Duration::from_secs(1);
+    let cut = Arc::new(parking_lot::Mutex::new(Vec::<CutSegment>::new()));
+    let feed = {
+        let cut = cut.clone();
+        courseway_media::live_feed::LiveFeed::start(config, move |s| cut.lock().push(s)).expect("the feed starts")
+    };
+    wait_until("three segments from the camera", Duration::from_secs(60), || cut.lock().len() >= 3).await;
+    let first = cut.lock().clone();
+    for s in &first {
+        assert!(
+            s.bytes.len() % 188 == 0 && s.bytes.chunks(188).all(|p| p[0] == 0x47),
+            "a segment is whole MPEG-TS packets"
+        );
+        assert!(s.duration_ms > 0);
+        assert_eq!((s.width, s.height), (320, 240), "the camera's picture, passed through");
+    }
+    let codecs = probe_codecs(dir.path(), &first[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+
+    // The camera goes away, and comes back on the same address.
+    drop(camera);
+    let before = cut.lock().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _camera = RtspCamera::start(port);
+    wait_until("segments again after the camera came back", Duration::from_secs(120), || {
+        cut.lock().len() >= before + 3
+    })
+    .await;
+    assert!(feed.restarts() >= 1, "the feed was restarted");
+    let indices: Vec<u64> = cut.lock().iter().map(|s| s.index).collect();
+    assert!(
+        indices.windows(2).all(|w| w[0] < w[1]),
+        "segment numbers only grow across the reconnection: {indices:?}"
+    );
+    drop(feed);
+}
+
 /// The ABR run's ladder: (name, bits per second) best first, like the issue's (1.5 Mbit/s top).
 const ABR_LADDER: [(&str, u64); 3] = [("source", 1_500_000), ("low", 360_000), ("audio", 64_000)];
 const ABR_SEGMENT_MS: u64 = 1000;

@@ -305,6 +305,9 @@ pub struct LiveSection {
     /// SRT receive latency in milliseconds.
     #[serde(default = "default_srt_latency")]
     pub srt_latency_ms: u32,
+    /// RTSP jitter-buffer latency in milliseconds.
+    #[serde(default = "default_rtsp_latency")]
+    pub rtsp_latency_ms: u32,
 }
 
 /// One rendition of `[[live]] ladder`.
@@ -367,6 +370,17 @@ fn default_srt_latency() -> u32 {
     120
 }
 
+fn default_rtsp_latency() -> u32 {
+    200
+}
+
+/// The receive latencies of the live inputs that have one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedLatency {
+    pub srt_ms: u32,
+    pub rtsp_ms: u32,
+}
+
 /// A live channel id in a config file.
 #[derive(Debug, Clone)]
 pub struct ChannelValue(pub ChannelId);
@@ -388,7 +402,7 @@ pub struct LiveSettings {
 }
 
 /// Reads an `input` of `[[live]]`.
-pub fn live_input(input: &str, srt_latency_ms: u32) -> anyhow::Result<courseway_media::live::LiveInput> {
+pub fn live_input(input: &str, latency: FeedLatency) -> anyhow::Result<courseway_media::live::LiveInput> {
     use courseway_media::live::LiveInput;
     if input == "test" {
         return Ok(LiveInput::TestPattern {
@@ -412,10 +426,27 @@ pub fn live_input(input: &str, srt_latency_ms: u32) -> anyhow::Result<courseway_
         })?;
         return Ok(LiveInput::Srt {
             port,
-            latency_ms: srt_latency_ms,
+            latency_ms: latency.srt_ms,
         });
     }
-    bail!("live.input = {input:?} is not understood; give \"udp://ADDRESS:PORT\", \"srt://:PORT\" or \"test\"")
+    if let Some(rest) = ["rtsp://", "rtsps://", "rtspt://"]
+        .iter()
+        .find_map(|scheme| input.strip_prefix(scheme))
+    {
+        let host = rest.split('/').next().unwrap_or_default();
+        let host = host.rsplit('@').next().unwrap_or_default();
+        ensure!(
+            !host.is_empty() && !input.chars().any(char::is_whitespace),
+            "live.input = {input:?}: give rtsp://HOST[:PORT]/PATH (the camera's or encoder's stream URL), e.g. rtsp://10.0.0.20:554/stream1"
+        );
+        return Ok(LiveInput::Rtsp {
+            url: input.to_owned(),
+            latency_ms: latency.rtsp_ms,
+        });
+    }
+    bail!(
+        "live.input = {input:?} is not understood; give \"udp://ADDRESS:PORT\", \"srt://:PORT\", \"rtsp://HOST[:PORT]/PATH\" or \"test\""
+    )
 }
 
 fn live_settings(l: LiveSection, spool_base: &Path) -> anyhow::Result<LiveSettings> {
@@ -497,7 +528,13 @@ fn live_settings(l: LiveSection, spool_base: &Path) -> anyhow::Result<LiveSettin
         renditions.iter().filter(|r| r.kind == RenditionKind::Source).count() <= 1,
         "live.ladder has more than one source rendition (an entry with only a name); give one"
     );
-    let input = live_input(&l.input, l.srt_latency_ms)?;
+    let input = live_input(
+        &l.input,
+        FeedLatency {
+            srt_ms: l.srt_latency_ms,
+            rtsp_ms: l.rtsp_latency_ms,
+        },
+    )?;
     let mut ingest = courseway_media::live::LiveIngestConfig::new(input, spool_base.join(l.channel.0.as_str()));
     ingest.segment = Duration::from_secs_f64(l.segment_seconds);
     ingest.audio = l.audio;

@@ -146,7 +146,8 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
         for live in settings.live {
             let (channel, ingest) = (live.channel.clone(), live.ingest.clone());
             let publisher = origin.clone();
-            let feed = courseway_media::live::LiveIngest::start(&live.ingest, move |cut| {
+            // Restarted when it stops (an RTSP camera gone), its sequence numbers carrying on.
+            let feed = courseway_media::live_feed::LiveFeed::start(live.ingest.clone(), move |cut| {
                 // The ingest's own thread: the store writes block it, never the async workers.
                 let info = courseway_media::live::rendition_info(&ingest, &cut);
                 let name = &ingest.renditions[cut.rendition].name;

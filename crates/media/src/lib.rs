@@ -20,6 +20,7 @@ pub mod codecs;
 pub mod ladder;
 pub mod lesson;
 pub mod live;
+pub mod live_feed;
 pub mod probe;
 pub mod testsrc;
 pub mod transcode;

@@ -1,5 +1,5 @@
-//! Live ingest: a GStreamer pipeline takes a live feed (MPEG-TS over UDP, an SRT listener, or a
-//! test pattern) and cuts it into a ladder of renditions, each a run of MPEG-TS segments of
+//! Live ingest: a GStreamer pipeline takes a live feed (MPEG-TS over UDP, an SRT listener, an
+//! RTSP pull from a camera or encoder, or a test pattern) and cuts it into a ladder of renditions, each a run of MPEG-TS segments of
 //! about [`LiveIngestConfig::segment`] that start on key frames, handed to a callback as they
 //! close.
 //!
@@ -14,6 +14,10 @@
 //!   rawa ─ voaacenc ─ tee aac ──────────────┴── splitmuxsink <low rung>
 //!                         └──────────────────── splitmuxsink <audio only>
 //! ```
+//!
+//! An RTSP feed takes the demuxer's place as a bin of `rtspsrc` and one `parsebin` per RTP
+//! stream (depayloader and parser found by caps), exposing each parsed elementary stream as a
+//! pad, and announcing no more pads once every stream has one ([`LiveInput::Rtsp`]).
 //!
 //! **Passthrough or transcode** is decided on the feed's codecs ([`LiveCodecs::Auto`]): the
 //! demuxer's pads are held (blocked) until it has announced them all, their caps are read
@@ -56,6 +60,10 @@ pub enum LiveInput {
     /// An SRT listener on `port` (callers push MPEG-TS with `srt://host:port`), with the SRT
     /// receive latency in milliseconds.
     Srt { port: u16, latency_ms: u32 },
+    /// Pulled from an RTSP server (an IP camera, an encoder, a media server) at `url`
+    /// (`rtsp://host[:port]/path`), with the jitter buffer's latency in milliseconds. RTP over
+    /// UDP, falling back to TCP when UDP does not arrive.
+    Rtsp { url: String, latency_ms: u32 },
 }
 
 /// What is done to the feed's codecs for the source rendition.
@@ -209,7 +217,8 @@ pub enum LiveIngestError {
 fn package_of(element: &str) -> &'static str {
     match element {
         "srtsrc" | "tsdemux" => "gstreamer1.0-plugins-bad",
-        "udpsrc" => "gstreamer1.0-plugins-good",
+        "udpsrc" | "rtspsrc" => "gstreamer1.0-plugins-good",
+        "parsebin" => "gstreamer1.0-plugins-base",
         other => crate::transcode::package_for(other),
     }
 }
@@ -221,6 +230,7 @@ pub fn required_elements(config: &LiveIngestConfig) -> Vec<&'static str> {
         LiveInput::TestPattern { .. } => e.extend(["videotestsrc", "x264enc"]),
         LiveInput::UdpMpegTs { .. } => e.extend(["udpsrc", "tsdemux"]),
         LiveInput::Srt { .. } => e.extend(["srtsrc", "tsdemux"]),
+        LiveInput::Rtsp { .. } => e.extend(["rtspsrc", "parsebin"]),
     }
     let feed = !matches!(config.input, LiveInput::TestPattern { .. });
     let scaled = config
@@ -304,11 +314,13 @@ pub fn passes_through(codecs: LiveCodecs, feed: &FeedCodecs) -> bool {
     }
 }
 
-/// The `gst-launch` text that demuxes a feed (`None` for the test pattern): its demuxer is
-/// named `demux`, and the rest ([`pipeline_description`]) is added once its pads are known.
+/// The `gst-launch` text that demuxes a feed: its demuxer is named `demux`, and the rest
+/// ([`pipeline_description`]) is added once its pads are known. `None` when the head is not a
+/// launch line: the test pattern (all in [`pipeline_description`]) and RTSP (a bin built in
+/// code, since a parser is added per stream as the server describes them).
 pub fn feed_description(input: &LiveInput) -> Option<String> {
     let source = match input {
-        LiveInput::TestPattern { .. } => return None,
+        LiveInput::TestPattern { .. } | LiveInput::Rtsp { .. } => return None,
         LiveInput::UdpMpegTs { address, port } => format!(
             "udpsrc address={address} port={port} buffer-size=2097152 caps=\"video/mpegts,systemstream=(boolean)true,packetsize=(int)188\""
         ),
@@ -524,19 +536,35 @@ impl LiveIngest {
         })?;
         let spool = config.spool.clone();
         let location = move |i: usize| spool.join(format!("live-r{i}-%08d.ts")).to_string_lossy().into_owned();
-        let pipeline = match feed_description(&config.input) {
-            None => {
+        let pipeline = match (&config.input, feed_description(&config.input)) {
+            (LiveInput::Rtsp { url, latency_ms }, _) => {
+                tracing::debug!(%url, "starting the live ingest from an RTSP server");
+                let pipeline = gst::Pipeline::with_name("live-ingest");
+                let demux = rtsp_feed(url, *latency_ms)?;
+                pipeline
+                    .add(&demux)
+                    .map_err(|e| LiveIngestError::Build(format!("the RTSP source: {e}")))?;
+                attach_ladder(
+                    &pipeline,
+                    demux.upcast_ref(),
+                    config.clone(),
+                    Box::new(location),
+                    BuildOn::NoMorePads,
+                );
+                pipeline
+            }
+            (_, None) => {
                 let description = pipeline_description(config, &FeedCodecs::RAW, &location);
                 tracing::debug!(pipeline = %description, "starting the live ingest");
                 launch(&description)?
             }
-            Some(head) => {
+            (_, Some(head)) => {
                 tracing::debug!(pipeline = %head, "starting the live ingest; the ladder follows the feed's codecs");
                 let pipeline = launch(&head)?;
                 let demux = pipeline
                     .by_name("demux")
                     .ok_or_else(|| LiveIngestError::Build("no demuxer in the feed pipeline".into()))?;
-                attach_ladder(&pipeline, &demux, config.clone(), Box::new(location));
+                attach_ladder(&pipeline, &demux, config.clone(), Box::new(location), BuildOn::FirstData);
                 pipeline
             }
         };
@@ -669,6 +697,17 @@ struct HeldPads {
     built: bool,
 }
 
+/// When the ladder is built from the held pads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BuildOn {
+    /// On the first data on a held pad, or `no-more-pads`, whichever comes first: for a demuxer
+    /// that adds every pad of its program before it sends data (`tsdemux`).
+    FirstData,
+    /// On `no-more-pads` only, the held pads staying blocked until then: for a source whose
+    /// streams appear one by one, each flowing as soon as it appears (RTSP).
+    NoMorePads,
+}
+
 /// What builds the ladder once the feed's pads are known.
 struct Pending {
     pipeline: gst::glib::WeakRef<gst::Pipeline>,
@@ -676,6 +715,7 @@ struct Pending {
     config: LiveIngestConfig,
     location: Box<dyn Fn(usize) -> String + Send + Sync>,
     held: Mutex<HeldPads>,
+    build_on: BuildOn,
 }
 
 impl Pending {
@@ -714,6 +754,7 @@ fn attach_ladder(
     demux: &gst::Element,
     config: LiveIngestConfig,
     location: Box<dyn Fn(usize) -> String + Send + Sync>,
+    build_on: BuildOn,
 ) {
     let carry_audio = config.audio;
     let pending = Arc::new(Pending {
@@ -722,6 +763,7 @@ fn attach_ladder(
         config,
         location,
         held: Mutex::new(HeldPads::default()),
+        build_on,
     });
     {
         let pending = pending.clone();
@@ -735,9 +777,13 @@ fn attach_ladder(
             }
             let block = |pad: &gst::Pad| {
                 let pending = pending.clone();
-                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| {
-                    pending.build(Some(pad));
-                    gst::PadProbeReturn::Remove
+                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| match pending.build_on {
+                    BuildOn::FirstData => {
+                        pending.build(Some(pad));
+                        gst::PadProbeReturn::Remove
+                    }
+                    // Stays blocked; `no-more-pads` builds the ladder and removes the probe.
+                    BuildOn::NoMorePads => gst::PadProbeReturn::Ok,
                 })
             };
             match kind {
@@ -756,6 +802,101 @@ fn attach_ladder(
         });
     }
     demux.connect_no_more_pads(move |_| pending.build(None));
+}
+
+/// Streams of an RTSP feed whose parser has not exposed its pads yet, and whether the server's
+/// streams are all known.
+#[derive(Default)]
+struct RtspStreams {
+    parsing: usize,
+    all_known: bool,
+    announced: bool,
+}
+
+impl RtspStreams {
+    /// Whether the bin may now announce that it has no more pads (true once).
+    fn complete(&mut self) -> bool {
+        let done = self.all_known && self.parsing == 0 && !self.announced;
+        self.announced |= done;
+        done
+    }
+}
+
+/// An RTSP pull as a demuxer-like bin named `demux`: `rtspsrc` with a `parsebin` per RTP
+/// stream (which finds the depayloader and parser by caps), each parsed elementary stream
+/// exposed as a pad of the bin, and `no-more-pads` once the server's streams are all known and
+/// every one is parsed.
+fn rtsp_feed(url: &str, latency_ms: u32) -> Result<gst::Bin, LiveIngestError> {
+    let bin = gst::Bin::with_name("demux");
+    let src = gst::ElementFactory::make("rtspsrc")
+        .property("location", url)
+        .property("latency", latency_ms)
+        .build()
+        .map_err(|e| LiveIngestError::Build(format!("rtspsrc: {e}")))?;
+    bin.add(&src)
+        .map_err(|e| LiveIngestError::Build(format!("rtspsrc: {e}")))?;
+    let streams = Arc::new(Mutex::new(RtspStreams::default()));
+    let announce = |bin: &gst::glib::WeakRef<gst::Bin>, streams: &Mutex<RtspStreams>| {
+        if streams.lock().expect("the stream count is never poisoned").complete() {
+            if let Some(bin) = bin.upgrade() {
+                bin.no_more_pads();
+            }
+        }
+    };
+    {
+        let (weak, streams) = (bin.downgrade(), streams.clone());
+        src.connect_pad_added(move |_, pad| {
+            let Some(bin) = weak.upgrade() else { return };
+            let parse = match gst::ElementFactory::make("parsebin").build() {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(error = %e, "no parsebin for an RTSP stream");
+                    return;
+                }
+            };
+            if bin.add(&parse).is_err() {
+                return;
+            }
+            streams.lock().expect("the stream count is never poisoned").parsing += 1;
+            {
+                let weak = weak.clone();
+                parse.connect_pad_added(move |_, parsed| {
+                    let Some(bin) = weak.upgrade() else { return };
+                    let ghost = match gst::GhostPad::with_target(parsed) {
+                        Ok(g) => g,
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not expose an RTSP stream");
+                            return;
+                        }
+                    };
+                    let _ = ghost.set_active(true);
+                    if let Err(e) = bin.add_pad(&ghost) {
+                        tracing::error!(error = %e, "could not expose an RTSP stream");
+                    }
+                });
+            }
+            {
+                let (weak, streams) = (weak.clone(), streams.clone());
+                parse.connect_no_more_pads(move |_| {
+                    streams.lock().expect("the stream count is never poisoned").parsing -= 1;
+                    announce(&weak, &streams);
+                });
+            }
+            let _ = parse.sync_state_with_parent();
+            let linked = parse.static_pad("sink").map(|sink| pad.link(&sink));
+            if !matches!(linked, Some(Ok(_))) {
+                tracing::warn!(caps = ?pad.current_caps(), "an RTSP stream could not be parsed; it is left out");
+            }
+        });
+    }
+    {
+        let weak = bin.downgrade();
+        src.connect_no_more_pads(move |_| {
+            streams.lock().expect("the stream count is never poisoned").all_known = true;
+            announce(&weak, &streams);
+        });
+    }
+    Ok(bin)
 }
 
 fn build_ladder(
