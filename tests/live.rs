@@ -589,6 +589,7 @@ async fn live_srt_listener_takes_a_feed() {
 struct RtspCamera {
     server: gstreamer_rtsp_server::RTSPServer,
     source: Option<gstreamer::glib::SourceId>,
+    context: gstreamer::glib::MainContext,
     main_loop: gstreamer::glib::MainLoop,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -615,7 +616,7 @@ impl RtspCamera {
         let source = server.attach(Some(&context)).expect("the RTSP server listens");
         let main_loop = glib::MainLoop::new(Some(&context), false);
         let thread = {
-            let main_loop = main_loop.clone();
+            let (main_loop, context) = (main_loop.clone(), context.clone());
             std::thread::spawn(move || {
                 context
                     .with_thread_default(|| main_loop.run())
@@ -625,6 +626,7 @@ impl RtspCamera {
         Self {
             server,
             source: Some(source),
+            context,
             main_loop,
             thread: Some(thread),
         }
@@ -634,8 +636,8 @@ impl RtspCamera {
 impl Drop for RtspCamera {
     fn drop(&mut self) {
         use gstreamer_rtsp_server::prelude::*;
-        if let Some(source) = self.source.take() {
-            source.remove();
+        if let Some(source) = self.source.take().and_then(|id| self.context.find_source_by_id(&id)) {
+            source.destroy();
         }
         self.server
             .client_filter(Some(&mut |_, _| gstreamer_rtsp_server::RTSPFilterResult::Remove));
@@ -675,7 +677,10 @@ async fn live_rtsp_pull_takes_a_camera_feed_and_reconnects_after_the_camera_rest
         let cut = cut.clone();
         courseway_media::live_feed::LiveFeed::start(config, move |s| cut.lock().push(s)).expect("the feed starts")
     };
-    wait_until("three segments from the camera", Duration::from_secs(60), || cut.lock().len() >= 3).await;
+    wait_until("three segments from the camera", Duration::from_secs(60), || {
+        cut.lock().len() >= 3
+    })
+    .await;
     let first = cut.lock().clone();
     for s in &first {
         assert!(
@@ -693,9 +698,11 @@ async fn live_rtsp_pull_takes_a_camera_feed_and_reconnects_after_the_camera_rest
     let before = cut.lock().len();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _camera = RtspCamera::start(port);
-    wait_until("segments again after the camera came back", Duration::from_secs(120), || {
-        cut.lock().len() >= before + 3
-    })
+    wait_until(
+        "segments again after the camera came back",
+        Duration::from_secs(120),
+        || cut.lock().len() >= before + 3,
+    )
     .await;
     assert!(feed.restarts() >= 1, "the feed was restarted");
     let indices: Vec<u64> = cut.lock().iter().map(|s| s.index).collect();

@@ -1318,6 +1318,39 @@ mod tests {
     }
 
     #[test]
+    fn live_inputs_parse_and_a_bad_one_says_what_to_give() {
+        use courseway_media::live::LiveInput;
+        let latency = FeedLatency {
+            srt_ms: 120,
+            rtsp_ms: 250,
+        };
+        assert_eq!(
+            live_input("rtsp://admin:pw@10.0.0.20:554/stream1", latency).unwrap(),
+            LiveInput::Rtsp {
+                url: "rtsp://admin:pw@10.0.0.20:554/stream1".into(),
+                latency_ms: 250
+            }
+        );
+        assert!(matches!(
+            live_input("rtspt://cam/live", latency).unwrap(),
+            LiveInput::Rtsp { .. }
+        ));
+        assert_eq!(
+            live_input("srt://:7001", latency).unwrap(),
+            LiveInput::Srt {
+                port: 7001,
+                latency_ms: 120
+            }
+        );
+        for bad in ["rtsp://", "rtsp:///path", "rtsp://cam/a b"] {
+            let e = live_input(bad, latency).unwrap_err().to_string();
+            assert!(e.contains("rtsp://HOST[:PORT]/PATH"), "{bad}: {e}");
+        }
+        let e = live_input("rtmp://cam/live", latency).unwrap_err().to_string();
+        assert!(e.contains("is not understood") && e.contains("rtsp://"), "{e}");
+    }
+
+    #[test]
     fn live_ladders_parse_with_defaults_and_errors_name_the_key() {
         use courseway_media::live::{LiveCodecs, RenditionKind};
         let parse = |text: &str| {

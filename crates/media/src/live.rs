@@ -564,7 +564,13 @@ impl LiveIngest {
                 let demux = pipeline
                     .by_name("demux")
                     .ok_or_else(|| LiveIngestError::Build("no demuxer in the feed pipeline".into()))?;
-                attach_ladder(&pipeline, &demux, config.clone(), Box::new(location), BuildOn::FirstData);
+                attach_ladder(
+                    &pipeline,
+                    &demux,
+                    config.clone(),
+                    Box::new(location),
+                    BuildOn::FirstData,
+                );
                 pipeline
             }
         };
@@ -777,13 +783,15 @@ fn attach_ladder(
             }
             let block = |pad: &gst::Pad| {
                 let pending = pending.clone();
-                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| match pending.build_on {
-                    BuildOn::FirstData => {
-                        pending.build(Some(pad));
-                        gst::PadProbeReturn::Remove
+                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| {
+                    match pending.build_on {
+                        BuildOn::FirstData => {
+                            pending.build(Some(pad));
+                            gst::PadProbeReturn::Remove
+                        }
+                        // Stays blocked; `no-more-pads` builds the ladder and removes the probe.
+                        BuildOn::NoMorePads => gst::PadProbeReturn::Ok,
                     }
-                    // Stays blocked; `no-more-pads` builds the ladder and removes the probe.
-                    BuildOn::NoMorePads => gst::PadProbeReturn::Ok,
                 })
             };
             match kind {
@@ -809,6 +817,8 @@ fn attach_ladder(
 #[derive(Default)]
 struct RtspStreams {
     parsing: usize,
+    /// Pads exposed so far (they are named `stream_<n>`).
+    exposed: usize,
     all_known: bool,
     announced: bool,
 }
@@ -825,7 +835,9 @@ impl RtspStreams {
 /// An RTSP pull as a demuxer-like bin named `demux`: `rtspsrc` with a `parsebin` per RTP
 /// stream (which finds the depayloader and parser by caps), each parsed elementary stream
 /// exposed as a pad of the bin, and `no-more-pads` once the server's streams are all known and
-/// every one is parsed.
+/// every one is parsed or found unparsable. An RTP stream carries one elementary stream, so a
+/// stream is parsed when its `parsebin` exposes a pad (`parsebin` itself never announces
+/// no-more-pads).
 fn rtsp_feed(url: &str, latency_ms: u32) -> Result<gst::Bin, LiveIngestError> {
     let bin = gst::Bin::with_name("demux");
     let src = gst::ElementFactory::make("rtspsrc")
@@ -858,11 +870,38 @@ fn rtsp_feed(url: &str, latency_ms: u32) -> Result<gst::Bin, LiveIngestError> {
                 return;
             }
             streams.lock().expect("the stream count is never poisoned").parsing += 1;
+            // Counts this stream as settled, once: parsed or found unparsable.
+            let settled = {
+                let (weak, streams) = (weak.clone(), streams.clone());
+                let once = AtomicBool::new(false);
+                Arc::new(move || {
+                    if !once.swap(true, Ordering::Relaxed) {
+                        streams.lock().expect("the stream count is never poisoned").parsing -= 1;
+                        announce(&weak, &streams);
+                    }
+                })
+            };
             {
-                let weak = weak.clone();
+                let settled = settled.clone();
+                parse.connect("unknown-type", false, move |args| {
+                    let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+                    tracing::warn!(?caps, "an RTSP stream of an unknown type is left out");
+                    settled();
+                    None
+                });
+            }
+            {
+                let (weak, streams) = (weak.clone(), streams.clone());
                 parse.connect_pad_added(move |_, parsed| {
                     let Some(bin) = weak.upgrade() else { return };
-                    let ghost = match gst::GhostPad::with_target(parsed) {
+                    let n = {
+                        let mut streams = streams.lock().expect("the stream count is never poisoned");
+                        streams.exposed += 1;
+                        streams.exposed
+                    };
+                    let ghost =
+                        gst::GhostPad::builder_with_target(parsed).map(|b| b.name(format!("stream_{n}")).build());
+                    let ghost = match ghost {
                         Ok(g) => g,
                         Err(e) => {
                             tracing::error!(error = %e, "could not expose an RTSP stream");
@@ -873,13 +912,7 @@ fn rtsp_feed(url: &str, latency_ms: u32) -> Result<gst::Bin, LiveIngestError> {
                     if let Err(e) = bin.add_pad(&ghost) {
                         tracing::error!(error = %e, "could not expose an RTSP stream");
                     }
-                });
-            }
-            {
-                let (weak, streams) = (weak.clone(), streams.clone());
-                parse.connect_no_more_pads(move |_| {
-                    streams.lock().expect("the stream count is never poisoned").parsing -= 1;
-                    announce(&weak, &streams);
+                    settled();
                 });
             }
             let _ = parse.sync_state_with_parent();

@@ -237,7 +237,10 @@ mod tests {
         assert_eq!(stall_limit(&c), Some(Duration::from_secs(20)));
         c.segment = Duration::from_secs(6);
         assert_eq!(stall_limit(&c), Some(Duration::from_secs(30)));
-        c.input = LiveInput::Srt { port: 7001, latency_ms: 120 };
+        c.input = LiveInput::Srt {
+            port: 7001,
+            latency_ms: 120,
+        };
         assert_eq!(stall_limit(&c), None);
     }
 }
