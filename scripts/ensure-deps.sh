@@ -15,6 +15,7 @@ COURSEWAY_PACKAGES=(
   prometheus                         # promtool, for the tests of deploy/prometheus
   chromium chromium-driver           # headless Chromium, for the browser tests of the TV page
   nginx-light                        # the nginx cache tier the fleet benchmark compares against
+  libnginx-mod-rtmp                  # an RTMP server for the live RTMP pull test
 )
 
 missing=()

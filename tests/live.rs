@@ -713,6 +713,113 @@ async fn live_rtsp_pull_takes_a_camera_feed_and_reconnects_after_the_camera_rest
     drop(feed);
 }
 
+/// nginx with its RTMP module on loopback: the media server an encoder that only pushes RTMP
+/// pushes to (GStreamer has no RTMP server element). Dropping it kills nginx.
+struct RtmpServer {
+    nginx: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl RtmpServer {
+    fn start(port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                 daemon off;\nmaster_process off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\n\
+                 events {{ worker_connections 64; }}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; application live {{ live on; }} }} }}\n"
+            ),
+        )
+        .unwrap();
+        let nginx = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf)
+            .spawn()
+            .expect("nginx runs (Debian nginx-light and libnginx-mod-rtmp; scripts/test installs them)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "nginx-rtmp did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { nginx, _dir: dir }
+    }
+}
+
+impl Drop for RtmpServer {
+    fn drop(&mut self) {
+        let _ = self.nginx.kill();
+        let _ = self.nginx.wait();
+    }
+}
+
+/// An encoder pushing H.264 + AAC in FLV to `url` with `rtmp2sink`; stops when dropped.
+struct RtmpPusher(gstreamer::Pipeline);
+
+impl RtmpPusher {
+    fn start(url: &str) -> Self {
+        use gstreamer::prelude::*;
+        gstreamer::init().unwrap();
+        let pipeline = gstreamer::parse::launch(&format!(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1,format=I420 \
+             ! x264enc tune=zerolatency speed-preset=ultrafast bitrate=300 key-int-max=25 ! video/x-h264,profile=main \
+             ! h264parse ! flvmux streamable=true name=mux ! rtmp2sink location=\"{url}\" \
+             audiotestsrc is-live=true ! audioconvert ! audioresample ! voaacenc bitrate=48000 ! aacparse ! mux."
+        ))
+        .unwrap()
+        .downcast::<gstreamer::Pipeline>()
+        .unwrap();
+        pipeline.set_state(gstreamer::State::Playing).unwrap();
+        Self(pipeline)
+    }
+}
+
+impl Drop for RtmpPusher {
+    fn drop(&mut self) {
+        use gstreamer::prelude::*;
+        let _ = self.0.set_state(gstreamer::State::Null);
+    }
+}
+
+/// An RTMP stream pushed to a media server is pulled and cut into H.264 + AAC segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_rtmp_pull_takes_a_feed_pushed_to_an_rtmp_server() {
+    let port = free_tcp_port();
+    let _server = RtmpServer::start(port);
+    let url = format!("rtmp://127.0.0.1:{port}/live/feed");
+    let _encoder = RtmpPusher::start(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LiveIngestConfig::new(LiveInput::Rtmp { url }, dir.path().join("spool"));
+    config.segment = Duration::from_secs(1);
+    let cut = Arc::new(parking_lot::Mutex::new(Vec::<CutSegment>::new()));
+    let feed = {
+        let cut = cut.clone();
+        courseway_media::live_feed::LiveFeed::start(config, move |s| cut.lock().push(s)).expect("the feed starts")
+    };
+    wait_until("three segments from the RTMP server", Duration::from_secs(90), || {
+        cut.lock().len() >= 3
+    })
+    .await;
+    let segments = cut.lock().clone();
+    for s in &segments {
+        assert!(
+            s.bytes.len() % 188 == 0 && s.bytes.chunks(188).all(|p| p[0] == 0x47),
+            "a segment is whole MPEG-TS packets"
+        );
+        assert_eq!((s.width, s.height), (320, 240), "the pushed picture, passed through");
+    }
+    let codecs = probe_codecs(dir.path(), &segments[1].bytes);
+    assert!(codecs.contains("h264") && codecs.contains("aac"), "{codecs:?}");
+    drop(feed);
+}
+
 /// The ABR run's ladder: (name, bits per second) best first, like the issue's (1.5 Mbit/s top).
 const ABR_LADDER: [(&str, u64); 3] = [("source", 1_500_000), ("low", 360_000), ("audio", 64_000)];
 const ABR_SEGMENT_MS: u64 = 1000;

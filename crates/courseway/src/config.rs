@@ -433,10 +433,8 @@ pub fn live_input(input: &str, latency: FeedLatency) -> anyhow::Result<courseway
         .iter()
         .find_map(|scheme| input.strip_prefix(scheme))
     {
-        let host = rest.split('/').next().unwrap_or_default();
-        let host = host.rsplit('@').next().unwrap_or_default();
         ensure!(
-            !host.is_empty() && !input.chars().any(char::is_whitespace),
+            pull_url_is_usable(rest),
             "live.input = {input:?}: give rtsp://HOST[:PORT]/PATH (the camera's or encoder's stream URL), e.g. rtsp://10.0.0.20:554/stream1"
         );
         return Ok(LiveInput::Rtsp {
@@ -444,9 +442,26 @@ pub fn live_input(input: &str, latency: FeedLatency) -> anyhow::Result<courseway
             latency_ms: latency.rtsp_ms,
         });
     }
+    if let Some(rest) = ["rtmp://", "rtmps://"]
+        .iter()
+        .find_map(|scheme| input.strip_prefix(scheme))
+    {
+        ensure!(
+            pull_url_is_usable(rest) && rest.split('/').filter(|p| !p.is_empty()).count() >= 3,
+            "live.input = {input:?}: give rtmp://HOST[:PORT]/APP/STREAM (a stream on an RTMP server the encoder pushes to), e.g. rtmp://127.0.0.1/live/city"
+        );
+        return Ok(LiveInput::Rtmp { url: input.to_owned() });
+    }
     bail!(
-        "live.input = {input:?} is not understood; give \"udp://ADDRESS:PORT\", \"srt://:PORT\", \"rtsp://HOST[:PORT]/PATH\" or \"test\""
+        "live.input = {input:?} is not understood; give \"udp://ADDRESS:PORT\", \"srt://:PORT\", \"rtsp://HOST[:PORT]/PATH\", \"rtmp://HOST[:PORT]/APP/STREAM\" or \"test\""
     )
+}
+
+/// Whether the part of a pull URL after its scheme names a host and holds no blank or quote.
+fn pull_url_is_usable(rest: &str) -> bool {
+    let host = rest.split('/').next().unwrap_or_default();
+    let host = host.rsplit('@').next().unwrap_or_default();
+    !host.is_empty() && !rest.chars().any(|c| c.is_whitespace() || c == '"')
 }
 
 fn live_settings(l: LiveSection, spool_base: &Path) -> anyhow::Result<LiveSettings> {
@@ -1346,7 +1361,17 @@ mod tests {
             let e = live_input(bad, latency).unwrap_err().to_string();
             assert!(e.contains("rtsp://HOST[:PORT]/PATH"), "{bad}: {e}");
         }
-        let e = live_input("rtmp://cam/live", latency).unwrap_err().to_string();
+        assert_eq!(
+            live_input("rtmp://127.0.0.1:1935/live/city", latency).unwrap(),
+            LiveInput::Rtmp {
+                url: "rtmp://127.0.0.1:1935/live/city".into()
+            }
+        );
+        for bad in ["rtmp://host/live", "rtmp:///live/city", "rtmp://h/live/\"x"] {
+            let e = live_input(bad, latency).unwrap_err().to_string();
+            assert!(e.contains("rtmp://HOST[:PORT]/APP/STREAM"), "{bad}: {e}");
+        }
+        let e = live_input("http://cam/live", latency).unwrap_err().to_string();
         assert!(e.contains("is not understood") && e.contains("rtsp://"), "{e}");
     }
 

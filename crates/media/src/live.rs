@@ -1,5 +1,5 @@
 //! Live ingest: a GStreamer pipeline takes a live feed (MPEG-TS over UDP, an SRT listener, an
-//! RTSP pull from a camera or encoder, or a test pattern) and cuts it into a ladder of renditions, each a run of MPEG-TS segments of
+//! RTSP pull from a camera or encoder, an RTMP pull from a media server, or a test pattern) and cuts it into a ladder of renditions, each a run of MPEG-TS segments of
 //! about [`LiveIngestConfig::segment`] that start on key frames, handed to a callback as they
 //! close.
 //!
@@ -64,6 +64,11 @@ pub enum LiveInput {
     /// (`rtsp://host[:port]/path`), with the jitter buffer's latency in milliseconds. RTP over
     /// UDP, falling back to TCP when UDP does not arrive.
     Rtsp { url: String, latency_ms: u32 },
+    /// Pulled from an RTMP server at `url` (`rtmp://host[:port]/app/stream`): GStreamer has no
+    /// RTMP server element, so an encoder or OBS that can only push RTMP pushes to a media
+    /// server (e.g. nginx with its RTMP module) that the origin pulls from. FLV with H.264 +
+    /// AAC (or anything `flvdemux` reads, then transcoded).
+    Rtmp { url: String },
 }
 
 /// What is done to the feed's codecs for the source rendition.
@@ -219,6 +224,8 @@ fn package_of(element: &str) -> &'static str {
         "srtsrc" | "tsdemux" => "gstreamer1.0-plugins-bad",
         "udpsrc" | "rtspsrc" => "gstreamer1.0-plugins-good",
         "parsebin" => "gstreamer1.0-plugins-base",
+        "rtmp2src" => "gstreamer1.0-plugins-bad",
+        "flvdemux" => "gstreamer1.0-plugins-good",
         other => crate::transcode::package_for(other),
     }
 }
@@ -231,6 +238,7 @@ pub fn required_elements(config: &LiveIngestConfig) -> Vec<&'static str> {
         LiveInput::UdpMpegTs { .. } => e.extend(["udpsrc", "tsdemux"]),
         LiveInput::Srt { .. } => e.extend(["srtsrc", "tsdemux"]),
         LiveInput::Rtsp { .. } => e.extend(["rtspsrc", "parsebin"]),
+        LiveInput::Rtmp { .. } => e.extend(["rtmp2src", "flvdemux"]),
     }
     let feed = !matches!(config.input, LiveInput::TestPattern { .. });
     let scaled = config
@@ -327,8 +335,16 @@ pub fn feed_description(input: &LiveInput) -> Option<String> {
         LiveInput::Srt { port, latency_ms } => {
             format!("srtsrc uri=\"srt://:{port}?mode=listener\" latency={latency_ms} keep-listening=true")
         }
+        LiveInput::Rtmp { url } => {
+            return Some(format!("rtmp2src location=\"{}\" ! flvdemux name=demux", launch_quoted(url)))
+        }
     };
     Some(format!("{source} ! tsdemux name=demux latency=200"))
+}
+
+/// `text` for a double-quoted `gst-launch` property value: quotes and backslashes escaped.
+fn launch_quoted(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The `gst-launch` text of the ladder for a feed carrying `feed`, segments of rendition `i`
@@ -564,13 +580,13 @@ impl LiveIngest {
                 let demux = pipeline
                     .by_name("demux")
                     .ok_or_else(|| LiveIngestError::Build("no demuxer in the feed pipeline".into()))?;
-                attach_ladder(
-                    &pipeline,
-                    &demux,
-                    config.clone(),
-                    Box::new(location),
-                    BuildOn::FirstData,
-                );
+                // tsdemux adds every pad before it sends data; flvdemux adds each on its first
+                // tag and announces no-more-pads once the FLV header's streams all have one.
+                let build_on = match config.input {
+                    LiveInput::Rtmp { .. } => BuildOn::NoMorePads,
+                    _ => BuildOn::FirstData,
+                };
+                attach_ladder(&pipeline, &demux, config.clone(), Box::new(location), build_on);
                 pipeline
             }
         };
@@ -709,8 +725,10 @@ enum BuildOn {
     /// On the first data on a held pad, or `no-more-pads`, whichever comes first: for a demuxer
     /// that adds every pad of its program before it sends data (`tsdemux`).
     FirstData,
-    /// On `no-more-pads` only, the held pads staying blocked until then: for a source whose
-    /// streams appear one by one, each flowing as soon as it appears (RTSP).
+    /// On `no-more-pads` only, the buffers of held pads dropped until then (blocking would
+    /// stall a demuxer that runs every stream on one thread before it has added them all): for
+    /// a source whose streams appear one by one, each flowing as soon as it appears (RTSP,
+    /// `flvdemux`). What is dropped is the feed's first moments, before its last stream showed.
     NoMorePads,
 }
 
@@ -781,18 +799,20 @@ fn attach_ladder(
             if h.built {
                 return;
             }
-            let block = |pad: &gst::Pad| {
-                let pending = pending.clone();
-                pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| {
-                    match pending.build_on {
-                        BuildOn::FirstData => {
-                            pending.build(Some(pad));
-                            gst::PadProbeReturn::Remove
-                        }
-                        // Stays blocked; `no-more-pads` builds the ladder and removes the probe.
-                        BuildOn::NoMorePads => gst::PadProbeReturn::Ok,
-                    }
-                })
+            let block = |pad: &gst::Pad| match pending.build_on {
+                BuildOn::FirstData => {
+                    let pending = pending.clone();
+                    pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, move |pad, _| {
+                        pending.build(Some(pad));
+                        gst::PadProbeReturn::Remove
+                    })
+                }
+                // Events pass (sticky ones reach the ladder once linked); `no-more-pads` builds
+                // the ladder, then removes the probe.
+                BuildOn::NoMorePads => pad
+                    .add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, |_, _| {
+                        gst::PadProbeReturn::Drop
+                    }),
             };
             match kind {
                 Some(Ok(v)) if h.video.is_none() => {

@@ -2,7 +2,7 @@
 //! pipeline error), with its segment numbers carrying on so the origin's sequence numbers only
 //! grow.
 //!
-//! A pulled feed (RTSP) that stays connected but sends nothing for [`stall_limit`] is restarted
+//! A pulled feed (RTSP, RTMP) that stays connected but sends nothing for [`stall_limit`] is restarted
 //! too: a frozen camera posts no error. A listening input (UDP, SRT) is never restarted for
 //! silence, since no one pushing is the normal state between broadcasts.
 //!
@@ -38,7 +38,7 @@ pub fn restart_delay(failures_in_a_row: u32) -> Duration {
 /// least 20 s (`None` for listening inputs). Pure.
 pub fn stall_limit(config: &LiveIngestConfig) -> Option<Duration> {
     match config.input {
-        LiveInput::Rtsp { .. } => Some((config.segment * 5).max(Duration::from_secs(20))),
+        LiveInput::Rtsp { .. } | LiveInput::Rtmp { .. } => Some((config.segment * 5).max(Duration::from_secs(20))),
         LiveInput::TestPattern { .. } | LiveInput::UdpMpegTs { .. } | LiveInput::Srt { .. } => None,
     }
 }
