@@ -158,7 +158,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
                 }
             })
             .with_context(|| format!("starting the live feed of channel {} ([[live]])", live.channel))?;
-            println!("live channel {} taking {:?}", live.channel, live.ingest.input);
+            println!("live channel {} taking {}", live.channel, live.ingest.input);
             feeds.push(feed);
         }
         if settings.synthetic_lessons > 0 && origin.catalog().is_none() {

@@ -71,6 +71,35 @@ pub enum LiveInput {
     Rtmp { url: String },
 }
 
+/// The feed as an operator reads it in logs: a pull URL's password is left out.
+impl std::fmt::Display for LiveInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LiveInput::TestPattern { width, height, fps } => write!(f, "test pattern {width}x{height} at {fps} fps"),
+            LiveInput::UdpMpegTs { address, port } => write!(f, "MPEG-TS on udp://{address}:{port}"),
+            LiveInput::Srt { port, .. } => write!(f, "SRT listener on port {port}"),
+            LiveInput::Rtsp { url, .. } | LiveInput::Rtmp { url } => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+/// `url` with the password of its user info (`scheme://user:password@host/...`) replaced by
+/// `***`. Pure.
+pub fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split_once(':').map_or(user_info, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 /// What is done to the feed's codecs for the source rendition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LiveCodecs {
@@ -554,7 +583,7 @@ impl LiveIngest {
         let location = move |i: usize| spool.join(format!("live-r{i}-%08d.ts")).to_string_lossy().into_owned();
         let pipeline = match (&config.input, feed_description(&config.input)) {
             (LiveInput::Rtsp { url, latency_ms }, _) => {
-                tracing::debug!(%url, "starting the live ingest from an RTSP server");
+                tracing::debug!(url = %without_password(url), "starting the live ingest from an RTSP server");
                 let pipeline = gst::Pipeline::with_name("live-ingest");
                 let demux = rtsp_feed(url, *latency_ms)?;
                 pipeline
@@ -1044,6 +1073,21 @@ fn take_file(path: &Path) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_url_is_shown_without_its_password() {
+        assert_eq!(
+            without_password("rtsp://admin:secret@10.0.0.20:554/stream1"),
+            "rtsp://admin:***@10.0.0.20:554/stream1"
+        );
+        assert_eq!(without_password("rtmp://10.0.0.2/live/a"), "rtmp://10.0.0.2/live/a");
+        assert_eq!(without_password("rtsp://cam/p@th"), "rtsp://cam/p@th");
+        let input = LiveInput::Rtsp {
+            url: "rtsp://u:p@cam/s".into(),
+            latency_ms: 200,
+        };
+        assert_eq!(input.to_string(), "rtsp://u:***@cam/s");
+    }
 
     fn at(i: usize) -> String {
         format!("/tmp/x/r{i}-%08d.ts")

@@ -186,7 +186,7 @@ fn supervise(
                     return;
                 }
                 if stall.is_some_and(|limit| numbering.silent_for() > limit) {
-                    tracing::warn!(input = ?config.input, silent = ?numbering.silent_for(), "the live feed sends nothing; reconnecting");
+                    tracing::warn!(input = %config.input, silent = ?numbering.silent_for(), "the live feed sends nothing; reconnecting");
                     break;
                 }
             }
@@ -196,8 +196,8 @@ fn supervise(
             }
             failures_in_a_row += 1;
             match outcome {
-                Ok(()) => tracing::warn!(input = ?config.input, "the live feed ended; restarting it"),
-                Err(e) => tracing::warn!(input = ?config.input, error = %e, "the live feed stopped; restarting it"),
+                Ok(()) => tracing::warn!(input = %config.input, "the live feed ended; restarting it"),
+                Err(e) => tracing::warn!(input = %config.input, error = %e, "the live feed stopped; restarting it"),
             }
         }
         if !pause(restart_delay(failures_in_a_row), stop) {
@@ -208,7 +208,7 @@ fn supervise(
             Ok(ingest) => running = Some(ingest),
             Err(e) => {
                 failures_in_a_row += 1;
-                tracing::warn!(input = ?config.input, error = %e, "the live feed could not be restarted; retrying");
+                tracing::warn!(input = %config.input, error = %e, "the live feed could not be restarted; retrying");
             }
         }
     }
