@@ -221,7 +221,17 @@ async fn browser_plays_the_live_channel_from_the_tv_page() {
     let feed = LiveIngest::start(&config, move |cut: CutSegment| {
         let info = courseway_media::live::rendition_info(&ingest, &cut);
         publisher
-            .publish_live_segment(&published, "source", &info, cut.index, cut.duration_ms, &cut.bytes)
+            .publish_live_segment(
+                &published,
+                "source",
+                &info,
+                courseway_origin::LiveCut {
+                    index: cut.index,
+                    epoch: cut.epoch,
+                    duration_ms: cut.duration_ms,
+                    bytes: &cut.bytes,
+                },
+            )
             .expect("the origin publishes a live segment");
     })
     .expect("the live ingest starts");

@@ -18,7 +18,7 @@ use courseway_media::live::{CutSegment, LiveIngest, LiveIngestConfig, LiveInput}
 use courseway_net::{send_chunk, IncomingRequest, NetError, Server, TransportConfig};
 use courseway_node::live::SegmentKey;
 use courseway_node::{reply_error, serve_connection, NodeService, Parent, UpstreamConfig};
-use courseway_origin::Origin;
+use courseway_origin::{LiveCut, Origin};
 use courseway_proto::{Announcement, ChunkHeader, ErrorCode, ErrorReply, GetChunk, Role, Welcome};
 use courseway_relay::{PrefetchPolicy, Relay, RelayConfig};
 use courseway_station::lan::LanConfig;
@@ -70,7 +70,17 @@ fn start_feed(origin: &Arc<Origin>, spool: &Path) -> LiveIngest {
         // The ingest's own thread: blocking store IO is fine here.
         let info = courseway_media::live::rendition_info(&ingest, &cut);
         origin
-            .publish_live_segment(&channel(), RENDITION, &info, cut.index, cut.duration_ms, &cut.bytes)
+            .publish_live_segment(
+                &channel(),
+                RENDITION,
+                &info,
+                LiveCut {
+                    index: cut.index,
+                    epoch: cut.epoch,
+                    duration_ms: cut.duration_ms,
+                    bytes: &cut.bytes,
+                },
+            )
             .expect("the origin publishes a live segment");
     })
     .expect("the live ingest starts (GStreamer with x264enc, voaacenc, mpegtsmux)")
@@ -370,7 +380,17 @@ async fn hostile_forged_live_announcement_is_refused() {
     let origin = courseway_tests::start_origin(dir.path(), &keys).await;
     let bytes = b"a live segment's MPEG-TS bytes".to_vec();
     origin
-        .publish_live_segment(&channel(), RENDITION, &Default::default(), 0, 2000, &bytes)
+        .publish_live_segment(
+            &channel(),
+            RENDITION,
+            &Default::default(),
+            LiveCut {
+                index: 0,
+                epoch: 0,
+                duration_ms: 2000,
+                bytes: &bytes,
+            },
+        )
         .unwrap();
     let honest = origin.live_window(&channel())[0].clone();
     let mut forged = (*honest).clone();
@@ -710,6 +730,15 @@ async fn live_rtsp_pull_takes_a_camera_feed_and_reconnects_after_the_camera_rest
         indices.windows(2).all(|w| w[0] < w[1]),
         "segment numbers only grow across the reconnection: {indices:?}"
     );
+    // The camera's timestamps start over: the segments after the reconnection are of a later
+    // epoch, which the origin turns into a discontinuity in the stations' playlists.
+    let epochs: Vec<u32> = cut.lock().iter().map(|s| s.epoch).collect();
+    assert!(
+        epochs[..before].iter().all(|&e| e == 0)
+            && epochs.windows(2).all(|w| w[0] <= w[1])
+            && epochs[epochs.len() - 1] >= 1,
+        "a new epoch after the reconnection: {epochs:?}"
+    );
     drop(feed);
 }
 
@@ -909,7 +938,17 @@ async fn live_station_on_a_1_mbit_line_settles_on_a_lower_rung_and_resumes_at_th
                     };
                     let bytes = abr_segment(r, index);
                     origin
-                        .publish_live_segment(&channel(), rendition, &info, index, ABR_SEGMENT_MS as u32, &bytes)
+                        .publish_live_segment(
+                            &channel(),
+                            rendition,
+                            &info,
+                            LiveCut {
+                                index,
+                                epoch: 0,
+                                duration_ms: ABR_SEGMENT_MS as u32,
+                                bytes: &bytes,
+                            },
+                        )
                         .unwrap();
                 }
                 index += 1;

@@ -5,8 +5,9 @@ use crate::encoding::{put_seq, put_str, put_u16, put_u32, put_u64, put_u8, Decod
 use crate::lesson::MAX_CHUNKS_PER_SEGMENT;
 use crate::name::ChannelId;
 
-/// Live announcement format version understood by this build (2: with [`LiveRendition`]).
-pub const LIVE_FORMAT: u8 = 2;
+/// Live announcement format version understood by this build (2: with [`LiveRendition`]; 3:
+/// with [`LiveSegment::discontinuity`]).
+pub const LIVE_FORMAT: u8 = 3;
 
 /// What a rendition of a live channel is, announced with each of its segments so a station can
 /// choose between renditions and write a master playlist without opening a segment.
@@ -35,6 +36,11 @@ pub struct LiveSegment {
     /// channel cut together share numbers: segment `n` of every rendition covers the same time
     /// (as far as the ingest could align their cuts).
     pub sequence: u64,
+    /// The segment's discontinuity sequence number (HLS `EXT-X-DISCONTINUITY-SEQUENCE`):
+    /// segments with different numbers do not share a timeline (the feed or the origin
+    /// restarted, so timestamps start over), and a playlist puts `EXT-X-DISCONTINUITY` between
+    /// them. Never decreases along a channel's sequence.
+    pub discontinuity: u64,
     pub duration_ms: u32,
     /// Milliseconds since the Unix epoch when the origin cut the segment, for latency figures.
     pub cut_at_ms: u64,
@@ -59,6 +65,7 @@ impl Encode for LiveSegment {
         put_u16(out, self.info.height);
         put_str(out, &self.info.codecs);
         put_u64(out, self.sequence);
+        put_u64(out, self.discontinuity);
         put_u32(out, self.duration_ms);
         put_u64(out, self.cut_at_ms);
         put_seq(out, &self.chunks);
@@ -80,6 +87,7 @@ impl Decode for LiveSegment {
                 codecs: d.str("rendition codecs", 64)?,
             },
             sequence: d.u64("sequence")?,
+            discontinuity: d.u64("discontinuity sequence")?,
             duration_ms: d.u32("segment duration")?,
             cut_at_ms: d.u64("cut time")?,
             chunks: d.seq("segment chunks", MAX_CHUNKS_PER_SEGMENT)?,

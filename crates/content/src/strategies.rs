@@ -193,7 +193,7 @@ pub fn live_segment() -> impl Strategy<Value = LiveSegment> {
     (
         channel_id(),
         "[a-z0-9]{1,8}",
-        any::<u64>(),
+        (any::<u64>(), any::<u64>()),
         any::<u32>(),
         any::<u64>(),
         vec(chunk_ref(), 0..4),
@@ -209,7 +209,7 @@ pub fn live_segment() -> impl Strategy<Value = LiveSegment> {
             |(
                 channel,
                 rendition,
-                sequence,
+                (sequence, discontinuity),
                 duration_ms,
                 cut_at_ms,
                 chunks,
@@ -225,6 +225,7 @@ pub fn live_segment() -> impl Strategy<Value = LiveSegment> {
                     codecs,
                 },
                 sequence,
+                discontinuity,
                 duration_ms,
                 cut_at_ms,
                 chunks,

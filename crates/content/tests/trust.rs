@@ -205,6 +205,7 @@ fn schedules_and_live_segments_are_checked_too() {
         rendition: "360p".into(),
         info: Default::default(),
         sequence: 1,
+        discontinuity: 0,
         duration_ms: 2000,
         cut_at_ms: 0,
         chunks: vec![],

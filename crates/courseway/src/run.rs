@@ -151,8 +151,17 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
                 // The ingest's own thread: the store writes block it, never the async workers.
                 let info = courseway_media::live::rendition_info(&ingest, &cut);
                 let name = &ingest.renditions[cut.rendition].name;
-                let published =
-                    publisher.publish_live_segment(&channel, name, &info, cut.index, cut.duration_ms, &cut.bytes);
+                let published = publisher.publish_live_segment(
+                    &channel,
+                    name,
+                    &info,
+                    courseway_origin::LiveCut {
+                        index: cut.index,
+                        epoch: cut.epoch,
+                        duration_ms: cut.duration_ms,
+                        bytes: &cut.bytes,
+                    },
+                );
                 if let Err(e) = published {
                     tracing::error!(%channel, error = %e, "could not publish a live segment; it is skipped");
                 }

@@ -182,6 +182,9 @@ mod tests {
 pub struct LiveEntry {
     /// The channel's sequence number: the segment's HLS media sequence number.
     pub sequence: u64,
+    /// The segment's discontinuity sequence number: entries with different numbers do not
+    /// share a timeline. Never decreases along the entries.
+    pub discontinuity: u64,
     pub duration_ms: u32,
     /// Held whole and playable; `false` marks a gap (a segment lost or not fetched).
     pub available: bool,
@@ -201,9 +204,14 @@ pub enum LiveTail {
 /// A live (sliding-window) media playlist: no `EXT-X-ENDLIST`, `EXT-X-MEDIA-SEQUENCE` = the first
 /// entry's sequence number, so a segment keeps its number across reloads. A missing sequence
 /// number between two entries, or an entry not `available`, is written as a gap
-/// (`EXT-X-GAP`, RFC 8216bis 4.4.4.7): players skip it and the playlist never stalls. Entries
-/// must be in sequence order; the playlist starts at the first available one and ends per
-/// `tail` (`None` if no entry is available).
+/// (`EXT-X-GAP`, RFC 8216bis 4.4.4.7): players skip it and the playlist never stalls. Where
+/// the discontinuity number changes, `EXT-X-DISCONTINUITY` goes before the entry, and
+/// `EXT-X-DISCONTINUITY-SEQUENCE` is the first entry's number, so a player resets its timeline
+/// there and the number stays with the segment across reloads. (If a number jumps by more
+/// than one between two entries, one tag marks it and the segment's number in a later
+/// playlist is higher than in this one; hls.js re-aligns on that.) Entries must be in
+/// sequence order; the playlist starts at the first available one and ends per `tail` (`None`
+/// if no entry is available).
 pub fn live_media_playlist(
     entries: &[LiveEntry],
     tail: LiveTail,
@@ -218,11 +226,20 @@ pub fn live_media_playlist(
     let longest_ms = entries.iter().map(|e| u64::from(e.duration_ms)).max().unwrap_or(1000);
     let target = ((longest_ms + 500) / 1000).max(1);
     let mut out = format!(
-        "#EXTM3U\n#EXT-X-VERSION:{HLS_VERSION}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+        "#EXTM3U\n#EXT-X-VERSION:{HLS_VERSION}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{}\n",
         entries[0].sequence
     );
+    if entries[0].discontinuity > 0 {
+        out.push_str(&format!("#EXT-X-DISCONTINUITY-SEQUENCE:{}\n", entries[0].discontinuity));
+    }
+    out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
     let mut expected = entries[0].sequence;
+    let mut discontinuity = entries[0].discontinuity;
     for e in entries {
+        if e.discontinuity != discontinuity {
+            out.push_str("#EXT-X-DISCONTINUITY\n");
+            discontinuity = e.discontinuity;
+        }
         // Sequence numbers never announced: one gap each, of the target duration.
         while expected < e.sequence {
             out.push_str(&format!(
@@ -291,6 +308,7 @@ mod live_tests {
     fn e(sequence: u64, available: bool) -> LiveEntry {
         LiveEntry {
             sequence,
+            discontinuity: 0,
             duration_ms: 2000,
             available,
         }
@@ -317,6 +335,33 @@ mod live_tests {
         let text = live_media_playlist(&entries, LiveTail::LastEntry, |s| format!("{s}.ts")).unwrap();
         assert!(
             text.ends_with("#EXTINF:2.000,\n11.ts\n#EXTINF:2.000,\n#EXT-X-GAP\n12.ts\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_live_playlist_marks_where_the_feed_restarted() {
+        let d = |sequence, discontinuity| LiveEntry {
+            discontinuity,
+            ..e(sequence, true)
+        };
+        // The feed restarted before 10 (whose timestamps start over), and 11 was never announced.
+        let entries = [d(8, 5), d(9, 5), d(10, 6), d(12, 6)];
+        let text = live_media_playlist(&entries, LiveTail::LastAvailable, |s| format!("{s}.ts")).unwrap();
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:8\n#EXT-X-DISCONTINUITY-SEQUENCE:5\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXTINF:2.000,\n8.ts\n#EXTINF:2.000,\n9.ts\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\n10.ts\n\
+             #EXTINF:2.000,\n#EXT-X-GAP\n11.ts\n#EXTINF:2.000,\n12.ts\n"
+        );
+        let parsed = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
+        assert_eq!(parsed.discontinuity_sequence, 5);
+        let marked: Vec<bool> = parsed.segments.iter().map(|s| s.discontinuity).collect();
+        assert_eq!(marked, [false, false, true, false, false]);
+        // Once the old timeline has slid out, the first entry carries its number.
+        let text = live_media_playlist(&entries[2..], LiveTail::LastAvailable, |s| format!("{s}.ts")).unwrap();
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:6\n") && !text.contains("#EXT-X-DISCONTINUITY\n"),
             "{text}"
         );
     }

@@ -49,8 +49,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use std::sync::Mutex;
 
-/// Where the live feed comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the live feed comes from. Its `Debug` and `Display` leave a pull URL's password out,
+/// so neither a log line nor an error shows it.
+#[derive(Clone, PartialEq, Eq)]
 pub enum LiveInput {
     /// A moving test pattern and a tone, encoded here (H.264 + AAC).
     TestPattern { width: u32, height: u32, fps: u32 },
@@ -79,6 +80,35 @@ impl std::fmt::Display for LiveInput {
             LiveInput::UdpMpegTs { address, port } => write!(f, "MPEG-TS on udp://{address}:{port}"),
             LiveInput::Srt { port, .. } => write!(f, "SRT listener on port {port}"),
             LiveInput::Rtsp { url, .. } | LiveInput::Rtmp { url } => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LiveInput::TestPattern { width, height, fps } => f
+                .debug_struct("TestPattern")
+                .field("width", width)
+                .field("height", height)
+                .field("fps", fps)
+                .finish(),
+            LiveInput::UdpMpegTs { address, port } => f
+                .debug_struct("UdpMpegTs")
+                .field("address", address)
+                .field("port", port)
+                .finish(),
+            LiveInput::Srt { port, latency_ms } => f
+                .debug_struct("Srt")
+                .field("port", port)
+                .field("latency_ms", latency_ms)
+                .finish(),
+            LiveInput::Rtsp { url, latency_ms } => f
+                .debug_struct("Rtsp")
+                .field("url", &without_password(url))
+                .field("latency_ms", latency_ms)
+                .finish(),
+            LiveInput::Rtmp { url } => f.debug_struct("Rtmp").field("url", &without_password(url)).finish(),
         }
     }
 }
@@ -218,6 +248,11 @@ pub struct CutSegment {
     pub rendition: usize,
     /// The rendition's segments counted from 0 since the ingest started.
     pub index: u64,
+    /// Which run of the feed cut it: 0 from a [`LiveIngest`]; a [`crate::live_feed::LiveFeed`]
+    /// counts up each time a restarted feed cuts its first segment. Segments of different
+    /// epochs do not share a timeline (timestamps start over): a playlist marks the change
+    /// with `EXT-X-DISCONTINUITY`.
+    pub epoch: u32,
     pub duration_ms: u32,
     /// Picture size (0 x 0 for audio only) and RFC 6381 codecs, as cut.
     pub width: u32,
@@ -684,6 +719,7 @@ impl LiveIngest {
                                             on_segment(CutSegment {
                                                 rendition,
                                                 index,
+                                                epoch: 0,
                                                 duration_ms,
                                                 width,
                                                 height,
@@ -1087,6 +1123,17 @@ mod tests {
             latency_ms: 200,
         };
         assert_eq!(input.to_string(), "rtsp://u:***@cam/s");
+        let debug = format!(
+            "{input:?} {:?}",
+            LiveInput::Rtmp {
+                url: "rtmp://u:hunter2@h/a/b".into()
+            }
+        );
+        assert!(!debug.contains(":p@") && !debug.contains("hunter2"), "{debug}");
+        assert!(
+            debug.contains("u:***@cam/s") && debug.contains("latency_ms: 200"),
+            "{debug}"
+        );
     }
 
     fn at(i: usize) -> String {

@@ -10,7 +10,7 @@
 //! bad ladder, an unusable spool fail at once: retrying would not fix them); after that every
 //! stop is followed by a new start after [`restart_delay`], on the feed's own thread.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -110,28 +110,40 @@ impl Drop for LiveFeed {
     }
 }
 
-/// Starts one ingest whose segment indices begin at `next_index`.
+/// Starts one ingest whose segment indices carry on from the runs before, in a new epoch if
+/// the run before cut anything.
 fn start_numbered(
     config: &LiveIngestConfig,
     on_segment: &Arc<dyn Fn(CutSegment) + Send + Sync>,
     numbering: &Arc<Numbering>,
 ) -> Result<LiveIngest, LiveIngestError> {
-    let base = numbering.next.load(Ordering::Relaxed);
-    numbering.cut_at.store(numbering.now_ms(), Ordering::Relaxed);
+    let Run { base, epoch } = numbering.begin_run();
     let (on_segment, numbering) = (on_segment.clone(), numbering.clone());
     LiveIngest::start(config, move |mut cut| {
         cut.index += base;
-        numbering.next.fetch_max(cut.index + 1, Ordering::Relaxed);
-        numbering.cut_at.store(numbering.now_ms(), Ordering::Relaxed);
+        cut.epoch = epoch;
+        numbering.cut(cut.index);
         on_segment(cut)
     })
 }
 
-/// The next segment index to hand out, and when a segment (or the current start) was last seen.
+/// Where one run of the ingest starts counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    /// Added to the run's segment indices.
+    base: u64,
+    epoch: u32,
+}
+
+/// The next segment index to hand out, the epoch, and when a segment (or the current start)
+/// was last seen.
 struct Numbering {
     next: AtomicU64,
-    epoch: Instant,
-    /// Milliseconds since `epoch`.
+    /// `next` when the current epoch began: a run that cut nothing leaves the epoch alone.
+    epoch_began_at: AtomicU64,
+    epoch: AtomicU32,
+    epoch_clock: Instant,
+    /// Milliseconds since `epoch_clock`.
     cut_at: AtomicU64,
 }
 
@@ -139,15 +151,36 @@ impl Default for Numbering {
     fn default() -> Self {
         Self {
             next: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch_began_at: AtomicU64::new(0),
+            epoch: AtomicU32::new(0),
+            epoch_clock: Instant::now(),
             cut_at: AtomicU64::new(0),
         }
     }
 }
 
 impl Numbering {
+    /// A run starts (runs never overlap: the supervisor starts one after the last stopped).
+    fn begin_run(&self) -> Run {
+        let base = self.next.load(Ordering::Relaxed);
+        let mut epoch = self.epoch.load(Ordering::Relaxed);
+        if base > self.epoch_began_at.load(Ordering::Relaxed) {
+            epoch += 1;
+            self.epoch.store(epoch, Ordering::Relaxed);
+            self.epoch_began_at.store(base, Ordering::Relaxed);
+        }
+        self.cut_at.store(self.now_ms(), Ordering::Relaxed);
+        Run { base, epoch }
+    }
+
+    /// A segment numbered `index` was cut.
+    fn cut(&self, index: u64) {
+        self.next.fetch_max(index + 1, Ordering::Relaxed);
+        self.cut_at.store(self.now_ms(), Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.epoch_clock.elapsed().as_millis() as u64
     }
 
     fn silent_for(&self) -> Duration {
@@ -242,5 +275,23 @@ mod tests {
             latency_ms: 120,
         };
         assert_eq!(stall_limit(&c), None);
+    }
+
+    #[test]
+    fn indices_carry_on_and_a_run_that_cut_something_ends_its_epoch() {
+        let n = Numbering::default();
+        assert_eq!(n.begin_run(), Run { base: 0, epoch: 0 });
+        // Two renditions cut 0..=4 and 0..=3: the next run starts after the furthest.
+        for i in 0..5 {
+            n.cut(i);
+        }
+        for i in 0..4 {
+            n.cut(i);
+        }
+        assert_eq!(n.begin_run(), Run { base: 5, epoch: 1 });
+        // A run that failed before its first segment: same base, same epoch.
+        assert_eq!(n.begin_run(), Run { base: 5, epoch: 1 });
+        n.cut(5);
+        assert_eq!(n.begin_run(), Run { base: 6, epoch: 2 });
     }
 }

@@ -147,6 +147,31 @@ fn manifest_key(hash: &ChunkId) -> Vec<u8> {
     format!("manifest/{hash}").into_bytes()
 }
 
+/// One cut segment of a live channel's rendition, as an ingest hands it over.
+#[derive(Clone, Copy)]
+pub struct LiveCut<'a> {
+    /// The rendition's segments counted from 0 since its ingest started (carried on across
+    /// restarts of the feed).
+    pub index: u64,
+    /// Which run of the feed cut it: counted up when a restarted feed cuts its first segment
+    /// (its timestamps start over). 0 for a feed never restarted.
+    pub epoch: u32,
+    pub duration_ms: u32,
+    /// The MPEG-TS segment.
+    pub bytes: &'a [u8],
+}
+
+impl std::fmt::Debug for LiveCut<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCut")
+            .field("index", &self.index)
+            .field("epoch", &self.epoch)
+            .field("duration_ms", &self.duration_ms)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
 impl Origin {
     /// Opens the store, restores the last catalog and schedule, and starts serving.
     pub async fn start(config: OriginConfig, enrollment: Enrollment, signer: OnlineKey) -> Result<Self, OriginError> {
@@ -534,21 +559,27 @@ impl Origin {
 
     /// Publishes one cut segment of a live channel: stores its bytes as chunks (≤ 1 MiB each,
     /// pinned while the segment is in the live window), signs a [`LiveSegment`] of `rendition`
-    /// (described by `info`) and announces it down the subscriptions. `index` counts the
-    /// rendition's segments from 0 since its ingest started; the renditions of one ingest are
-    /// cut together, so segment `index` of each gets the same sequence number: the channel's
-    /// base plus `index`. The base is the Unix time in seconds of the channel's first segment of
-    /// a run, so sequences keep growing across restarts (a segment lasts a second or more).
-    /// Returns the sequence number. Store IO: call from a blocking thread.
+    /// (described by `info`) and announces it down the subscriptions. The renditions of one
+    /// ingest are cut together, so segment [`LiveCut::index`] of each gets the same sequence
+    /// number: the channel's base plus the index. The base is the Unix time in seconds of the
+    /// channel's first segment of this origin's run, so sequences keep growing across restarts
+    /// (a segment lasts a second or more); the discontinuity number is the same base plus
+    /// [`LiveCut::epoch`], so it grows at every restart of the feed or of the origin (exactly
+    /// by one for a feed restart). Returns the sequence number. Store IO: call from a blocking
+    /// thread.
     pub fn publish_live_segment(
         &self,
         channel: &ChannelId,
         rendition: &str,
         info: &LiveRendition,
-        index: u64,
-        duration_ms: u32,
-        bytes: &[u8],
+        cut: LiveCut<'_>,
     ) -> Result<u64, OriginError> {
+        let LiveCut {
+            index,
+            epoch,
+            duration_ms,
+            bytes,
+        } = cut;
         let s = &self.service;
         let mut chunks = Vec::new();
         for piece in bytes.chunks(MAX_CHUNK_SIZE) {
@@ -559,16 +590,18 @@ impl Origin {
                 size: piece.len() as u32,
             });
         }
-        let sequence = {
-            let mut bases = s.live_sequences.lock();
-            let base = *bases.entry(channel.clone()).or_insert_with(|| clock::now().0);
-            base + index
-        };
+        let base = *s
+            .live_sequences
+            .lock()
+            .entry(channel.clone())
+            .or_insert_with(|| clock::now().0);
+        let sequence = base + index;
         let signed = Arc::new(s.signer.sign(LiveSegment {
             channel: channel.clone(),
             rendition: rendition.to_owned(),
             info: info.clone(),
             sequence,
+            discontinuity: base + u64::from(epoch),
             duration_ms,
             cut_at_ms: live_window::now_ms(),
             chunks,

@@ -235,6 +235,7 @@ mod tests {
             rendition: rendition.into(),
             info: Default::default(),
             sequence,
+            discontinuity: 0,
             duration_ms: 2000,
             cut_at_ms: 0,
             chunks: vec![ChunkRef {

@@ -240,6 +240,7 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
                 .iter()
                 .map(|s| courseway_hls::LiveEntry {
                     sequence: s.body.sequence,
+                    discontinuity: s.body.discontinuity,
                     duration_ms: s.body.duration_ms,
                     available: lan.state.live.is_complete(&s.body),
                 })
