@@ -215,26 +215,33 @@ async fn browser_plays_the_live_channel_from_the_tv_page() {
     );
     config.segment = std::time::Duration::from_secs(1);
     config.test_video_kbps = 300;
-    let publisher = origin.clone();
-    let published = channel.clone();
-    let ingest = config.clone();
-    let feed = LiveIngest::start(&config, move |cut: CutSegment| {
-        let info = courseway_media::live::rendition_info(&ingest, &cut);
-        publisher
-            .publish_live_segment(
-                &published,
-                "source",
-                &info,
-                courseway_origin::LiveCut {
-                    index: cut.index,
-                    epoch: cut.epoch,
-                    duration_ms: cut.duration_ms,
-                    bytes: &cut.bytes,
-                },
-            )
-            .expect("the origin publishes a live segment");
-    })
-    .expect("the live ingest starts");
+    // The feed as the origin runs it: `epoch` counts its restarts, its indices carry on.
+    let next_index = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start_feed = |epoch: u32| {
+        let (publisher, published, ingest) = (origin.clone(), channel.clone(), config.clone());
+        let next_index = next_index.clone();
+        let base = next_index.load(std::sync::atomic::Ordering::SeqCst);
+        LiveIngest::start(&config, move |cut: CutSegment| {
+            let info = courseway_media::live::rendition_info(&ingest, &cut);
+            let index = base + cut.index;
+            next_index.fetch_max(index + 1, std::sync::atomic::Ordering::SeqCst);
+            publisher
+                .publish_live_segment(
+                    &published,
+                    "source",
+                    &info,
+                    courseway_origin::LiveCut {
+                        index,
+                        epoch,
+                        duration_ms: cut.duration_ms,
+                        bytes: &cut.bytes,
+                    },
+                )
+                .expect("the origin publishes a live segment");
+        })
+        .expect("the live ingest starts")
+    };
+    let feed = start_feed(0);
     wait_until(
         "the station to hold three live segments",
         Duration::from_secs(60),
@@ -339,6 +346,37 @@ async fn browser_plays_the_live_channel_from_the_tv_page() {
     );
     assert_eq!(state["player"], "hls.js", "{state}");
     assert_eq!(state["error"], json!(null), "{state}");
+
+    // The feed restarts (its timestamps start over): the playlist marks the discontinuity and
+    // the player plays on through it.
+    feed.stop().expect("the live ingest ran without error");
+    let feed = start_feed(1);
+    let device = Device::new([127, 0, 0, 1], "test");
+    let marked_with_three_after = |text: &str| {
+        let parts: Vec<&str> = text.split("#EXT-X-DISCONTINUITY\n").collect();
+        parts.len() == 2 && parts[1].matches(".ts\n").count() >= 3
+    };
+    let mut playlist = String::new();
+    for _ in 0..600 {
+        playlist = device.get(lan.local_addr(), "/live/city-live/source.m3u8").await.text();
+        if marked_with_three_after(&playlist) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        marked_with_three_after(&playlist),
+        "the playlist marks where the feed restarted, once, with segments after it:\n{playlist}"
+    );
+    let t1 = browser.eval(REPORT).await["time"].as_f64().unwrap();
+    browser
+        .wait_for(
+            "the live video to play on through the feed's restart",
+            Duration::from_secs(60),
+            &format!("var v = document.getElementById('video'); return v.currentTime > {t1} + 3 && !v.error;"),
+            REPORT,
+        )
+        .await;
     assert!(
         browser
             .eval("return document.getElementById('player-title').textContent;")

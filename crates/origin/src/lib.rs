@@ -11,6 +11,7 @@
 //! directly (the demo's synthetic courseware).
 
 pub mod admin;
+pub mod live_numbering;
 pub mod mirror;
 pub mod reports;
 
@@ -107,8 +108,8 @@ struct Service {
     manifests_sent: AtomicU64,
     reports: Arc<reports::ReportStore>,
     live: Arc<LiveWindow>,
-    /// The next sequence number per channel and rendition.
-    live_sequences: Mutex<HashMap<ChannelId, u64>>,
+    /// Each live channel's numbering in this run.
+    live_runs: Mutex<HashMap<ChannelId, live_numbering::ChannelRun>>,
     live_segments: AtomicU64,
     live_chunk_sends: AtomicU64,
 }
@@ -200,7 +201,7 @@ impl Origin {
             manifests_sent: AtomicU64::new(0),
             reports: Arc::new(reports::ReportStore::open(store.clone())?),
             live: Arc::new(LiveWindow::new(DEFAULT_LIVE_WINDOW)),
-            live_sequences: Mutex::new(HashMap::new()),
+            live_runs: Mutex::new(HashMap::new()),
             live_segments: AtomicU64::new(0),
             live_chunk_sends: AtomicU64::new(0),
         });
@@ -559,14 +560,11 @@ impl Origin {
 
     /// Publishes one cut segment of a live channel: stores its bytes as chunks (≤ 1 MiB each,
     /// pinned while the segment is in the live window), signs a [`LiveSegment`] of `rendition`
-    /// (described by `info`) and announces it down the subscriptions. The renditions of one
-    /// ingest are cut together, so segment [`LiveCut::index`] of each gets the same sequence
-    /// number: the channel's base plus the index. The base is the Unix time in seconds of the
-    /// channel's first segment of this origin's run, so sequences keep growing across restarts
-    /// (a segment lasts a second or more); the discontinuity number is the same base plus
-    /// [`LiveCut::epoch`], so it grows at every restart of the feed or of the origin (exactly
-    /// by one for a feed restart). Returns the sequence number. Store IO: call from a blocking
-    /// thread.
+    /// (described by `info`) and announces it down the subscriptions. Sequence and
+    /// discontinuity numbers are [`live_numbering`]'s: the renditions of one ingest are cut
+    /// together, so segment [`LiveCut::index`] of each gets the same sequence number, and the
+    /// discontinuity number grows by one each time the feed or the origin restarts (persisted in
+    /// the store). Returns the sequence number. Store IO: call from a blocking thread.
     pub fn publish_live_segment(
         &self,
         channel: &ChannelId,
@@ -590,18 +588,36 @@ impl Origin {
                 size: piece.len() as u32,
             });
         }
-        let base = *s
-            .live_sequences
-            .lock()
-            .entry(channel.clone())
-            .or_insert_with(|| clock::now().0);
-        let sequence = base + index;
+        let (sequence, discontinuity) = {
+            let mut runs = s.live_runs.lock();
+            let key = live_numbering::discontinuity_key(channel.as_str());
+            let (run, begun) = match runs.entry(channel.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => (e.into_mut(), false),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let last = s
+                        .store
+                        .get_meta(&key)?
+                        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+                        .map(u64::from_le_bytes);
+                    (
+                        v.insert(live_numbering::ChannelRun::begin(clock::now().0, epoch, last)),
+                        true,
+                    )
+                }
+            };
+            let (sequence, discontinuity, changed) = run.number(index, epoch);
+            if begun || changed {
+                s.store
+                    .put_meta(&key, &discontinuity.to_le_bytes(), Durability::Synced)?;
+            }
+            (sequence, discontinuity)
+        };
         let signed = Arc::new(s.signer.sign(LiveSegment {
             channel: channel.clone(),
             rendition: rendition.to_owned(),
             info: info.clone(),
             sequence,
-            discontinuity: base + u64::from(epoch),
+            discontinuity,
             duration_ms,
             cut_at_ms: live_window::now_ms(),
             chunks,
