@@ -440,6 +440,71 @@ async fn lan_a_playback_idle_for_the_configured_time_is_recorded() {
     setup.shutdown().await;
 }
 
+/// A station whose admin set an attendance PIN: a phone on the LAN without it, or guessing, cannot
+/// enter (or pre-empt) a showing's count; the admin's form with it is taken; guessing locks the
+/// form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lan_attendance_with_a_pin_takes_only_the_admins_form() {
+    let mut setup = lan::start(Duration::from_secs(60), Some(600)).await;
+    setup.stop_lan();
+    let records = setup.records.clone();
+    let mut config = LanConfig::new(loopback(), std::sync::Arc::new(move |v| records.lock().push(v)));
+    config.attendance_pin = Some("2468".into());
+    let lan = setup.station.serve_lan(config).await.unwrap();
+    let addr = lan.local_addr();
+    let phone = Device::new(
+        [127, 0, 0, 3],
+        "Mozilla/5.0 (Linux; Android 13; M2101K6C) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36",
+    );
+    assert_eq!(phone.get(addr, "/api/status").await.json()["attendance_pin"], true);
+    let show_at = phone.get(addr, "/api/schedule").await.json()["showings"][0]["show_at"]
+        .as_u64()
+        .unwrap();
+    let post = |present: u32, pin: Option<&str>| {
+        let mut body = json!({"lesson": LESSON, "show_at": show_at, "present": present});
+        if let Some(pin) = pin {
+            body["pin"] = json!(pin);
+        }
+        let phone = phone.clone();
+        async move {
+            phone
+                .send(
+                    addr,
+                    Method::POST,
+                    "/api/attendance",
+                    &[("content-type", "application/json")],
+                    Bytes::from(body.to_string()),
+                )
+                .await
+        }
+    };
+    for pin in [None, Some("1234")] {
+        let refused = post(99, pin).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{pin:?}: {}", refused.text());
+        assert_eq!(refused.json()["field"], "pin");
+    }
+    let taken = post(31, Some("2468")).await;
+    assert_eq!(taken.status, StatusCode::CREATED, "{}", taken.text());
+    let again = post(32, Some("2468")).await;
+    assert_eq!(
+        again.status,
+        StatusCode::CONFLICT,
+        "still once per showing: {}",
+        again.text()
+    );
+    // Guessing: five wrong PINs in a row lock the form, even for the right one.
+    for _ in 0..courseway_station::lan::attendance::PIN_TRIES {
+        assert_eq!(post(99, Some("0000")).await.status, StatusCode::FORBIDDEN);
+    }
+    let locked = post(31, Some("2468")).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS, "{}", locked.text());
+    assert_eq!(locked.json()["field"], "pin");
+    let attendance: Vec<_> = setup.records.lock().iter().filter_map(|v| v.attendance).collect();
+    assert_eq!(attendance, [31], "only the admin's form became a record");
+    drop(lan);
+    setup.shutdown().await;
+}
+
 /// The whole path of a viewing: segments played from the station's LAN server, the idle session
 /// recorded into the station's outbox (`Station::viewing_sink`, as `courseway station` and the
 /// demo run it), sent up as a report and stored at the origin.

@@ -949,6 +949,8 @@ pub struct LanSection {
     pub listen: SocketAddr,
     /// Seconds without a segment request after which a playback is over and recorded.
     pub playback_idle_seconds: Option<u64>,
+    /// 4 to 12 digits the attendance form asks for (absent: no PIN).
+    pub attendance_pin: Option<String>,
 }
 
 fn lan_listen() -> SocketAddr {
@@ -956,10 +958,21 @@ fn lan_listen() -> SocketAddr {
 }
 
 /// The LAN server's settings, resolved (the viewing sink is the caller's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LanSettings {
     pub listen: SocketAddr,
     pub idle_after: Duration,
+    pub attendance_pin: Option<String>,
+}
+
+impl std::fmt::Debug for LanSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanSettings")
+            .field("listen", &self.listen)
+            .field("idle_after", &self.idle_after)
+            .field("attendance_pin", &self.attendance_pin.as_ref().map(|_| "set"))
+            .finish()
+    }
 }
 
 /// `[station.bandwidth]`: how much of the village line the station may use, and when.
@@ -1283,9 +1296,16 @@ pub fn station(path: &Path) -> anyhow::Result<StationSettings> {
                 (1..=86_400).contains(&idle),
                 "station.lan.playback_idle_seconds = {idle} is out of range; give 1 to 86400 (default 60)"
             );
+            if let Some(pin) = &l.attendance_pin {
+                ensure!(
+                    (4..=12).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()),
+                    "station.lan.attendance_pin must be 4 to 12 digits, e.g. \"2468\" (or leave it out for no PIN)"
+                );
+            }
             Some(LanSettings {
                 listen: l.listen,
                 idle_after: Duration::from_secs(idle),
+                attendance_pin: l.attendance_pin,
             })
         }
         None => None,
@@ -1446,6 +1466,7 @@ mod tests {
             Some(LanSettings {
                 listen: "0.0.0.0:8080".parse().unwrap(),
                 idle_after: Duration::from_secs(60),
+                attendance_pin: None,
             })
         );
     }
@@ -1517,13 +1538,24 @@ mod tests {
         let lan = station(&write(
             dir.path(),
             "station.toml",
-            &format!("{good}[station.lan]\nplayback_idle_seconds = 90\n"),
+            &format!("{good}[station.lan]\nplayback_idle_seconds = 90\nattendance_pin = \"2468\"\n"),
         ))
         .unwrap()
         .lan
         .unwrap();
         assert_eq!(lan.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(lan.idle_after, Duration::from_secs(90));
+        assert_eq!(lan.attendance_pin.as_deref(), Some("2468"));
+        assert!(!format!("{lan:?}").contains("2468"), "the PIN stays out of logs");
+        for pin in ["\"12\"", "\"12a4\"", "2468"] {
+            let e = station(&write(
+                dir.path(),
+                "station.toml",
+                &format!("{good}[station.lan]\nattendance_pin = {pin}\n"),
+            ))
+            .unwrap_err();
+            assert!(format!("{e:#}").contains("attendance_pin"), "{pin}: {e:#}");
+        }
         for (text, key) in [
             (
                 good.replace("share_percent = 100", "share_percent = 130"),

@@ -268,6 +268,7 @@ pub fn station(config_path: &Path) -> anyhow::Result<()> {
             Some(l) => {
                 let mut config = LanConfig::new(l.listen, station.viewing_sink());
                 config.idle_after = l.idle_after;
+                config.attendance_pin = l.attendance_pin;
                 let lan = station
                     .serve_lan(config)
                     .await

@@ -11,6 +11,8 @@ pub const MAX_PRESENT: u64 = 10_000;
 pub const MAX_NAMES: usize = 500;
 /// Longest name, in characters.
 pub const MAX_NAME_CHARS: usize = 32;
+/// Longest PIN, in characters.
+pub const MAX_PIN_CHARS: usize = 32;
 
 /// A valid form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub struct AttendanceForm {
     pub show_at: UnixTime,
     pub present: u32,
     pub names: Vec<String>,
+    /// The attendance PIN typed on the form, if any (a station may ask for one).
+    pub pin: Option<String>,
 }
 
 /// A refused form: which field, and why (a sentence for the person at the page).
@@ -46,7 +50,7 @@ fn bad(field: &'static str, message: impl Into<String>) -> FormError {
 }
 
 /// Reads the form's JSON: `{"lesson": id, "show_at": unix seconds, "present": n, "names":
-/// ["…", …]}` (`names` optional).
+/// ["…", …], "pin": "…"}` (`names` and `pin` optional).
 pub fn parse(body: &Value) -> Result<AttendanceForm, FormError> {
     let Value::Object(map) = body else {
         return Err(bad(
@@ -56,11 +60,11 @@ pub fn parse(body: &Value) -> Result<AttendanceForm, FormError> {
     };
     if let Some(unknown) = map
         .keys()
-        .find(|k| !matches!(k.as_str(), "lesson" | "show_at" | "present" | "names"))
+        .find(|k| !matches!(k.as_str(), "lesson" | "show_at" | "present" | "names" | "pin"))
     {
         return Err(bad(
             "body",
-            format!("unknown field {unknown:?}; the fields are lesson, show_at, present and names"),
+            format!("unknown field {unknown:?}; the fields are lesson, show_at, present, names and pin"),
         ));
     }
     let lesson = match map.get("lesson") {
@@ -133,12 +137,27 @@ pub fn parse(body: &Value) -> Result<AttendanceForm, FormError> {
             ),
         ));
     }
+    let pin = match map.get("pin") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if p.chars().count() <= MAX_PIN_CHARS => Some(p.trim().to_string()),
+        Some(Value::String(_)) => return Err(bad("pin", format!("the PIN is longer than {MAX_PIN_CHARS} characters"))),
+        Some(_) => return Err(bad("pin", "pin must be text, e.g. \"2468\"")),
+    };
     Ok(AttendanceForm {
         lesson,
         show_at,
         present,
         names,
+        pin,
     })
+}
+
+/// Whether `given` is the station's attendance PIN `expected`, compared in time that does not
+/// depend on where they differ.
+pub fn pin_matches(expected: &str, given: Option<&str>) -> bool {
+    let Some(given) = given else { return false };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -157,8 +176,19 @@ mod tests {
                 show_at: UnixTime(100_000),
                 present: 12,
                 names: vec!["张三".into(), "李四".into()],
+                pin: None,
             }
         );
+        let with_pin = parse(&json!({"lesson": "l1", "show_at": 1, "present": 1, "pin": " 2468 "})).unwrap();
+        assert_eq!(with_pin.pin.as_deref(), Some("2468"));
+    }
+
+    #[test]
+    fn a_pin_matches_only_itself() {
+        assert!(pin_matches("2468", Some("2468")));
+        for wrong in [None, Some(""), Some("2469"), Some("246"), Some("24680")] {
+            assert!(!pin_matches("2468", wrong), "{wrong:?}");
+        }
     }
 
     #[test]
@@ -195,6 +225,11 @@ mod tests {
             (
                 json!({"lesson": "l1", "show_at": 1, "present": 5, "names": ["x".repeat(33)]}),
                 "names",
+            ),
+            (json!({"lesson": "l1", "show_at": 1, "present": 5, "pin": 2468}), "pin"),
+            (
+                json!({"lesson": "l1", "show_at": 1, "present": 5, "pin": "9".repeat(33)}),
+                "pin",
             ),
         ];
         for (body, field) in cases {

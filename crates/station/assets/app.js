@@ -335,6 +335,8 @@
     $("attendance-what").textContent = showing.local_date + " " + showing.local_time + " · " + (showing.title || showing.lesson);
     $("present").value = "";
     $("names").value = "";
+    $("pin").value = "";
+    $("pin-row").hidden = !(state.status && state.status.attendance_pin);
     $("attendance-msg").textContent = "";
     $("attendance").hidden = false;
     $("present").focus();
@@ -354,7 +356,9 @@
     var msg = $("attendance-msg");
     if (!/^[0-9]+$/.test(raw)) { msg.textContent = "请输入到课人数（数字） / enter the number of people"; $("present").focus(); return; }
     var names = $("names").value.split(/\r?\n/).map(function (n) { return n.trim(); }).filter(Boolean);
-    request("POST", "/api/attendance", { lesson: s.lesson, show_at: s.show_at, present: parseInt(raw, 10), names: names }, function (code, v) {
+    var form = { lesson: s.lesson, show_at: s.show_at, present: parseInt(raw, 10), names: names };
+    if (!$("pin-row").hidden) form.pin = $("pin").value.trim();
+    request("POST", "/api/attendance", form, function (code, v) {
       if (code === 201) {
         closeAttendance();
         refresh();

@@ -12,10 +12,50 @@ use courseway_content::schedule::Place;
 use courseway_content::{LessonId, Schedule, UnixTime};
 use courseway_proto::Viewing;
 
-pub use courseway_lan_proto::attendance::{parse, AttendanceForm, FormError, MAX_NAMES, MAX_NAME_CHARS, MAX_PRESENT};
+pub use courseway_lan_proto::attendance::{
+    parse, pin_matches, AttendanceForm, FormError, MAX_NAMES, MAX_NAME_CHARS, MAX_PRESENT,
+};
 
 /// A form may be entered from this long before the showing starts.
 pub const EARLIEST_BEFORE_SECS: u64 = 30 * 60;
+/// Wrong attendance PINs in a row before the form is locked for [`PIN_LOCKOUT_SECS`].
+pub const PIN_TRIES: u32 = 5;
+/// How long the form stays locked after [`PIN_TRIES`] wrong PINs.
+pub const PIN_LOCKOUT_SECS: u64 = 60;
+
+/// Keeps a device on the LAN from guessing the attendance PIN: after [`PIN_TRIES`] wrong ones in
+/// a row, every form is refused for [`PIN_LOCKOUT_SECS`] (a 4-digit PIN then takes days to
+/// guess, and the admin sees the refusals in the log). One per LAN server: the attempts of
+/// all devices count together.
+#[derive(Debug, Default)]
+pub struct PinGuard {
+    wrong_in_a_row: u32,
+    locked_until: Option<UnixTime>,
+}
+
+impl PinGuard {
+    /// `Err(seconds to wait)` while locked.
+    pub fn check(&self, now: UnixTime) -> Result<(), u64> {
+        match self.locked_until {
+            Some(until) if now < until => Err(until.0 - now.0),
+            _ => Ok(()),
+        }
+    }
+
+    /// A wrong PIN at `now`.
+    pub fn wrong(&mut self, now: UnixTime) {
+        self.wrong_in_a_row += 1;
+        if self.wrong_in_a_row >= PIN_TRIES {
+            self.wrong_in_a_row = 0;
+            self.locked_until = Some(UnixTime(now.0 + PIN_LOCKOUT_SECS));
+        }
+    }
+
+    /// The right PIN.
+    pub fn right(&mut self) {
+        self.wrong_in_a_row = 0;
+    }
+}
 
 fn bad(field: &'static str, message: impl Into<String>) -> FormError {
     FormError::invalid(field, message)
@@ -118,6 +158,7 @@ mod tests {
                 show_at: UnixTime(100_000),
                 present: 12,
                 names: vec!["张三".into(), "李四".into()],
+                pin: None,
             }
         );
         assert!(check_showing(Some(&schedule()), &place(), &form, UnixTime(100_500)).is_ok());
@@ -129,12 +170,31 @@ mod tests {
     }
 
     #[test]
+    fn five_wrong_pins_lock_the_form_for_a_minute() {
+        let mut guard = PinGuard::default();
+        let t = |s: u64| UnixTime(1_000 + s);
+        for _ in 0..PIN_TRIES - 1 {
+            guard.wrong(t(0));
+        }
+        guard.right();
+        for _ in 0..PIN_TRIES - 1 {
+            guard.wrong(t(1));
+            assert_eq!(guard.check(t(1)), Ok(()), "the right PIN reset the count");
+        }
+        guard.wrong(t(1));
+        assert_eq!(guard.check(t(1)), Err(PIN_LOCKOUT_SECS));
+        assert_eq!(guard.check(t(60)), Err(1));
+        assert_eq!(guard.check(t(61)), Ok(()));
+    }
+
+    #[test]
     fn only_this_stations_showings_that_have_begun() {
         let form = |lesson: &str, at: u64| AttendanceForm {
             lesson: LessonId::new(lesson).unwrap(),
             show_at: UnixTime(at),
             present: 3,
             names: vec![],
+            pin: None,
         };
         let now = UnixTime(100_000);
         // Another town's showing, an unknown time, no schedule at all.

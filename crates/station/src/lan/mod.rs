@@ -26,11 +26,13 @@
 //! | GET | `/api/status` | station, place, sync state, disk, live channels, playbacks in progress |
 //! | GET | `/api/lessons` | the lessons this station holds or fetches: ready or not, progress, URLs |
 //! | GET | `/api/schedule` | this station's showings from local midnight today to 7 days ahead |
-//! | POST | `/api/attendance` | `{lesson, show_at, present, names?}` for a scheduled showing |
+//! | POST | `/api/attendance` | `{lesson, show_at, present, names?, pin?}` for a scheduled showing |
 //!
 //! Every GET also answers HEAD. A lesson this station does not hold, or does not hold whole
 //! yet, is 404 with the reason in the body (JSON under `/api`, plain text elsewhere); a refused
-//! attendance form is 400/404/409 with `{"error": reason, "field": name}`. Ids in paths are
+//! attendance form is 400/404/409 with `{"error": reason, "field": name}`, and, where
+//! [`LanConfig::attendance_pin`] is set, 403 for a missing or wrong PIN and 429 for a minute
+//! after [`attendance::PIN_TRIES`] wrong ones in a row. Ids in paths are
 //! validated identifiers matched against the verified manifests; nothing from a request reaches
 //! the filesystem.
 //!
@@ -42,9 +44,9 @@
 //!   last_synced_at, downloads_allowed, disk_full}, disk: {budget_bytes, used_bytes,
 //!   pinned_bytes, free_bytes}, live: {on_air, channels: [{channel, on_air, newest_sequence,
 //!   seconds_since_last_segment, segment_seconds, renditions, playlist, playlists, showing}]},
-//!   playing}` (`channels`: the live channels this station follows, renditions top first;
+//!   playing, attendance_pin}` (`channels`: the live channels this station follows, renditions top first;
 //!   `showing`: the current or next live showing of the channel here, or `null`; `playing`
-//!   counts playback sessions in progress).
+//!   counts playback sessions in progress; `attendance_pin`: whether the form asks for a PIN).
 //! - `/api/lessons`: `{lessons: [{id, version, title, publisher, category, tags, language,
 //!   duration_seconds, ready, size_bytes, held_bytes, next_showing, estimated_ready, at_risk,
 //!   hls, renditions: [{name, kind, width, height, bandwidth, codecs, hls}], attachments: [{name,
@@ -97,6 +99,9 @@ pub struct LanConfig {
     pub idle_after: Duration,
     /// Receives every viewing record.
     pub sink: ViewingSink,
+    /// If set, an attendance form is taken only with this PIN (the page asks for it), so a
+    /// device on the village LAN cannot enter a showing's count before the admin does.
+    pub attendance_pin: Option<String>,
 }
 
 impl std::fmt::Debug for LanConfig {
@@ -104,6 +109,7 @@ impl std::fmt::Debug for LanConfig {
         f.debug_struct("LanConfig")
             .field("listen", &self.listen)
             .field("idle_after", &self.idle_after)
+            .field("attendance_pin", &self.attendance_pin.as_ref().map(|_| "set"))
             .finish_non_exhaustive()
     }
 }
@@ -112,12 +118,13 @@ impl std::fmt::Debug for LanConfig {
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(60);
 
 impl LanConfig {
-    /// Serves on `listen`, sessions idle after [`DEFAULT_IDLE_AFTER`].
+    /// Serves on `listen`, sessions idle after [`DEFAULT_IDLE_AFTER`], attendance without a PIN.
     pub fn new(listen: SocketAddr, sink: ViewingSink) -> Self {
         Self {
             listen,
             idle_after: DEFAULT_IDLE_AFTER,
             sink,
+            attendance_pin: None,
         }
     }
 }
@@ -130,6 +137,8 @@ pub(crate) struct Lan {
     /// Held while an attendance form is checked against the register and written, so two
     /// forms for one showing cannot both be taken.
     pub(crate) attendance: tokio::sync::Mutex<()>,
+    pub(crate) attendance_pin: Option<String>,
+    pub(crate) pin_guard: Mutex<attendance::PinGuard>,
 }
 
 impl Lan {
@@ -172,6 +181,8 @@ impl LanServer {
             capture: Mutex::new(Capture::new(idle.as_secs())),
             sink: config.sink,
             attendance: tokio::sync::Mutex::new(()),
+            attendance_pin: config.attendance_pin,
+            pin_guard: Mutex::new(attendance::PinGuard::default()),
         });
         let http = HttpServer::bind_streaming(config.listen, routes::LanHandler(lan.clone())).await?;
         // Idle sessions are ended a few times per idle period.

@@ -149,7 +149,11 @@ async fn route(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<Response<St
     }
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
-        ["api", "status"] => Ok(json_answer(&api::status(&snapshot(lan)), head)),
+        ["api", "status"] => {
+            let mut status = api::status(&snapshot(lan));
+            status["attendance_pin"] = json!(lan.attendance_pin.is_some());
+            Ok(json_answer(&status, head))
+        }
         ["api", "lessons"] => Ok(json_answer(&api::lessons(&snapshot(lan)), head)),
         ["api", "schedule"] => {
             let snap = snapshot(lan);
@@ -561,6 +565,35 @@ async fn post_attendance(lan: &Arc<Lan>, request: Request<Incoming>) -> Result<R
     };
     let form = attendance::parse(&body).map_err(form_error)?;
     let now = clock::now();
+    if let Some(expected) = &lan.attendance_pin {
+        let mut guard = lan.pin_guard.lock();
+        if let Err(wait) = guard.check(now) {
+            return Err(LanError {
+                field: Some("pin"),
+                ..LanError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "{} wrong PINs in a row: the form is locked; try again in {wait} s",
+                        attendance::PIN_TRIES
+                    ),
+                )
+            });
+        }
+        if !attendance::pin_matches(expected, form.pin.as_deref()) {
+            guard.wrong(now);
+            tracing::warn!(%client, given = form.pin.is_some(), "attendance form refused: wrong or missing PIN");
+            let message = if form.pin.is_none() {
+                "this station asks for the attendance PIN; the station admin has it"
+            } else {
+                "the attendance PIN is wrong; the station admin has it"
+            };
+            return Err(LanError {
+                field: Some("pin"),
+                ..LanError::new(StatusCode::FORBIDDEN, message)
+            });
+        }
+        guard.right();
+    }
     let schedule = lan.state.trust.lock().schedule().map(|s| s.body.clone());
     attendance::check_showing(schedule.as_ref(), &lan.state.place, &form, now).map_err(form_error)?;
     // One form per showing: checked and written under the lock.
