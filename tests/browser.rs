@@ -77,8 +77,9 @@ async fn play_with_the_remote(browser: &Browser, page: &str, player: &str) {
         .await;
 }
 
-/// The remote enters attendance for today's showing: to its button, Enter, digits, Enter.
-async fn enter_attendance(browser: &Browser, present: &str) {
+/// The remote enters attendance for today's showing: to its button, Enter, digits, (down to
+/// the PIN, its digits,) Enter.
+async fn enter_attendance(browser: &Browser, present: &str, pin: Option<&str>) {
     browser.press(ARROW_LEFT).await;
     let on_button = "var k = document.activeElement.getAttribute('data-key'); return !!k && k.indexOf('att-') === 0;";
     let mut presses = 0;
@@ -103,6 +104,20 @@ async fn enter_attendance(browser: &Browser, present: &str) {
     for digit in present.chars() {
         browser.press(&digit.to_string()).await;
     }
+    if let Some(pin) = pin {
+        browser.press(ARROW_DOWN).await;
+        browser
+            .wait_for(
+                "the PIN field, one press below the count",
+                Duration::from_secs(10),
+                "return document.activeElement.id === 'pin';",
+                REPORT,
+            )
+            .await;
+        for digit in pin.chars() {
+            browser.press(&digit.to_string()).await;
+        }
+    }
     browser.press(ENTER).await;
     browser
         .wait_for(
@@ -123,8 +138,16 @@ fn player_attr(player: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_plays_a_ready_lesson_from_the_tv_page() {
     // A showing in 10 minutes: today's schedule has an item (focused first) and an attendance
-    // button, so the remote has somewhere to move from.
+    // button, so the remote has somewhere to move from. The admin set an attendance PIN.
     let mut setup = lan::start(Duration::from_secs(60), Some(600)).await;
+    setup.stop_lan();
+    let records = setup.records.clone();
+    let mut config = courseway_station::lan::LanConfig::new(
+        courseway_tests::loopback(),
+        std::sync::Arc::new(move |v| records.lock().push(v)),
+    );
+    config.attendance_pin = Some("2468".into());
+    setup.lan = Some(setup.station.serve_lan(config).await.unwrap());
     let page = setup.lan.as_ref().unwrap().page_url();
     let browser = Browser::start().await;
     let support = browser
@@ -143,7 +166,7 @@ async fn browser_plays_a_ready_lesson_from_the_tv_page() {
     if support["native_hls"] != "" {
         play_with_the_remote(&browser, &page, "native").await;
     }
-    enter_attendance(&browser, "23").await;
+    enter_attendance(&browser, "23", Some("2468")).await;
     browser.close().await;
 
     // Each playback became a viewing record when the server stopped.
