@@ -244,22 +244,11 @@ async fn browser_plays_the_live_channel_from_the_tv_page() {
         let (publisher, published, ingest) = (origin.clone(), channel.clone(), config.clone());
         let next_index = next_index.clone();
         let base = next_index.load(std::sync::atomic::Ordering::SeqCst);
-        LiveIngest::start(&config, move |cut: CutSegment| {
-            let info = courseway_media::live::rendition_info(&ingest, &cut);
-            let index = base + cut.index;
-            next_index.fetch_max(index + 1, std::sync::atomic::Ordering::SeqCst);
-            publisher
-                .publish_live_segment(
-                    &published,
-                    "source",
-                    &info,
-                    courseway_origin::LiveCut {
-                        index,
-                        epoch,
-                        duration_ms: cut.duration_ms,
-                        bytes: &cut.bytes,
-                    },
-                )
+        LiveIngest::start(&config, move |mut cut: CutSegment| {
+            cut.index += base;
+            cut.epoch = epoch;
+            next_index.fetch_max(cut.index + 1, std::sync::atomic::Ordering::SeqCst);
+            courseway::live::publish_cut(&publisher, &published, &ingest, &cut)
                 .expect("the origin publishes a live segment");
         })
         .expect("the live ingest starts")

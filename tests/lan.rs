@@ -315,16 +315,7 @@ async fn lan_viewing_records_from_two_devices_and_attendance() {
     let show_at = showing["show_at"].as_u64().unwrap();
     let post = |body: serde_json::Value| {
         let vlc = vlc.clone();
-        async move {
-            vlc.send(
-                addr,
-                Method::POST,
-                "/api/attendance",
-                &[("content-type", "application/json")],
-                Bytes::from(body.to_string()),
-            )
-            .await
-        }
+        async move { vlc.post_json(addr, "/api/attendance", &body).await }
     };
     for (body, status, field) in [
         (
@@ -466,17 +457,7 @@ async fn lan_attendance_with_a_pin_takes_only_the_admins_form() {
             body["pin"] = json!(pin);
         }
         let phone = phone.clone();
-        async move {
-            phone
-                .send(
-                    addr,
-                    Method::POST,
-                    "/api/attendance",
-                    &[("content-type", "application/json")],
-                    Bytes::from(body.to_string()),
-                )
-                .await
-        }
+        async move { phone.post_json(addr, "/api/attendance", &body).await }
     };
     for pin in [None, Some("1234")] {
         let refused = post(99, pin).await;

@@ -68,20 +68,7 @@ fn start_feed(origin: &Arc<Origin>, spool: &Path) -> LiveIngest {
     let ingest = config.clone();
     LiveIngest::start(&config, move |cut: CutSegment| {
         // The ingest's own thread: blocking store IO is fine here.
-        let info = courseway_media::live::rendition_info(&ingest, &cut);
-        origin
-            .publish_live_segment(
-                &channel(),
-                RENDITION,
-                &info,
-                LiveCut {
-                    index: cut.index,
-                    epoch: cut.epoch,
-                    duration_ms: cut.duration_ms,
-                    bytes: &cut.bytes,
-                },
-            )
-            .expect("the origin publishes a live segment");
+        courseway::live::publish_cut(&origin, &channel(), &ingest, &cut).expect("the origin publishes a live segment");
     })
     .expect("the live ingest starts (GStreamer with x264enc, voaacenc, mpegtsmux)")
 }

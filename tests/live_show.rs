@@ -14,7 +14,7 @@ use courseway_media::live::{CutSegment, LiveIngest, LiveIngestConfig, LiveInput}
 use courseway_node::{clock, Parent, UpstreamConfig};
 use courseway_origin::admin::workflow::Role;
 use courseway_origin::admin::{tokens, AdminApi, AdminConfig};
-use courseway_origin::{LiveCut, Origin};
+use courseway_origin::Origin;
 use courseway_proto::Role as NodeRole;
 use courseway_station::lan::LanConfig;
 use courseway_station::{Station, StationConfig};
@@ -103,20 +103,7 @@ fn start_feed(origin: &Arc<Origin>, spool: &Path) -> LiveIngest {
     let origin = origin.clone();
     let ingest = config.clone();
     LiveIngest::start(&config, move |cut: CutSegment| {
-        let info = courseway_media::live::rendition_info(&ingest, &cut);
-        origin
-            .publish_live_segment(
-                &channel(),
-                RENDITION,
-                &info,
-                LiveCut {
-                    index: cut.index,
-                    epoch: cut.epoch,
-                    duration_ms: cut.duration_ms,
-                    bytes: &cut.bytes,
-                },
-            )
-            .expect("the origin publishes a live segment");
+        courseway::live::publish_cut(&origin, &channel(), &ingest, &cut).expect("the origin publishes a live segment");
     })
     .expect("the live ingest starts (GStreamer with x264enc, voaacenc, mpegtsmux)")
 }

@@ -56,6 +56,18 @@ impl Device {
         self.send(server, Method::GET, path, &[], Bytes::new()).await
     }
 
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, server: SocketAddr, path: &str, body: &serde_json::Value) -> Answer {
+        self.send(
+            server,
+            Method::POST,
+            path,
+            &[("content-type", "application/json")],
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
     /// Any request, with extra headers and a body.
     pub async fn send(
         &self,

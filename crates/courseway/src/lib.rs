@@ -11,4 +11,5 @@ pub mod admin_client;
 pub mod config;
 pub mod enrol;
 pub mod keys;
+pub mod live;
 pub mod topology;

@@ -149,19 +149,7 @@ pub fn origin(config_path: &Path) -> anyhow::Result<()> {
             // Restarted when it stops (an RTSP camera gone), its sequence numbers carrying on.
             let feed = courseway_media::live_feed::LiveFeed::start(live.ingest.clone(), move |cut| {
                 // The ingest's own thread: the store writes block it, never the async workers.
-                let info = courseway_media::live::rendition_info(&ingest, &cut);
-                let name = &ingest.renditions[cut.rendition].name;
-                let published = publisher.publish_live_segment(
-                    &channel,
-                    name,
-                    &info,
-                    courseway_origin::LiveCut {
-                        index: cut.index,
-                        epoch: cut.epoch,
-                        duration_ms: cut.duration_ms,
-                        bytes: &cut.bytes,
-                    },
-                );
+                let published = courseway::live::publish_cut(&publisher, &channel, &ingest, &cut);
                 if let Err(e) = published {
                     tracing::error!(%channel, error = %e, "could not publish a live segment; it is skipped");
                 }

@@ -149,18 +149,7 @@ mod tests {
 
     #[test]
     fn a_form_for_a_showing_here_is_taken() {
-        let form =
-            parse(&json!({"lesson": "l1", "show_at": 100000, "present": 12, "names": [" 张三 ", "", "李四"]})).unwrap();
-        assert_eq!(
-            form,
-            AttendanceForm {
-                lesson: LessonId::new("l1").unwrap(),
-                show_at: UnixTime(100_000),
-                present: 12,
-                names: vec!["张三".into(), "李四".into()],
-                pin: None,
-            }
-        );
+        let form = parse(&json!({"lesson": "l1", "show_at": 100000, "present": 12})).unwrap();
         assert!(check_showing(Some(&schedule()), &place(), &form, UnixTime(100_500)).is_ok());
         assert!(check_showing(Some(&schedule()), &place(), &form, UnixTime(100_000 - 1800)).is_ok());
         let v = viewing(&form, "192.168.1.9".parse().unwrap());
