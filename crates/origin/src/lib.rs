@@ -607,8 +607,17 @@ impl Origin {
             };
             let (sequence, discontinuity, changed) = run.number(index, epoch);
             if begun || changed {
-                s.store
-                    .put_meta(&key, &discontinuity.to_le_bytes(), Durability::Synced)?;
+                let persisted = s.store.put_meta(&key, &discontinuity.to_le_bytes(), Durability::Synced);
+                if let Err(e) = persisted {
+                    // Not numbered after all: the next segment begins (or changes) again, so a
+                    // number the store never held is never handed out twice.
+                    if begun {
+                        runs.remove(channel);
+                    } else {
+                        run.undo_change();
+                    }
+                    return Err(e.into());
+                }
             }
             (sequence, discontinuity)
         };

@@ -22,6 +22,8 @@ pub struct ChannelRun {
     base: u64,
     epoch: u32,
     discontinuity: u64,
+    /// The epoch before the last change, until the next segment.
+    before_change: Option<u32>,
 }
 
 impl ChannelRun {
@@ -32,6 +34,7 @@ impl ChannelRun {
             base: now_secs,
             epoch,
             discontinuity: last.map_or(0, |n| n + 1),
+            before_change: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl ChannelRun {
     /// feed that restarts one run after another never sends) keeps the current number.
     pub fn number(&mut self, index: u64, epoch: u32) -> (u64, u64, bool) {
         let changed = epoch > self.epoch;
+        self.before_change = changed.then_some(self.epoch);
         if changed {
             self.epoch = epoch;
             self.discontinuity += 1;
@@ -49,6 +53,15 @@ impl ChannelRun {
 
     pub fn discontinuity(&self) -> u64 {
         self.discontinuity
+    }
+
+    /// Takes back the change the last [`ChannelRun::number`] made (it could not be persisted):
+    /// the next segment of that epoch changes the number again.
+    pub fn undo_change(&mut self) {
+        if let Some(epoch) = self.before_change.take() {
+            self.epoch = epoch;
+            self.discontinuity -= 1;
+        }
     }
 }
 
@@ -70,5 +83,13 @@ mod tests {
         let mut again = ChannelRun::begin(5_000, 0, Some(run.discontinuity()));
         assert_eq!(again.number(0, 0), (5_000, 2, false));
         assert_eq!(discontinuity_key("city-live"), b"live/discontinuity/city-live");
+        // A change that could not be persisted is made again by the next segment.
+        let mut run = ChannelRun::begin(1_000, 0, None);
+        assert_eq!(run.number(0, 3), (1_000, 1, true));
+        run.undo_change();
+        assert_eq!(run.number(1, 3), (1_001, 1, true));
+        run.undo_change();
+        run.undo_change();
+        assert_eq!(run.number(2, 0), (1_002, 0, false), "back where it was before epoch 3");
     }
 }
