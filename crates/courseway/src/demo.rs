@@ -110,7 +110,36 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     runtime.block_on(run_async(args))
 }
 
+/// Ctrl-C, heard from the moment the demo starts: a signal that arrives while the demo is busy
+/// between two waits (verifying stores, printing) is kept, not lost. (`tokio::signal::ctrl_c()`
+/// only sees signals that arrive after it is first polled.)
+struct Interrupt(tokio::sync::watch::Receiver<bool>);
+
+impl Interrupt {
+    fn listen() -> anyhow::Result<Self> {
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("listening for Ctrl-C")?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if sigint.recv().await.is_some() {
+                let _ = tx.send(true);
+            }
+        });
+        Ok(Self(rx))
+    }
+
+    /// Returns once Ctrl-C has been pressed (at once if it already was).
+    async fn pressed(&mut self) {
+        // The sender lives as long as the listening task; if that ended without a signal,
+        // there is nothing more to wait for but the process's end.
+        if self.0.wait_for(|pressed| *pressed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
+    let mut interrupt = Interrupt::listen()?;
     let temp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -163,7 +192,19 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let (manifest, chunks) = match args.courseware {
-        Courseware::Video => video_lesson(&dir, args.lesson_seconds).await?,
+        Courseware::Video => {
+            // Transcoding takes a while: Ctrl-C stops it too.
+            let cancel = CancelToken::new();
+            tokio::select! {
+                lesson = video_lesson(&dir, args.lesson_seconds, cancel.clone()) => lesson?,
+                () = interrupt.pressed() => {
+                    cancel.cancel();
+                    eprintln!("  interrupted: stopping every node");
+                    tree.shutdown().await;
+                    anyhow::bail!("stopped by Ctrl-C while making the demo lesson");
+                }
+            }
+        }
         Courseware::Synthetic => {
             // About `lesson_mb` MB: 720p + 360p + audio, four-second segments.
             let lesson = SyntheticLesson::of_size(
@@ -206,7 +247,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = tokio::signal::ctrl_c() => break true,
+            () = interrupt.pressed() => break true,
         }
     };
     bars.finish();
@@ -270,7 +311,7 @@ async fn run_async(args: DemoArgs) -> anyhow::Result<()> {
     }
     if !args.exit_when_synced {
         eprintln!("  serving; press Ctrl-C to stop");
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        interrupt.pressed().await;
         eprintln!("  stopping every node");
     }
     drop(admin);
@@ -330,7 +371,11 @@ fn stations_at_risk(tree: &Topology) -> Vec<(String, String, String)> {
 
 /// Makes the video lesson: a `seconds`-long 720p test pattern with a tone, transcoded into the
 /// default ladder under `dir/demo-media`, with a short handout, every chunk in memory.
-async fn video_lesson(dir: &Path, seconds: u32) -> anyhow::Result<(LessonManifest, BTreeMap<ChunkId, Vec<u8>>)> {
+async fn video_lesson(
+    dir: &Path,
+    seconds: u32,
+    cancel: CancelToken,
+) -> anyhow::Result<(LessonManifest, BTreeMap<ChunkId, Vec<u8>>)> {
     let source = dir.join("demo-source.mp4");
     let out = dir.join("demo-media");
     let bar = ProgressBar::with_draw_target(Some(u64::from(seconds) * 1000), ProgressDrawTarget::stderr_with_hz(4));
@@ -352,7 +397,7 @@ async fn video_lesson(dir: &Path, seconds: u32) -> anyhow::Result<(LessonManifes
             &LadderConfig::default(),
             &out,
             |p| progress.set_position(p.position.as_millis() as u64),
-            &CancelToken::new(),
+            &cancel,
         )
         .context("transcoding the demo video (install the GStreamer plugins: ./scripts/demo does)")?;
         let _ = std::fs::remove_file(&source);
