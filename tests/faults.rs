@@ -242,7 +242,13 @@ impl NodeService for LyingParent {
             size: bytes.len() as u32,
             offset: get.offset,
         };
-        send_chunk(&mut req.send, &header, &flipped[get.offset as usize..], &[]).await
+        send_chunk(
+            &mut req.send,
+            &header,
+            flipped[get.offset as usize..].to_vec().into(),
+            &[],
+        )
+        .await
     }
 
     async fn manifest(&self, hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {

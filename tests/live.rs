@@ -340,7 +340,13 @@ impl NodeService for ForgingParent {
             size: bytes.len() as u32,
             offset: get.offset,
         };
-        send_chunk(&mut req.send, &header, &bytes[get.offset as usize..], &[]).await
+        send_chunk(
+            &mut req.send,
+            &header,
+            bytes[get.offset as usize..].to_vec().into(),
+            &[],
+        )
+        .await
     }
 
     async fn manifest(&self, _hash: ChunkId) -> Result<Vec<u8>, ErrorReply> {

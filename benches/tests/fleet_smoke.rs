@@ -16,6 +16,7 @@ fn config() -> FleetConfig {
         loss: 0.01,
         queue: Duration::from_millis(200),
         memtable_bytes: 512 * 1024,
+        stations_know_their_line: true,
         timeout: Duration::from_secs(300),
         lesson_seed: 3,
     }

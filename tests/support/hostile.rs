@@ -108,7 +108,7 @@ impl NodeService for HostileParent {
                 let mut flipped = bytes.clone();
                 let mid = flipped.len() / 2;
                 flipped[mid] ^= 0x10;
-                send_chunk(&mut req.send, &header, &flipped[from..], &[]).await
+                send_chunk(&mut req.send, &header, flipped[from..].to_vec().into(), &[]).await
             }
             Lie::TruncatedChunk => {
                 self.lied();
@@ -135,7 +135,7 @@ impl NodeService for HostileParent {
                     size: other_bytes.len() as u32,
                     offset: 0,
                 };
-                send_chunk(&mut req.send, &header, other_bytes, &[]).await
+                send_chunk(&mut req.send, &header, other_bytes.clone().into(), &[]).await
             }
             Lie::EndlessBytes => {
                 self.lied();
@@ -146,7 +146,7 @@ impl NodeService for HostileParent {
                 while req.send.write_all(&junk).await.is_ok() {}
                 Ok(())
             }
-            _ => send_chunk(&mut req.send, &header, &bytes[from..], &[]).await,
+            _ => send_chunk(&mut req.send, &header, bytes[from..].to_vec().into(), &[]).await,
         }
     }
 

@@ -49,6 +49,10 @@ struct Args {
     memtable_kib: usize,
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
+    /// Leave `station.rate_limit` unset on the stations (runs before 2026-12-06 did), so their
+    /// receive windows are not sized to their lines.
+    #[arg(long)]
+    no_station_rate_limit: bool,
     /// Processes the stations run in besides this one (0: all in this process). Default: as
     /// many as the open-file limit calls for (~16 per station).
     #[arg(long)]
@@ -114,6 +118,7 @@ async fn main() -> Result<()> {
         loss: args.loss,
         queue: Duration::from_millis(args.queue_ms),
         memtable_bytes: args.memtable_kib * 1024,
+        stations_know_their_line: !args.no_station_rate_limit,
         timeout: Duration::from_secs(args.timeout_s),
         lesson_seed: args.seed,
     };
@@ -174,6 +179,7 @@ async fn main() -> Result<()> {
         "link_datagrams_forwarded_down": cw.link_forwarded,
         "link_datagrams_lost": cw.link_lost,
         "link_datagrams_queue_dropped": cw.link_queue_dropped,
+        "line_use": cw.line_use(),
     });
     tracing::info!(%cw_json, "courseway done");
 
@@ -186,6 +192,7 @@ async fn main() -> Result<()> {
             "lesson_bytes": bytes, "lesson_chunks": lesson.chunks.len(),
             "memtable_kib": args.memtable_kib,
             "station_hosts": station_hosts,
+            "stations_know_their_line": config.stations_know_their_line,
         },
         "machine": {
             "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -14,7 +14,7 @@ use courseway::topology::DeploymentKeys;
 use courseway_content::synthetic::BuiltLesson;
 use courseway_content::{NodeName, RootKey};
 use courseway_linkemu::{LinkConfig, ProxyConfig, UdpProxy};
-use courseway_net::DeploymentCa;
+use courseway_net::{DeploymentCa, RateLimit};
 use courseway_node::{Parent, UpstreamConfig};
 use courseway_origin::{Origin, OriginConfig};
 use courseway_proto::Role;
@@ -56,6 +56,12 @@ pub struct Outcome {
     pub link_lost: u64,
     pub link_queue_dropped: u64,
     pub link_forwarded: u64,
+    /// Bytes each station's line had carried down when the station came to hold the lesson
+    /// (datagram payloads, as the link emulator charges its rate; 0 if it never did).
+    pub line_bytes: Vec<u64>,
+    /// Seconds until each station held the lesson, by station.
+    pub arrivals: Vec<Option<f64>>,
+    pub rate_of: Vec<u64>,
 }
 
 /// Sums hits, misses and coalesced joins over a tier.
@@ -77,6 +83,42 @@ fn tier(stats: &[RelayStats]) -> Value {
 }
 
 impl Outcome {
+    /// How each class's lines were used up to each station's arrival: the bytes carried down
+    /// per lesson byte (QUIC headers, control frames, retransmissions), and the share of the time
+    /// the line was busy (line bytes at the line's rate over the time taken). A station's time
+    /// over its bound is the first divided by the second: this says which one a miss comes from.
+    pub fn line_use(&self) -> Value {
+        let class = |slow: bool| {
+            let stations: Vec<(f64, f64, f64)> = self
+                .line_bytes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| FleetConfig::is_slow(*i) == slow)
+                .filter_map(|(i, &bytes)| {
+                    let t = self.arrivals[i]?;
+                    let overhead = bytes as f64 / self.lesson_bytes as f64;
+                    let busy = bytes as f64 * 8.0 / (self.rate_of[i] as f64 * t);
+                    Some((t, overhead, busy))
+                })
+                .collect();
+            if stations.is_empty() {
+                return Value::Null;
+            }
+            let n = stations.len() as f64;
+            let last = stations
+                .iter()
+                .copied()
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .expect("not empty");
+            json!({
+                "line_bytes_per_lesson_byte_mean": stations.iter().map(|s| s.1).sum::<f64>() / n,
+                "line_busy_mean": stations.iter().map(|s| s.2).sum::<f64>() / n,
+                "last_station": {"seconds": last.0, "line_bytes_per_lesson_byte": last.1, "line_busy": last.2},
+            })
+        };
+        json!({"normal": class(false), "slow": class(true)})
+    }
+
     pub fn city_hit_ratio(&self) -> Value {
         tier(&self.city)
     }
@@ -197,14 +239,15 @@ pub async fn run(config: &FleetConfig, lesson: &BuiltLesson, dir: &Path, station
     }
     let version = origin.publish(&[(lesson.manifest.clone(), &lesson.chunks)])?;
     let mut done: Vec<Option<f64>> = vec![None; config.stations];
+    let mut line_bytes = vec![0u64; config.stations];
     let mut open_fds_peak = procfs::open_fds();
     let mut hosts_report = host::Report::default();
     if let Some(set) = &mut local {
-        set.wait(version, t0, config.timeout, &mut done).await;
+        set.wait(version, t0, config.timeout, &mut done, &mut line_bytes).await;
         open_fds_peak = open_fds_peak.max(procfs::open_fds());
     } else {
         for h in &mut hosts {
-            h.collect(&mut done, &mut hosts_report).await?;
+            h.collect(&mut done, &mut line_bytes, &mut hosts_report).await?;
         }
     }
     let mut cpu_total_s = procfs::process_cpu("self") - cpu_before;
@@ -252,6 +295,9 @@ pub async fn run(config: &FleetConfig, lesson: &BuiltLesson, dir: &Path, station
         link_lost: lost,
         link_queue_dropped: queue_dropped,
         link_forwarded: forwarded,
+        line_bytes,
+        arrivals: done.clone(),
+        rate_of: (0..config.stations).map(|i| config.rate_of(i)).collect(),
     };
 
     // Stop everything: stations first, then relays, origin.
@@ -366,6 +412,9 @@ impl StationSet {
                 }]),
             );
             sc.retry_after = Duration::from_secs(1);
+            if config.stations_know_their_line {
+                sc.rate_cap = Some(RateLimit::from_bits_per_sec(rate, 100)?);
+            }
             stations.push(Station::start(sc, keys.enroll(Role::Station, &name)?, keys.root_public()).await?);
             proxies.push(proxy);
         }
@@ -378,14 +427,16 @@ impl StationSet {
     }
 
     /// Waits until every station holds catalog `version` (or the timeout), recording in
-    /// `done[first + k]` the seconds since `t0`; calls `on_done` for each.
+    /// `done[first + k]` the seconds since `t0` and in `line_bytes[first + k]` the bytes its line
+    /// had carried down by then; calls `on_done` for each.
     pub async fn wait_with(
         &mut self,
         version: u64,
         t0: Instant,
         timeout: Duration,
         done: &mut [Option<f64>],
-        mut on_done: impl FnMut(usize, f64),
+        line_bytes: &mut [u64],
+        mut on_done: impl FnMut(usize, f64, u64),
     ) {
         let mut statuses: Vec<_> = self.stations.iter().map(|s| s.status()).collect();
         let mut last_log = Instant::now();
@@ -396,8 +447,10 @@ impl StationSet {
                 if done[i].is_none() {
                     let s = status.borrow_and_update();
                     if s.synced && s.catalog_version >= version {
+                        let bytes = self.proxies[k].stats().downlink.forwarded_bytes;
                         done[i] = Some(now);
-                        on_done(i, now);
+                        line_bytes[i] = bytes;
+                        on_done(i, now, bytes);
                     }
                 }
             }
@@ -415,8 +468,16 @@ impl StationSet {
         }
     }
 
-    pub async fn wait(&mut self, version: u64, t0: Instant, timeout: Duration, done: &mut [Option<f64>]) {
-        self.wait_with(version, t0, timeout, done, |_, _| {}).await;
+    pub async fn wait(
+        &mut self,
+        version: u64,
+        t0: Instant,
+        timeout: Duration,
+        done: &mut [Option<f64>],
+        line_bytes: &mut [u64],
+    ) {
+        self.wait_with(version, t0, timeout, done, line_bytes, |_, _, _| {})
+            .await;
     }
 
     /// Chunks that differ from (or are missing against) `lesson`, read back through each

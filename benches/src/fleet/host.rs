@@ -61,6 +61,7 @@ impl Host {
             "rate_bps": config.rate_bps, "delay_ms": config.delay.as_millis() as u64, "loss": config.loss,
             "queue_ms": config.queue.as_millis() as u64, "memtable_bytes": config.memtable_bytes,
             "timeout_s": config.timeout.as_secs(),
+            "stations_know_their_line": config.stations_know_their_line,
             "keys": keys_file, "dir": dir,
             "parents": parents.iter().map(|p| json!([p.name.as_str(), p.addr.to_string()])).collect::<Vec<_>>(),
             "first": range.start, "end": range.end,
@@ -127,8 +128,13 @@ impl Host {
         Ok(())
     }
 
-    /// Reads `done` lines into `done` until `finished`, then the report.
-    pub async fn collect(&mut self, done: &mut [Option<f64>], report: &mut Report) -> Result<()> {
+    /// Reads `done` lines into `done` and `line_bytes` until `finished`, then the report.
+    pub async fn collect(
+        &mut self,
+        done: &mut [Option<f64>],
+        line_bytes: &mut [u64],
+        report: &mut Report,
+    ) -> Result<()> {
         loop {
             let line = self.line().await?;
             let mut f = line.split_whitespace();
@@ -136,6 +142,7 @@ impl Host {
                 Some("done") => {
                     let i: usize = f.next().context("station")?.parse()?;
                     let t: f64 = f.next().context("time")?.parse()?;
+                    line_bytes[i] = f.next().context("line bytes")?.parse()?;
                     done[i] = Some(t);
                 }
                 Some("finished") => break,
@@ -182,6 +189,9 @@ pub async fn serve(spec: &str) -> Result<()> {
         loss: v["loss"].as_f64().context("loss")?,
         queue: Duration::from_millis(u("queue_ms")?),
         memtable_bytes: u("memtable_bytes")? as usize,
+        stations_know_their_line: v["stations_know_their_line"]
+            .as_bool()
+            .context("host spec: stations_know_their_line")?,
         timeout: Duration::from_secs(u("timeout_s")?),
         lesson_seed: u("lesson_seed")?,
     };
@@ -209,8 +219,11 @@ pub async fn serve(spec: &str) -> Result<()> {
     let t0 = Instant::now();
     let threads_before = procfs::threads_cpu();
     let mut done = vec![None; config.stations];
-    set.wait_with(1, t0, config.timeout, &mut done, |i, t| println!("done {i} {t}"))
-        .await;
+    let mut line_bytes = vec![0; config.stations];
+    set.wait_with(1, t0, config.timeout, &mut done, &mut line_bytes, |i, t, bytes| {
+        println!("done {i} {t} {bytes}")
+    })
+    .await;
     println!("finished");
     let cpu_by_thread = procfs::threads_delta(&threads_before, &procfs::threads_cpu());
     let mismatches = set.verify(&lesson, &done);

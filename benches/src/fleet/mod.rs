@@ -34,6 +34,9 @@ pub struct FleetConfig {
     pub queue: Duration,
     /// Memtable bytes of every node's store.
     pub memtable_bytes: usize,
+    /// Whether each station is configured with its line's rate (`station.rate_limit`, as the
+    /// deployment docs ask), which also sizes its receive windows to the line.
+    pub stations_know_their_line: bool,
     /// Give up waiting for the fleet after this long.
     pub timeout: Duration,
     /// The seed of the lesson's bytes (station hosts rebuild it to check what they hold).

@@ -6,6 +6,7 @@
 //! `payload_len` bytes. A lying length therefore costs the reader nothing, and the payload
 //! buffer grows only as bytes arrive, so a declared-but-unsent payload costs nothing either.
 
+use bytes::Bytes;
 use courseway_content::MAX_CHUNK_SIZE;
 use courseway_proto::{
     decode_request, decode_response, encode_request, encode_response, ChunkHeader, ErrorCode, ErrorReply, FrameError,
@@ -15,9 +16,6 @@ use quinn::{RecvStream, SendStream, VarInt};
 
 use crate::error::NetError;
 use crate::pacing::{write_limited, SharedLimiter};
-
-/// What a payload buffer starts with before bytes arrive.
-const INITIAL_READ_CAPACITY: usize = 64 * 1024;
 
 /// The QUIC application error code for `code`, used to reset or stop a stream.
 pub fn stream_error_code(code: ErrorCode) -> VarInt {
@@ -68,19 +66,29 @@ async fn read_payload(recv: &mut RecvStream, header: FrameHeader) -> Result<Vec<
 /// Reads exactly `len` bytes, growing the buffer only as bytes arrive: a peer that declares a
 /// large (but allowed) length and then sends nothing costs us nothing.
 async fn read_growing(recv: &mut RecvStream, len: usize, what: &'static str) -> Result<Vec<u8>, NetError> {
-    let mut buf = Vec::with_capacity(len.min(INITIAL_READ_CAPACITY));
-    while buf.len() < len {
-        match recv.read_chunk(len - buf.len(), true).await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+    // quinn's pieces are kept as they arrive (what is held grows only with what arrived, never
+    // with what the header announced) and joined once at the end: one copy, no reallocation.
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut got = 0;
+    while got < len {
+        match recv.read_chunk(len - got, true).await {
+            Ok(Some(chunk)) => {
+                got += chunk.bytes.len();
+                pieces.push(chunk.bytes);
+            }
             Ok(None) => {
                 return Err(NetError::EndedEarly {
                     what,
                     expected: len,
-                    got: buf.len(),
+                    got,
                 })
             }
             Err(source) => return Err(NetError::Read { what, source }),
         }
+    }
+    let mut buf = Vec::with_capacity(got);
+    for piece in &pieces {
+        buf.extend_from_slice(piece);
     }
     Ok(buf)
 }
@@ -139,7 +147,7 @@ pub async fn read_chunk_body(recv: &mut RecvStream, header: &ChunkHeader) -> Res
 pub async fn send_chunk(
     send: &mut SendStream,
     header: &ChunkHeader,
-    body: &[u8],
+    body: Bytes,
     limiters: &[&SharedLimiter],
 ) -> Result<(), NetError> {
     if body.len() as u64 != u64::from(header.size.saturating_sub(header.offset)) || header.offset > header.size {

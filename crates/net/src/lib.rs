@@ -63,4 +63,4 @@ pub use identity::{parse_role, role_label, PeerIdentity};
 pub use limiter::{RateLimit, TokenBucket};
 pub use pacing::{write_limited, SharedLimiter};
 pub use revocation::Revocations;
-pub use transport::{CongestionControl, TransportConfig};
+pub use transport::{CongestionControl, TransportConfig, LINE_WINDOW, MIN_LINE_WINDOW};

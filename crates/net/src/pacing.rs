@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
 use quinn::SendStream;
 
@@ -75,16 +76,23 @@ impl SharedLimiter {
 }
 
 /// Writes `bytes` to `send`, waiting on every limiter in `limiters` before each piece of at most
-/// [`PACED_WRITE_SIZE`] bytes. With no limiters it is a plain `write_all`.
-pub async fn write_limited(send: &mut SendStream, bytes: &[u8], limiters: &[&SharedLimiter]) -> Result<(), NetError> {
-    for piece in bytes.chunks(PACED_WRITE_SIZE) {
+/// [`PACED_WRITE_SIZE`] bytes.
+///
+/// The pieces are slices of `bytes`, handed to quinn without copying them.
+pub async fn write_limited(send: &mut SendStream, bytes: Bytes, limiters: &[&SharedLimiter]) -> Result<(), NetError> {
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + PACED_WRITE_SIZE).min(bytes.len());
         for limiter in limiters {
-            limiter.acquire(piece.len() as u64).await;
+            limiter.acquire((end - start) as u64).await;
         }
-        send.write_all(piece).await.map_err(|source| NetError::Write {
-            what: "paced body",
-            source,
-        })?;
+        send.write_chunk(bytes.slice(start..end))
+            .await
+            .map_err(|source| NetError::Write {
+                what: "paced body",
+                source,
+            })?;
+        start = end;
     }
     Ok(())
 }

@@ -15,6 +15,17 @@
 //! - **Connection window 8 MiB, send window 8 MiB.** Room for several chunks in flight at once;
 //!   well above a rural link's bandwidth-delay product (4 Mbit/s × 300 ms ≈ 150 KB) and modest
 //!   on a relay serving hundreds of children.
+//! - **On a line of known rate, windows of one second of it.** A station that knows its line
+//!   (its rate cap) lets its parent have at most [`LINE_WINDOW`] of the line's bytes in flight
+//!   toward it ([`TransportConfig::for_line`]; at least [`MIN_LINE_WINDOW`], which is more than a
+//!   second below ~100 kbit/s). Whatever the sender's congestion controller does, the queue in
+//!   front of the village line then holds at most the window less one round trip: a line whose
+//!   buffer is at least that deep is never overrun into tail drops, and the village's other
+//!   traffic waits behind at most that much lesson. On the fleet benchmark's emulated lines
+//!   (64 and 16 kbit/s, 16 KiB queues) BBR with the default windows sent ~1.27 bytes per lesson
+//!   byte, a fifth of them dropped at the queue; with line-sized windows it sends ~1.07 and
+//!   loses only the random 1 % (`docs/benchmarks.md`). The price is more, smaller datagrams
+//!   (the parent sends as quinn returns credit, an eighth of the window at a time).
 //! - **64 concurrent bidirectional streams per connection, no unidirectional ones.** Every
 //!   request is one bidirectional stream; the cap bounds what one peer can make a server hold.
 //! - **Congestion control: BBR.** Random loss is the rural line's normal state, not a sign of
@@ -36,6 +47,13 @@ use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
 use quinn::{IdleTimeout, VarInt};
 
 use crate::error::NetError;
+
+/// How much of a line's time a line-sized receive window holds ([`TransportConfig::for_line`]).
+pub const LINE_WINDOW: Duration = Duration::from_secs(1);
+
+/// The smallest line-sized receive window: eight full-sized datagrams, so a slow line still has
+/// enough in flight for loss to be detected by later packets rather than by a timeout.
+pub const MIN_LINE_WINDOW: u32 = 12 * 1024;
 
 /// Which congestion controller a connection uses (it governs what this endpoint sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +103,19 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
+    /// These settings with receive windows sized to a line of `bytes_per_sec` (see the module
+    /// doc): one connection window of [`LINE_WINDOW`] of the line, at least [`MIN_LINE_WINDOW`]
+    /// and at most the configured windows, and each stream may use all of it.
+    pub fn for_line(&self, bytes_per_sec: u64) -> Self {
+        let line = bytes_per_sec.saturating_mul(LINE_WINDOW.as_millis() as u64) / 1000;
+        let window = line.max(u64::from(MIN_LINE_WINDOW)).min(u64::from(self.receive_window)) as u32;
+        Self {
+            stream_receive_window: window.min(self.stream_receive_window),
+            receive_window: window,
+            ..self.clone()
+        }
+    }
+
     /// Checks the values and builds quinn's transport configuration.
     pub fn to_quinn(&self) -> Result<quinn::TransportConfig, NetError> {
         if self.keep_alive_interval.is_zero() || self.keep_alive_interval >= self.idle_timeout {
@@ -102,10 +133,13 @@ impl TransportConfig {
                 format!("{:?} is too long for QUIC; use minutes, not years", self.idle_timeout),
             )
         })?;
-        if self.stream_receive_window < 64 * 1024 || self.receive_window < self.stream_receive_window {
+        if self.stream_receive_window < MIN_LINE_WINDOW || self.receive_window < self.stream_receive_window {
             return Err(NetError::config(
                 "transport windows",
-                "the stream window must be at least 64 KiB and the connection window at least the stream window",
+                format!(
+                    "the stream window must be at least {} KiB and the connection window at least the stream window",
+                    MIN_LINE_WINDOW / 1024
+                ),
             ));
         }
         if self.max_concurrent_bidi_streams == 0 {
@@ -176,6 +210,29 @@ mod tests {
         ];
         for c in bad {
             assert!(c.to_quinn().is_err(), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn line_windows_hold_a_second_of_the_line_within_bounds() {
+        let d = TransportConfig::default();
+        // 2 Mbit/s: 250,000 bytes; the stream window is capped by the configured one.
+        let two_mbit = d.for_line(250_000);
+        assert_eq!(two_mbit.receive_window, 250_000);
+        assert_eq!(two_mbit.stream_receive_window, 250_000);
+        // 16 kbit/s: a second is 2,000 bytes, below the floor.
+        let slow = d.for_line(2_000);
+        assert_eq!(
+            (slow.receive_window, slow.stream_receive_window),
+            (MIN_LINE_WINDOW, MIN_LINE_WINDOW)
+        );
+        // 1 Gbit/s: never above the configured windows.
+        let fast = d.for_line(125_000_000);
+        assert_eq!(fast.receive_window, d.receive_window);
+        assert_eq!(fast.stream_receive_window, d.stream_receive_window);
+        for c in [two_mbit, slow, fast] {
+            assert!(c.to_quinn().is_ok(), "{c:?}");
+            assert_eq!(c.congestion, d.congestion);
         }
     }
 }

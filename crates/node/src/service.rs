@@ -87,11 +87,32 @@ pub async fn serve_counted_connection<S: NodeService>(
 }
 
 pub async fn serve_connection<S: NodeService>(service: Arc<S>, conn: PeerConnection) {
+    let (connection, peer) = (conn.connection.clone(), conn.peer.clone());
     serve_requests(conn, ServeConfig::default(), move |req| {
         let service = service.clone();
         async move { handle(service, req).await }
     })
     .await;
+    // What the connection cost on the wire, for diagnosing a child's line (datagrams, loss,
+    // congestion events, retransmitted bytes, flow-control frames).
+    let stats = connection.stats();
+    tracing::debug!(
+        %peer,
+        datagrams_sent = stats.udp_tx.datagrams,
+        bytes_sent = stats.udp_tx.bytes,
+        packets_lost = stats.path.lost_packets,
+        bytes_lost = stats.path.lost_bytes,
+        congestion_events = stats.path.congestion_events,
+        stream_frames_sent = stats.frame_tx.stream,
+        acks_sent = stats.frame_tx.acks,
+        max_data_received = stats.frame_rx.max_data,
+        max_stream_data_received = stats.frame_rx.max_stream_data,
+        data_blocked_sent = stats.frame_tx.data_blocked,
+        stream_data_blocked_sent = stats.frame_tx.stream_data_blocked,
+        pings_sent = stats.frame_tx.ping,
+        rtt_ms = stats.path.rtt.as_millis() as u64,
+        "child connection closed"
+    );
 }
 
 async fn reply(req: &mut IncomingRequest, response: Response) -> Result<(), NetError> {
@@ -224,7 +245,8 @@ pub async fn send_stored_chunk(
                 size,
                 offset: get.offset,
             };
-            send_chunk(&mut req.send, &header, &body, limiters).await?;
+            // The store's buffer becomes quinn's without another copy.
+            send_chunk(&mut req.send, &header, body.into(), limiters).await?;
             Ok(true)
         }
         Ok(None) => Ok(false),

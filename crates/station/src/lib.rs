@@ -274,14 +274,13 @@ impl Station {
     pub async fn start(config: StationConfig, enrollment: Enrollment, root: PublicKey) -> Result<Self, StationError> {
         let store = Arc::new(Store::open(config.store)?);
         let trust = persist::load_trust(&store, root)?;
-        let mut transport = config.transport.clone();
-        if let Some(cap) = config.rate_cap {
-            // Reads are paced by the cap; small receive windows keep the parent from bursting far
-            // ahead of them into buffers (which would use the shared village line above the cap).
-            let window = (cap.bytes_per_sec() / 4).clamp(64 * 1024, u64::from(transport.stream_receive_window)) as u32;
-            transport.stream_receive_window = window;
-            transport.receive_window = window.saturating_mul(config.concurrency.max(1) as u32 + 1);
-        }
+        // On a line of known rate, the parent may have only about a second of it in flight
+        // toward us: it can neither overrun the village line's queue nor burst far ahead of the
+        // cap's pacing of our reads.
+        let transport = match config.rate_cap {
+            Some(cap) => config.transport.for_line(cap.bytes_per_sec()),
+            None => config.transport.clone(),
+        };
         let revocations = enrollment.revocations().clone();
         if let Some(c) = trust.catalog() {
             revocations.replace(c.body.revoked());

@@ -102,7 +102,8 @@ impl ChunkServer {
                     offset: get.offset,
                 };
                 let limiters: Vec<&SharedLimiter> = conn_limiter.iter().chain(self.node_limiter.iter()).collect();
-                send_chunk(&mut req.send, &header, &bytes[get.offset as usize..], &limiters).await
+                let body = bytes::Bytes::copy_from_slice(&bytes[get.offset as usize..]);
+                send_chunk(&mut req.send, &header, body, &limiters).await
             }
             _ => {
                 reply_error(
