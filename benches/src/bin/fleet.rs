@@ -49,10 +49,11 @@ struct Args {
     memtable_kib: usize,
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
-    /// Leave `station.rate_limit` unset on the stations (runs before 2026-12-06 did), so their
-    /// receive windows are not sized to their lines.
+    /// Give every station its line's rate as `station.rate_limit`, which also sizes its receive
+    /// windows to the line (`TransportConfig::for_line`). Off by default, as in the published
+    /// runs (docs/benchmarks.md: the one run with it on).
     #[arg(long)]
-    no_station_rate_limit: bool,
+    station_rate_limit: bool,
     /// Processes the stations run in besides this one (0: all in this process). Default: as
     /// many as the open-file limit calls for (~16 per station).
     #[arg(long)]
@@ -118,7 +119,7 @@ async fn main() -> Result<()> {
         loss: args.loss,
         queue: Duration::from_millis(args.queue_ms),
         memtable_bytes: args.memtable_kib * 1024,
-        stations_know_their_line: !args.no_station_rate_limit,
+        stations_know_their_line: args.station_rate_limit,
         timeout: Duration::from_secs(args.timeout_s),
         lesson_seed: args.seed,
     };

@@ -243,7 +243,8 @@ pub async fn run(config: &FleetConfig, lesson: &BuiltLesson, dir: &Path, station
     let mut open_fds_peak = procfs::open_fds();
     let mut hosts_report = host::Report::default();
     if let Some(set) = &mut local {
-        set.wait(version, t0, config.timeout, &mut done, &mut line_bytes).await;
+        set.wait(version, t0, config.timeout, &mut done, &mut line_bytes, |_, _, _| {})
+            .await;
         open_fds_peak = open_fds_peak.max(procfs::open_fds());
     } else {
         for h in &mut hosts {
@@ -429,7 +430,7 @@ impl StationSet {
     /// Waits until every station holds catalog `version` (or the timeout), recording in
     /// `done[first + k]` the seconds since `t0` and in `line_bytes[first + k]` the bytes its line
     /// had carried down by then; calls `on_done` for each.
-    pub async fn wait_with(
+    pub async fn wait(
         &mut self,
         version: u64,
         t0: Instant,
@@ -466,18 +467,6 @@ impl StationSet {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    pub async fn wait(
-        &mut self,
-        version: u64,
-        t0: Instant,
-        timeout: Duration,
-        done: &mut [Option<f64>],
-        line_bytes: &mut [u64],
-    ) {
-        self.wait_with(version, t0, timeout, done, line_bytes, |_, _, _| {})
-            .await;
     }
 
     /// Chunks that differ from (or are missing against) `lesson`, read back through each

@@ -220,7 +220,7 @@ pub async fn serve(spec: &str) -> Result<()> {
     let threads_before = procfs::threads_cpu();
     let mut done = vec![None; config.stations];
     let mut line_bytes = vec![0; config.stations];
-    set.wait_with(1, t0, config.timeout, &mut done, &mut line_bytes, |i, t, bytes| {
+    set.wait(1, t0, config.timeout, &mut done, &mut line_bytes, |i, t, bytes| {
         println!("done {i} {t} {bytes}")
     })
     .await;

@@ -17,15 +17,19 @@
 //!   on a relay serving hundreds of children.
 //! - **On a line of known rate, windows of one second of it.** A station that knows its line
 //!   (its rate cap) lets its parent have at most [`LINE_WINDOW`] of the line's bytes in flight
-//!   toward it ([`TransportConfig::for_line`]; at least [`MIN_LINE_WINDOW`], which is more than a
-//!   second below ~100 kbit/s). Whatever the sender's congestion controller does, the queue in
-//!   front of the village line then holds at most the window less one round trip: a line whose
-//!   buffer is at least that deep is never overrun into tail drops, and the village's other
-//!   traffic waits behind at most that much lesson. On the fleet benchmark's emulated lines
-//!   (64 and 16 kbit/s, 16 KiB queues) BBR with the default windows sent ~1.27 bytes per lesson
-//!   byte, a fifth of them dropped at the queue; with line-sized windows it sends ~1.07 and
-//!   loses only the random 1 % (`docs/benchmarks.md`). The price is more, smaller datagrams
-//!   (the parent sends as quinn returns credit, an eighth of the window at a time).
+//!   toward it ([`TransportConfig::for_line`]): on a 2 Mbit/s line, 250 kB. Whatever the
+//!   sender's congestion controller does, the queue in front of the village line then holds at
+//!   most the window less one round trip: a line whose buffer is at least that deep is never
+//!   overrun into tail drops, and the village's other traffic waits behind at most a second of
+//!   lesson. Never below [`MIN_LINE_WINDOW`] (64 KiB, a second of 512 kbit/s): on slower lines
+//!   a smaller window made transfers hang on single lost credit updates. The fleet benchmark
+//!   (`docs/benchmarks.md`, 16 and 64 kbit/s lines, 16 KiB queues) tried a 12 KiB floor: the
+//!   parent's queue drops fell 7-fold and it sent 1.07 bytes per lesson byte instead of
+//!   1.32-1.38, but the parent then sends only as quinn returns credit (an eighth of the window
+//!   at a time). Under the full fleet's load 101 chunk transfers then went 30 s without a byte
+//!   and were abandoned, and the slowest stations came in at 1.20 of the bound (most likely:
+//!   a lost credit update that no later one replaces waits for a probe timeout, which a
+//!   queue-inflated round trip of seconds stretches; not traced per connection).
 //! - **64 concurrent bidirectional streams per connection, no unidirectional ones.** Every
 //!   request is one bidirectional stream; the cap bounds what one peer can make a server hold.
 //! - **Congestion control: BBR.** Random loss is the rural line's normal state, not a sign of
@@ -51,9 +55,8 @@ use crate::error::NetError;
 /// How much of a line's time a line-sized receive window holds ([`TransportConfig::for_line`]).
 pub const LINE_WINDOW: Duration = Duration::from_secs(1);
 
-/// The smallest line-sized receive window: eight full-sized datagrams, so a slow line still has
-/// enough in flight for loss to be detected by later packets rather than by a timeout.
-pub const MIN_LINE_WINDOW: u32 = 12 * 1024;
+/// The smallest line-sized receive window (see the module doc for why not smaller).
+pub const MIN_LINE_WINDOW: u32 = 64 * 1024;
 
 /// Which congestion controller a connection uses (it governs what this endpoint sends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -220,8 +223,8 @@ mod tests {
         let two_mbit = d.for_line(250_000);
         assert_eq!(two_mbit.receive_window, 250_000);
         assert_eq!(two_mbit.stream_receive_window, 250_000);
-        // 16 kbit/s: a second is 2,000 bytes, below the floor.
-        let slow = d.for_line(2_000);
+        // 64 kbit/s: a second is 8,000 bytes, below the floor.
+        let slow = d.for_line(8_000);
         assert_eq!(
             (slow.receive_window, slow.stream_receive_window),
             (MIN_LINE_WINDOW, MIN_LINE_WINDOW)
