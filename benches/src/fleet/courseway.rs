@@ -368,6 +368,54 @@ impl std::fmt::Debug for StationSet {
     }
 }
 
+/// Starts stations `range`, each behind its own emulated line (run on `linkemu`).
+async fn start_stations(
+    config: &FleetConfig,
+    keys: &DeploymentKeys,
+    parents: &[Parent],
+    range: std::ops::Range<usize>,
+    dir: &Path,
+    linkemu: &tokio::runtime::Runtime,
+) -> Result<(Vec<Station>, Vec<UdpProxy>)> {
+    let mut proxies = Vec::new();
+    let mut stations = Vec::new();
+    for i in range {
+        let town = &parents[i % parents.len()];
+        let rate = config.rate_of(i);
+        let link = LinkConfig {
+            rate_bps: Some(rate),
+            delay: config.delay,
+            loss: config.loss,
+            queue_bytes: config.queue_bytes(rate),
+            seed: i as u64 + 1,
+            ..LinkConfig::default()
+        };
+        let upstream = town.addr;
+        let proxy = linkemu
+            .spawn(async move { UdpProxy::start(upstream, ProxyConfig::symmetric(link)).await })
+            .await??;
+        let name = NodeName::new(format!("village-{:04}", i + 1))?;
+        let mut store = StoreConfig::new(dir.join(name.as_str()), 4 << 30);
+        store.memtable_bytes = config.memtable_bytes;
+        let mut sc = StationConfig::new(
+            name.clone(),
+            loopback(),
+            store,
+            UpstreamConfig::new(vec![Parent {
+                name: town.name.clone(),
+                addr: proxy.local_addr(),
+            }]),
+        );
+        sc.retry_after = Duration::from_secs(1);
+        if config.stations_know_their_line {
+            sc.rate_cap = Some(RateLimit::from_bits_per_sec(rate, 100)?);
+        }
+        stations.push(Station::start(sc, keys.enroll(Role::Station, &name)?, keys.root_public()).await?);
+        proxies.push(proxy);
+    }
+    Ok((stations, proxies))
+}
+
 impl StationSet {
     /// Starts stations `range` (station `i` under `parents[i % len]`).
     pub async fn start(
@@ -382,49 +430,20 @@ impl StationSet {
             .thread_name("linkemu")
             .enable_all()
             .build()?;
-        let mut proxies = Vec::new();
-        let mut stations = Vec::new();
         let first = range.start;
-        for i in range {
-            let town = &parents[i % parents.len()];
-            let rate = config.rate_of(i);
-            let link = LinkConfig {
-                rate_bps: Some(rate),
-                delay: config.delay,
-                loss: config.loss,
-                queue_bytes: config.queue_bytes(rate),
-                seed: i as u64 + 1,
-                ..LinkConfig::default()
-            };
-            let upstream = town.addr;
-            let proxy = linkemu
-                .spawn(async move { UdpProxy::start(upstream, ProxyConfig::symmetric(link)).await })
-                .await??;
-            let name = NodeName::new(format!("village-{:04}", i + 1))?;
-            let mut store = StoreConfig::new(dir.join(name.as_str()), 4 << 30);
-            store.memtable_bytes = config.memtable_bytes;
-            let mut sc = StationConfig::new(
-                name.clone(),
-                loopback(),
-                store,
-                UpstreamConfig::new(vec![Parent {
-                    name: town.name.clone(),
-                    addr: proxy.local_addr(),
-                }]),
-            );
-            sc.retry_after = Duration::from_secs(1);
-            if config.stations_know_their_line {
-                sc.rate_cap = Some(RateLimit::from_bits_per_sec(rate, 100)?);
+        match start_stations(config, keys, parents, range, dir, &linkemu).await {
+            Ok((stations, proxies)) => Ok(Self {
+                first,
+                stations,
+                proxies,
+                linkemu,
+            }),
+            Err(e) => {
+                // A runtime may not be dropped inside another one: let its threads go.
+                linkemu.shutdown_background();
+                Err(e)
             }
-            stations.push(Station::start(sc, keys.enroll(Role::Station, &name)?, keys.root_public()).await?);
-            proxies.push(proxy);
         }
-        Ok(Self {
-            first,
-            stations,
-            proxies,
-            linkemu,
-        })
     }
 
     /// Waits until every station holds catalog `version` (or the timeout), recording in
